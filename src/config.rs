@@ -1,0 +1,478 @@
+//! Configuration: typed structs, the layered loader and validation.
+//!
+//! Layers, later wins (DESIGN §9):
+//! 1. built-in defaults, `config/default.toml`, embedded in the binary;
+//! 2. `--config FILE`;
+//! 3. environment variables `FEIDAN__SECTION__KEY` (`__` separates levels; under
+//!    `kafka.client` an `_` in the last part stands for a `.`);
+//! 4. `--set KEY=VALUE` overrides, in the order given.
+//!
+//! Every key must exist in the defaults (or live under `kafka.client`); an
+//! unknown key or an out-of-range value is a [`ConfigError`] naming the key.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The built-in defaults, documented key by key.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Prefix of the environment variables that configure feidan.
+const ENV_PREFIX: &str = "FEIDAN";
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("unknown configuration key `{0}`")]
+    UnknownKey(String),
+    #[error("`--set {0}` is not KEY=VALUE")]
+    BadOverride(String),
+    #[error("configuration key `{key}`: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
+    pub engine: EngineConfig,
+    pub alerts: AlertsConfig,
+    pub detect: DetectConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub group_id: String,
+    pub input_topic: String,
+    pub alert_topic: String,
+    pub dead_letter_topic: String,
+    pub state_topic: String,
+    pub max_in_flight: usize,
+    /// librdkafka properties, flattened to `name = value` strings.
+    #[serde(deserialize_with = "flatten_client_properties")]
+    pub client: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub addr: String,
+    pub manager_series: bool,
+    pub max_manager_series: usize,
+    pub ready_max_lag: i64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    #[serde(with = "duration")]
+    pub allowed_lateness: Duration,
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    #[serde(with = "duration")]
+    pub late_horizon: Duration,
+    pub max_event_bytes: usize,
+    pub dedup_capacity: usize,
+    #[serde(with = "duration")]
+    pub dedup_horizon: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    #[serde(with = "duration")]
+    pub evaluate_every: Duration,
+    /// Evaluations a condition must hold before the alert fires.
+    #[serde(rename = "for")]
+    pub for_evaluations: u32,
+    pub resolve_after: u32,
+    pub max_evidence: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectConfig {
+    pub win_rate: WinRateConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WinRateConfig {
+    #[serde(with = "duration")]
+    pub window: Duration,
+    #[serde(with = "duration")]
+    pub history: Duration,
+    pub alpha: f64,
+    pub min_drop: f64,
+    pub min_closed: u64,
+    pub prior_strength: f64,
+    pub critical_p_value: f64,
+}
+
+impl Config {
+    /// The built-in defaults alone.
+    pub fn defaults() -> Config {
+        Config::load(None, &[], std::iter::empty()).expect("built-in defaults are valid")
+    }
+
+    /// Loads the layers described in the module docs and validates the result.
+    ///
+    /// `env` is the process environment (pass `std::env::vars()`); only
+    /// variables starting with `FEIDAN__` are read.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the file, the key or the override at fault.
+    pub fn load(
+        file: Option<&Path>,
+        overrides: &[String],
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        use config::{Environment, File, FileFormat};
+
+        let mut builder = config::Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
+        }
+        let env: config::Map<String, String> = env
+            .filter(|(name, _)| name.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        builder = builder.add_source(
+            Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        for item in overrides {
+            let (key, value) = item
+                .split_once('=')
+                .filter(|(key, _)| !key.trim().is_empty())
+                .ok_or_else(|| ConfigError::BadOverride(item.clone()))?;
+            builder = builder
+                .set_override(key.trim(), value.trim())
+                .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        }
+        let merged = builder.build().map_err(|e| ConfigError::Parse(e.to_string()))?;
+
+        let tree: Value = merged
+            .clone()
+            .try_deserialize()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let defaults: Value = toml::from_str(DEFAULT_TOML).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        check_known_keys(&tree, &defaults, "")?;
+
+        let config: Config = merged.try_deserialize().map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Cross-field and range rules; each error names its key.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] for the first rule broken.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, problem: &str| {
+            Err(ConfigError::Invalid {
+                key: key.to_owned(),
+                problem: problem.to_owned(),
+            })
+        };
+        let k = &self.kafka;
+        for (key, value) in [
+            ("kafka.brokers", &k.brokers),
+            ("kafka.group_id", &k.group_id),
+            ("kafka.input_topic", &k.input_topic),
+            ("kafka.alert_topic", &k.alert_topic),
+            ("kafka.dead_letter_topic", &k.dead_letter_topic),
+            ("kafka.state_topic", &k.state_topic),
+        ] {
+            if value.trim().is_empty() {
+                return invalid(key, "must not be empty");
+            }
+        }
+        if k.input_topic == k.alert_topic || k.input_topic == k.dead_letter_topic {
+            return invalid("kafka.input_topic", "must differ from the alert and dead-letter topics");
+        }
+        if k.max_in_flight == 0 {
+            return invalid("kafka.max_in_flight", "must be at least 1");
+        }
+        if self.metrics.addr.parse::<std::net::SocketAddr>().is_err() {
+            return invalid("metrics.addr", "must be an IP:PORT socket address");
+        }
+        if self.engine.max_event_bytes < 64 {
+            return invalid("engine.max_event_bytes", "must be at least 64");
+        }
+        if self.engine.dedup_capacity == 0 {
+            return invalid("engine.dedup_capacity", "must be at least 1");
+        }
+        if self.engine.idle_timeout.is_zero() {
+            return invalid("engine.idle_timeout", "must be longer than zero");
+        }
+        if self.alerts.evaluate_every < Duration::from_secs(60) {
+            return invalid("alerts.evaluate_every", "must be at least 1m");
+        }
+        if self.alerts.for_evaluations == 0 {
+            return invalid("alerts.for", "must be at least 1");
+        }
+        if self.alerts.resolve_after == 0 {
+            return invalid("alerts.resolve_after", "must be at least 1");
+        }
+        if !(1..=20).contains(&self.alerts.max_evidence) {
+            return invalid("alerts.max_evidence", "must be between 1 and 20 (the alert schema's limit)");
+        }
+        let w = &self.detect.win_rate;
+        if !(w.alpha > 0.0 && w.alpha < 1.0) {
+            return invalid("detect.win_rate.alpha", "must be between 0 and 1, exclusive");
+        }
+        if !(w.critical_p_value > 0.0 && w.critical_p_value <= w.alpha) {
+            return invalid("detect.win_rate.critical_p_value", "must be above 0 and at most detect.win_rate.alpha");
+        }
+        if !(0.0..1.0).contains(&w.min_drop) {
+            return invalid("detect.win_rate.min_drop", "must be at least 0 and below 1");
+        }
+        if w.min_closed == 0 {
+            return invalid("detect.win_rate.min_closed", "must be at least 1");
+        }
+        if !(w.prior_strength > 0.0) {
+            return invalid("detect.win_rate.prior_strength", "must be above 0");
+        }
+        if w.window < self.alerts.evaluate_every {
+            return invalid("detect.win_rate.window", "must be at least alerts.evaluate_every");
+        }
+        if w.history < w.window {
+            return invalid("detect.win_rate.history", "must be at least as long as detect.win_rate.window");
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, with secret client properties masked.
+    pub fn to_masked_toml(&self) -> String {
+        let mut shown = self.clone();
+        for (name, value) in shown.kafka.client.iter_mut() {
+            if is_secret(name) {
+                *value = "********".to_owned();
+            }
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+/// Whether a librdkafka property holds a secret that must never be shown.
+pub fn is_secret(property: &str) -> bool {
+    let property = property.to_ascii_lowercase();
+    ["password", "secret", "ssl.key.pem", "token", "credentials"]
+        .iter()
+        .any(|word| property.contains(word))
+}
+
+/// Fails on the first key of `tree` that `defaults` does not have.
+fn check_known_keys(tree: &Value, defaults: &Value, path: &str) -> Result<(), ConfigError> {
+    let (Value::Object(tree), Value::Object(defaults)) = (tree, defaults) else {
+        return Ok(());
+    };
+    for (key, value) in tree {
+        let full = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        if full == "kafka.client" {
+            continue;
+        }
+        match defaults.get(key) {
+            Some(default) => check_known_keys(value, default, &full)?,
+            None => return Err(ConfigError::UnknownKey(full)),
+        }
+    }
+    Ok(())
+}
+
+/// Flattens the `kafka.client` table: TOML dotted keys (`security.protocol`)
+/// arrive nested; environment keys arrive with `_` for `.`.
+fn flatten_client_properties<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    fn walk(prefix: &str, value: &Value, out: &mut BTreeMap<String, String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, inner) in map {
+                    let key = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    walk(&key, inner, out);
+                }
+            }
+            Value::String(text) => {
+                out.insert(prefix.replace('_', "."), text.clone());
+            }
+            Value::Null => {}
+            other => {
+                out.insert(prefix.replace('_', "."), other.to_string());
+            }
+        }
+    }
+    let value = Value::deserialize(deserializer)?;
+    let mut out = BTreeMap::new();
+    walk("", &value, &mut out);
+    Ok(out)
+}
+
+/// Durations as human strings (`"90d"`, `"30s"`), parsed once.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration like \"90d\" or \"30s\" ({e})")))
+    }
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format(*value))
+    }
+
+    /// The shortest exact rendering in one unit: `90d`, `36h`, `30s`, `250ms`.
+    pub fn format(value: Duration) -> String {
+        let secs = value.as_secs();
+        if value.subsec_nanos() != 0 || secs == 0 {
+            return format!("{}ms", value.as_millis());
+        }
+        for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+            if secs % size == 0 {
+                return format!("{}{unit}", secs / size);
+            }
+        }
+        format!("{secs}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(overrides: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        Config::load(
+            None,
+            &overrides,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn the_shipped_defaults_parse_and_validate() {
+        let config = Config::defaults();
+        assert_eq!(config.kafka.input_topic, "sales-events");
+        assert_eq!(config.detect.win_rate.window, Duration::from_secs(90 * 86_400));
+        assert_eq!(config.alerts.for_evaluations, 3);
+        assert!(config.kafka.client.is_empty());
+    }
+
+    #[test]
+    fn later_layers_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("feidan.toml");
+        std::fs::write(&file, "[kafka]\nbrokers = \"file:9092\"\ngroup_id = \"from-file\"\n").unwrap();
+        let config = Config::load(
+            Some(&file),
+            &["kafka.group_id=from-set".to_string()],
+            [
+                ("FEIDAN__KAFKA__BROKERS".to_string(), "env:9092".to_string()),
+                ("FEIDAN__KAFKA__GROUP_ID".to_string(), "from-env".to_string()),
+                ("OTHER".to_string(), "ignored".to_string()),
+            ]
+            .into_iter(),
+        )
+        .unwrap();
+        assert_eq!(config.kafka.brokers, "env:9092");
+        assert_eq!(config.kafka.group_id, "from-set");
+    }
+
+    #[test]
+    fn set_parses_numbers_and_durations() {
+        let config = load(&["detect.win_rate.alpha=0.01", "detect.win_rate.window=60d"], &[]).unwrap();
+        assert_eq!(config.detect.win_rate.alpha, 0.01);
+        assert_eq!(config.detect.win_rate.window, Duration::from_secs(60 * 86_400));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = load(&["detect.win_rate.alhpa=0.01"], &[]).unwrap_err();
+        assert_eq!(err.to_string(), "unknown configuration key `detect.win_rate.alhpa`");
+        let err = load(&[], &[("FEIDAN__KAFKA__BROKER", "x:1")]).unwrap_err();
+        assert_eq!(err.to_string(), "unknown configuration key `kafka.broker`");
+    }
+
+    #[test]
+    fn out_of_range_values_are_named() {
+        let err = load(&["detect.win_rate.alpha=1.5"], &[]).unwrap_err();
+        assert!(err.to_string().contains("`detect.win_rate.alpha`"), "{err}");
+        let err = load(&["alerts.max_evidence=50"], &[]).unwrap_err();
+        assert!(err.to_string().contains("`alerts.max_evidence`"), "{err}");
+        let err = load(&["engine.allowed_lateness=soon"], &[]).unwrap_err();
+        assert!(err.to_string().contains("soon"), "{err}");
+        let err = load(&["detect.win_rate.alpha=abc"], &[]).unwrap_err();
+        assert!(err.to_string().contains("alpha"), "{err}");
+    }
+
+    #[test]
+    fn client_properties_pass_through_and_secrets_are_masked() {
+        let config = load(
+            &["kafka.client.sasl.mechanism=PLAIN"],
+            &[("FEIDAN__KAFKA__CLIENT__SASL_PASSWORD", "hunter2")],
+        )
+        .unwrap();
+        assert_eq!(config.kafka.client["sasl.mechanism"], "PLAIN");
+        assert_eq!(config.kafka.client["sasl.password"], "hunter2");
+        let shown = config.to_masked_toml();
+        assert!(!shown.contains("hunter2"));
+        assert!(shown.contains("********"));
+    }
+
+    #[test]
+    fn durations_render_back_in_one_unit() {
+        assert_eq!(duration::format(Duration::from_secs(90 * 86_400)), "90d");
+        assert_eq!(duration::format(Duration::from_secs(90)), "90s");
+        assert_eq!(duration::format(Duration::from_secs(3600)), "1h");
+        assert_eq!(duration::format(Duration::from_millis(250)), "250ms");
+    }
+}

@@ -1,0 +1,21 @@
+//! Detectors: plain functions from windowed statistics to a [`Finding`].
+//! They see numbers, not events, state or time, and can be tested with
+//! nothing else. One file per detector.
+
+pub mod win_rate;
+
+use crate::alert::{Severity, StatTest};
+
+/// What a detector concluded about one subject at one evaluation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    /// Whether every condition to alert holds (p-value, effect size, sample).
+    pub alerting: bool,
+    pub observed: f64,
+    pub expected: f64,
+    pub test: StatTest,
+    pub p_value: f64,
+    pub severity: Severity,
+    /// One sentence stating observed and expected plainly.
+    pub summary: String,
+}

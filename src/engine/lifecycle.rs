@@ -1,0 +1,246 @@
+//! Alert lifecycle per (kind, subject) (DESIGN §4): `ok → pending` when the
+//! condition first holds, `→ firing` once it has held for `for` evaluations,
+//! `→ resolved` once it has been clear for `resolve_after` evaluations.
+//! Only the firing and resolved transitions are emitted; a firing alert is
+//! not re-sent while it holds.
+//!
+//! The alert id is `kind/subject/episode-start`, where the episode starts at
+//! the evaluation that made it pending: deterministic, so a replay or a
+//! restart yields the same ids.
+
+use std::collections::HashMap;
+
+use crate::alert::{Alert, AlertKind, Severity, Status};
+use crate::detect::Finding;
+use crate::time::{Timestamp, DAY};
+
+/// Everything an alert says besides its id, status and time.
+#[derive(Clone, Debug)]
+pub struct AlertDraft {
+    pub manager_id: String,
+    pub team: String,
+    pub account_id: Option<String>,
+    pub window_start: Timestamp,
+    pub window_end: Timestamp,
+    pub finding: Finding,
+    pub evidence: Vec<serde_json::Value>,
+}
+
+/// One alert currently firing, for the metrics.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ActiveAlert {
+    pub kind: AlertKind,
+    pub severity: Severity,
+    pub manager_id: String,
+    pub team: String,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Pending { since: Timestamp, held: u32 },
+    Firing { alert: Alert, clear_for: u32 },
+}
+
+#[derive(Debug)]
+pub struct Lifecycle {
+    for_evaluations: u32,
+    resolve_after: u32,
+    entries: HashMap<(AlertKind, String), Phase>,
+}
+
+impl Lifecycle {
+    pub fn new(for_evaluations: u32, resolve_after: u32) -> Self {
+        Lifecycle {
+            for_evaluations,
+            resolve_after,
+            entries: HashMap::new(),
+        }
+    }
+
+    /// Feeds one evaluation of `subject` for `kind` at `at`. `finding` is
+    /// `None` when the detector could not judge (too small a sample), which
+    /// counts as clear. `draft` is called only when a transition is emitted.
+    pub fn observe(
+        &mut self,
+        kind: AlertKind,
+        subject: &str,
+        at: Timestamp,
+        finding: Option<&Finding>,
+        draft: impl FnOnce() -> Option<AlertDraft>,
+        out: &mut Vec<Alert>,
+    ) {
+        let alerting = finding.is_some_and(|f| f.alerting);
+        let mut draft = Some(draft);
+        let mut take_draft = || draft.take().and_then(|d| d());
+        let key = (kind, subject.to_owned());
+        let next = match (self.entries.remove(&key), alerting) {
+            (None, false) => None,
+            (None, true) => Some(Phase::Pending { since: at, held: 1 }),
+            (Some(Phase::Pending { since, held }), true) => Some(Phase::Pending { since, held: held + 1 }),
+            (Some(Phase::Pending { .. }), false) => None,
+            (Some(Phase::Firing { alert, .. }), true) => Some(Phase::Firing { alert, clear_for: 0 }),
+            (Some(Phase::Firing { alert, clear_for }), false) => {
+                if clear_for + 1 >= self.resolve_after {
+                    out.push(resolved(alert, at, take_draft()));
+                    None
+                } else {
+                    Some(Phase::Firing {
+                        alert,
+                        clear_for: clear_for + 1,
+                    })
+                }
+            }
+        };
+        let next = match next {
+            Some(Phase::Pending { since, held }) if held >= self.for_evaluations => match take_draft() {
+                Some(draft) => {
+                    let alert = firing(kind, subject, since, at, draft);
+                    out.push(alert.clone());
+                    Some(Phase::Firing { alert, clear_for: 0 })
+                }
+                None => Some(Phase::Pending { since, held }),
+            },
+            other => other,
+        };
+        if let Some(phase) = next {
+            self.entries.insert(key, phase);
+        }
+    }
+
+    /// Alerts firing now.
+    pub fn active(&self) -> impl Iterator<Item = ActiveAlert> + '_ {
+        self.entries.values().filter_map(|phase| match phase {
+            Phase::Firing { alert, .. } => Some(ActiveAlert {
+                kind: alert.kind,
+                severity: alert.severity,
+                manager_id: alert.manager_id.clone(),
+                team: alert.team.clone(),
+            }),
+            Phase::Pending { .. } => None,
+        })
+    }
+
+    /// Subjects pending or firing.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+fn firing(kind: AlertKind, subject: &str, since: Timestamp, at: Timestamp, draft: AlertDraft) -> Alert {
+    let episode = if since.0 % DAY == 0 {
+        since.date_string()
+    } else {
+        since.to_string()
+    };
+    Alert {
+        alert_id: format!("{}/{subject}/{episode}", kind.as_str()),
+        status: Status::Firing,
+        kind,
+        severity: draft.finding.severity,
+        manager_id: draft.manager_id,
+        team: draft.team,
+        account_id: draft.account_id,
+        detected_at: at,
+        window_start: draft.window_start,
+        window_end: draft.window_end,
+        observed: draft.finding.observed,
+        expected: draft.finding.expected,
+        test: draft.finding.test,
+        p_value: draft.finding.p_value,
+        evidence: draft.evidence,
+        summary: draft.finding.summary,
+    }
+}
+
+/// The resolved transition: same id, kind, severity and subject as the
+/// firing one; the latest numbers when the detector could still judge.
+fn resolved(fired: Alert, at: Timestamp, latest: Option<AlertDraft>) -> Alert {
+    let mut alert = fired;
+    alert.status = Status::Resolved;
+    alert.detected_at = at;
+    match latest {
+        Some(draft) => {
+            alert.window_start = draft.window_start;
+            alert.window_end = draft.window_end;
+            alert.observed = draft.finding.observed;
+            alert.expected = draft.finding.expected;
+            alert.test = draft.finding.test;
+            alert.p_value = draft.finding.p_value;
+            alert.evidence = draft.evidence;
+            alert.summary = format!("resolved: {}", draft.finding.summary);
+        }
+        None => alert.summary = format!("resolved: too few deals left in the window to judge; was: {}", alert.summary),
+    }
+    alert
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::StatTest;
+
+    fn finding(alerting: bool) -> Finding {
+        Finding {
+            alerting,
+            observed: 0.1,
+            expected: 0.5,
+            test: StatTest::BinomialLower { k: 3, n: 30, p: 0.5 },
+            p_value: 1e-5,
+            severity: Severity::Warning,
+            summary: "s".into(),
+        }
+    }
+
+    fn draft(f: &Finding) -> Option<AlertDraft> {
+        Some(AlertDraft {
+            manager_id: "m".into(),
+            team: "t".into(),
+            account_id: None,
+            window_start: Timestamp(0),
+            window_end: Timestamp(DAY),
+            finding: f.clone(),
+            evidence: vec![],
+        })
+    }
+
+    /// Runs a condition sequence, one evaluation a day; returns (day, status, id).
+    fn run(conditions: &[bool]) -> Vec<(usize, Status, String)> {
+        let mut life = Lifecycle::new(3, 2);
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        for (day, c) in conditions.iter().enumerate() {
+            let f = finding(*c);
+            life.observe(AlertKind::WinRateDrop, "m", Timestamp(day as i64 * DAY), Some(&f), || draft(&f), &mut out);
+            seen.extend(out.drain(..).map(|a| (day, a.status, a.alert_id)));
+        }
+        seen
+    }
+
+    #[test]
+    fn fires_after_for_evaluations_and_resolves_after_clear() {
+        let got = run(&[false, true, true, true, true, false, true, false, false, true]);
+        assert_eq!(
+            got,
+            vec![
+                (3, Status::Firing, "win_rate_drop/m/1970-01-02".to_string()),
+                (8, Status::Resolved, "win_rate_drop/m/1970-01-02".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_blip_shorter_than_for_never_fires() {
+        assert!(run(&[true, true, false, true, true, false]).is_empty());
+    }
+
+    #[test]
+    fn a_new_episode_gets_a_new_id() {
+        let got = run(&[true, true, true, false, false, true, true, true]);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[2].2, "win_rate_drop/m/1970-01-06");
+    }
+}

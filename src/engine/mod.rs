@@ -1,0 +1,257 @@
+//! The engine: decode → account stage → facts → manager stage → alert
+//! lifecycle (DESIGN §1). Pure: bytes, partitions and elapsed time come in as
+//! arguments, alert transitions come out as values. No I/O, no clock, no
+//! globals; `run`, `demo`, `backtest` and the tests all drive this type.
+
+pub mod account;
+pub mod dedup;
+pub mod fact;
+pub mod lifecycle;
+pub mod manager;
+pub mod watermark;
+pub mod window;
+
+use crate::alert::Alert;
+use crate::config::Config;
+use crate::event::{decode, DecodeError, DecodeLimits, Event};
+use crate::time::Timestamp;
+
+use account::AccountStage;
+use dedup::Dedup;
+use lifecycle::{ActiveAlert, Lifecycle};
+use manager::{EvaluationSettings, ManagerStage};
+use watermark::WatermarkTracker;
+
+/// What became of one input message (DESIGN §6: every message ends as one).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Applied on time.
+    Processed,
+    /// An event id already applied; not counted again.
+    Duplicate,
+    /// Older than the watermark but within `late_horizon`: applied, counted late.
+    Late,
+    /// Not applied; goes to the dead-letter topic with this reason.
+    DeadLetter(DeadLetter),
+}
+
+impl Outcome {
+    /// The `outcome` label of `feidan_events_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Processed => "processed",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Late => "late",
+            Outcome::DeadLetter(_) => "dead_letter",
+        }
+    }
+
+    pub const LABELS: [&'static str; 4] = ["processed", "duplicate", "late", "dead_letter"];
+}
+
+/// Why a message was dead-lettered.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum DeadLetter {
+    #[error(transparent)]
+    Invalid(#[from] DecodeError),
+    #[error("event time {occurred_at} is more than the late horizon behind the watermark {watermark}")]
+    TooLate {
+        occurred_at: Timestamp,
+        watermark: Timestamp,
+    },
+}
+
+impl DeadLetter {
+    /// The `reason` label: a decode error code, or `late`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DeadLetter::Invalid(e) => e.code(),
+            DeadLetter::TooLate { .. } => "late",
+        }
+    }
+}
+
+/// The result of ingesting one message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ingested {
+    pub outcome: Outcome,
+    /// The event type, or `"invalid"` when the message did not decode.
+    pub event_type: &'static str,
+}
+
+/// A point-in-time view of the engine, for metrics and progress.
+#[derive(Clone, Debug, Default)]
+pub struct EngineStats {
+    pub watermark: Option<Timestamp>,
+    pub accounts: usize,
+    pub open_opportunities: usize,
+    pub managers: usize,
+    pub teams: usize,
+    pub remembered_event_ids: usize,
+    pub dedup_evictions: u64,
+    pub pending_or_firing: usize,
+    pub active: Vec<ActiveAlert>,
+    pub team_win_rates: Vec<(String, f64)>,
+    pub manager_win_rates: Vec<(String, String, f64)>,
+}
+
+/// The detection engine for one instance.
+pub struct Engine {
+    config: Config,
+    limits: DecodeLimits,
+    late_horizon: i64,
+    evaluate_every: i64,
+    watermark: WatermarkTracker,
+    dedup: Dedup,
+    accounts: AccountStage,
+    managers: ManagerStage,
+    lifecycle: Lifecycle,
+    /// The next evaluation boundary the watermark has not yet passed.
+    next_evaluation: Option<Timestamp>,
+    /// Scratch space for the facts of one event, reused to avoid allocation.
+    facts: Vec<fact::Fact>,
+}
+
+impl Engine {
+    pub fn new(config: &Config) -> Engine {
+        let engine = &config.engine;
+        Engine {
+            config: config.clone(),
+            limits: DecodeLimits {
+                max_event_bytes: engine.max_event_bytes,
+            },
+            late_horizon: engine.late_horizon.as_secs() as i64,
+            evaluate_every: config.alerts.evaluate_every.as_secs() as i64,
+            watermark: WatermarkTracker::new(engine.allowed_lateness.as_secs() as i64),
+            dedup: Dedup::new(engine.dedup_capacity, engine.dedup_horizon.as_secs() as i64),
+            accounts: AccountStage::default(),
+            managers: ManagerStage::default(),
+            lifecycle: Lifecycle::new(config.alerts.for_evaluations, config.alerts.resolve_after),
+            next_evaluation: None,
+            facts: Vec::new(),
+        }
+    }
+
+    /// Decodes and applies one message from input `partition`, appending any
+    /// alert transitions it causes to `out`.
+    pub fn ingest(&mut self, payload: &[u8], partition: i32, out: &mut Vec<Alert>) -> Ingested {
+        match decode(payload, self.limits) {
+            Ok(event) => {
+                let event_type = event.body.type_name();
+                let outcome = self.apply(event, partition, out);
+                Ingested { outcome, event_type }
+            }
+            Err(error) => Ingested {
+                outcome: Outcome::DeadLetter(DeadLetter::Invalid(error)),
+                event_type: "invalid",
+            },
+        }
+    }
+
+    /// Applies one decoded event from input `partition`.
+    pub fn apply(&mut self, event: Event, partition: i32, out: &mut Vec<Alert>) -> Outcome {
+        let watermark = self.watermark.current();
+        let late = watermark.is_some_and(|w| event.occurred_at < w);
+        if let Some(w) = watermark {
+            if event.occurred_at < w.plus(-self.late_horizon) {
+                return Outcome::DeadLetter(DeadLetter::TooLate {
+                    occurred_at: event.occurred_at,
+                    watermark: w,
+                });
+            }
+        }
+        if !self.dedup.insert(&event.event_id, event.occurred_at) {
+            return Outcome::Duplicate;
+        }
+
+        self.accounts.apply(&event, &mut self.facts);
+        for fact in self.facts.drain(..) {
+            self.managers.apply(fact);
+        }
+
+        if let Some(watermark) = self.watermark.observe(partition, event.occurred_at) {
+            self.evaluate_until(watermark, out);
+        }
+        if late {
+            Outcome::Late
+        } else {
+            Outcome::Processed
+        }
+    }
+
+    /// Marks an input partition idle or active (see [`WatermarkTracker`]).
+    pub fn set_partition_idle(&mut self, partition: i32, idle: bool, out: &mut Vec<Alert>) {
+        if let Some(watermark) = self.watermark.set_idle(partition, idle) {
+            self.evaluate_until(watermark, out);
+        }
+    }
+
+    /// Forgets a partition's watermark (revoked from this instance).
+    pub fn remove_partition(&mut self, partition: i32) {
+        self.watermark.remove(partition);
+    }
+
+    /// Moves event time on by `seconds` while the whole input is idle, so
+    /// silence is judged without new events (DESIGN §5).
+    pub fn advance_idle(&mut self, seconds: i64, out: &mut Vec<Alert>) {
+        if let Some(watermark) = self.watermark.advance_idle(seconds) {
+            self.evaluate_until(watermark, out);
+        }
+    }
+
+    pub fn watermark(&self) -> Option<Timestamp> {
+        self.watermark.current()
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let mut active: Vec<ActiveAlert> = self.lifecycle.active().collect();
+        active.sort();
+        EngineStats {
+            watermark: self.watermark.current(),
+            accounts: self.accounts.accounts(),
+            open_opportunities: self.accounts.open_opportunities(),
+            managers: self.managers.managers(),
+            teams: self.managers.teams(),
+            remembered_event_ids: self.dedup.len(),
+            dedup_evictions: self.dedup.evicted(),
+            pending_or_firing: self.lifecycle.len(),
+            active,
+            team_win_rates: self.managers.team_win_rates().map(|(t, r)| (t.to_owned(), r)).collect(),
+            manager_win_rates: self
+                .managers
+                .manager_win_rates()
+                .map(|(m, t, r)| (m.to_owned(), t.to_owned(), r))
+                .collect(),
+        }
+    }
+
+    /// Runs every evaluation whose boundary the watermark has passed.
+    fn evaluate_until(&mut self, watermark: Timestamp, out: &mut Vec<Alert>) {
+        let step = self.evaluate_every;
+        let next = *self
+            .next_evaluation
+            .get_or_insert_with(|| Timestamp(watermark.0.div_euclid(step) * step + step));
+        let mut boundary = next;
+        while boundary <= watermark {
+            self.evaluate_at(boundary, out);
+            boundary = boundary.plus(step);
+        }
+        self.next_evaluation = Some(boundary);
+    }
+
+    fn evaluate_at(&mut self, at: Timestamp, out: &mut Vec<Alert>) {
+        let first_new = out.len();
+        let settings = EvaluationSettings {
+            win_rate: &self.config.detect.win_rate,
+            max_evidence: self.config.alerts.max_evidence,
+        };
+        self.managers.evaluate(at, &settings, &mut self.lifecycle, out);
+        // Managers are held in a hash map: order one evaluation's transitions
+        // so that every replay emits them in the same order.
+        out[first_new..].sort_by(|a, b| a.alert_id.cmp(&b.alert_id));
+
+        self.dedup.expire(at);
+        let history = self.config.detect.win_rate.history + self.config.detect.win_rate.window;
+        self.accounts.expire_open_before(at.plus(-(history.as_secs() as i64)));
+    }
+}

@@ -1,0 +1,111 @@
+//! Event-time watermark (DESIGN §5): the newest event time seen on each input
+//! partition, the least of them over the partitions that are not idle, minus
+//! the allowed lateness. It never moves back.
+//!
+//! Idle handling follows Arroyo's `WatermarkHolder`: a partition the source
+//! marks idle does not hold the others back. When the whole input is idle the
+//! caller may advance event time by the wall-clock time that passed
+//! ([`WatermarkTracker::advance_idle`]); the tracker itself reads no clock.
+
+use std::collections::BTreeMap;
+
+use crate::time::Timestamp;
+
+/// Tracks the watermark over the partitions of one input.
+#[derive(Clone, Debug)]
+pub struct WatermarkTracker {
+    allowed_lateness: i64,
+    /// Newest event time per partition, and whether that partition is idle.
+    partitions: BTreeMap<i32, PartitionTime>,
+    current: Option<Timestamp>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PartitionTime {
+    newest: Timestamp,
+    idle: bool,
+}
+
+impl WatermarkTracker {
+    pub fn new(allowed_lateness_secs: i64) -> Self {
+        WatermarkTracker {
+            allowed_lateness: allowed_lateness_secs,
+            partitions: BTreeMap::new(),
+            current: None,
+        }
+    }
+
+    /// The watermark, or `None` before the first event.
+    pub fn current(&self) -> Option<Timestamp> {
+        self.current
+    }
+
+    /// Records an event time seen on `partition`; returns the new watermark.
+    pub fn observe(&mut self, partition: i32, at: Timestamp) -> Option<Timestamp> {
+        let entry = self.partitions.entry(partition).or_insert(PartitionTime {
+            newest: at,
+            idle: false,
+        });
+        entry.newest = entry.newest.max(at);
+        entry.idle = false;
+        self.recompute()
+    }
+
+    /// Marks a partition idle (it stops holding the watermark back) or active.
+    pub fn set_idle(&mut self, partition: i32, idle: bool) -> Option<Timestamp> {
+        if let Some(entry) = self.partitions.get_mut(&partition) {
+            entry.idle = idle;
+        }
+        self.recompute()
+    }
+
+    /// Forgets a partition (it was revoked from this instance).
+    pub fn remove(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+    }
+
+    /// Moves event time on by `seconds` on every partition, as if that much
+    /// time had passed with nothing happening. Used while the input is idle.
+    pub fn advance_idle(&mut self, seconds: i64) -> Option<Timestamp> {
+        for entry in self.partitions.values_mut() {
+            entry.newest = entry.newest.plus(seconds);
+        }
+        self.recompute()
+    }
+
+    fn recompute(&mut self) -> Option<Timestamp> {
+        let active = self.partitions.values().filter(|p| !p.idle).map(|p| p.newest).min();
+        let newest = active.or_else(|| self.partitions.values().map(|p| p.newest).max());
+        if let Some(newest) = newest {
+            let candidate = newest.plus(-self.allowed_lateness);
+            self.current = Some(self.current.map_or(candidate, |c| c.max(candidate)));
+        }
+        self.current
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn least_partition_minus_lateness_and_never_back() {
+        let mut w = WatermarkTracker::new(10);
+        assert_eq!(w.current(), None);
+        assert_eq!(w.observe(0, Timestamp(100)), Some(Timestamp(90)));
+        assert_eq!(w.observe(1, Timestamp(50)), Some(Timestamp(90)), "never moves back");
+        assert_eq!(w.observe(1, Timestamp(200)), Some(Timestamp(90)));
+        assert_eq!(w.observe(0, Timestamp(150)), Some(Timestamp(140)));
+        assert_eq!(w.observe(0, Timestamp(120)), Some(Timestamp(140)));
+    }
+
+    #[test]
+    fn idle_partitions_do_not_hold_back() {
+        let mut w = WatermarkTracker::new(0);
+        w.observe(0, Timestamp(100));
+        w.observe(1, Timestamp(500));
+        assert_eq!(w.current(), Some(Timestamp(100)));
+        assert_eq!(w.set_idle(0, true), Some(Timestamp(500)));
+        assert_eq!(w.advance_idle(60), Some(Timestamp(560)));
+    }
+}

@@ -1,0 +1,133 @@
+//! The statistical tests named in alert schema v1 (DESIGN §3), computed so
+//! that anyone can recompute an alert's `p_value` from its `test` parameters
+//! with an ordinary statistics package (scipy.stats, R).
+//!
+//! Unit tests compare every function with reference values computed outside
+//! this project (`tests/data/reference_tails.csv`, from scipy).
+
+use statrs::distribution::{Binomial, DiscreteCDF};
+use statrs::function::gamma::ln_gamma;
+
+/// P[X ≤ k] for X ~ Binomial(n, p): scipy `binom.cdf(k, n, p)`.
+pub fn binomial_lower(k: u64, n: u64, p: f64) -> f64 {
+    if k >= n {
+        return 1.0;
+    }
+    match Binomial::new(p.clamp(0.0, 1.0), n) {
+        Ok(distribution) => distribution.cdf(k).clamp(0.0, 1.0),
+        Err(_) => 1.0,
+    }
+}
+
+/// P[X ≥ k] for X ~ Binomial(n, p): scipy `binom.sf(k - 1, n, p)`.
+pub fn binomial_upper(k: u64, n: u64, p: f64) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    if k > n {
+        return 0.0;
+    }
+    match Binomial::new(p.clamp(0.0, 1.0), n) {
+        Ok(distribution) => distribution.sf(k - 1).clamp(0.0, 1.0),
+        Err(_) => 1.0,
+    }
+}
+
+/// P[X ≤ k] for X ~ BetaBinomial(n, a, b): scipy `betabinom.cdf(k, n, a, b)`.
+///
+/// The beta-binomial is a binomial whose success rate is itself uncertain,
+/// Beta(a, b): the right test when the expected rate is learnt from a finite
+/// history, so a thin history cannot produce a confident accusation.
+pub fn betabinom_lower(k: u64, n: u64, a: f64, b: f64) -> f64 {
+    if k >= n {
+        return 1.0;
+    }
+    log_sum_exp((0..=k).map(|i| betabinom_ln_pmf(i, n, a, b))).exp().clamp(0.0, 1.0)
+}
+
+/// P[X ≥ k] for X ~ BetaBinomial(n, a, b): scipy `betabinom.sf(k - 1, n, a, b)`.
+pub fn betabinom_upper(k: u64, n: u64, a: f64, b: f64) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    if k > n {
+        return 0.0;
+    }
+    log_sum_exp((k..=n).map(|i| betabinom_ln_pmf(i, n, a, b))).exp().clamp(0.0, 1.0)
+}
+
+/// The alert `score`: min(100, 10 · −log10(p)); 30 at p = 0.001, 60 at 1e-6.
+pub fn score(p_value: f64) -> f64 {
+    if p_value <= 0.0 {
+        return 100.0;
+    }
+    (-10.0 * p_value.log10()).clamp(0.0, 100.0)
+}
+
+fn betabinom_ln_pmf(k: u64, n: u64, a: f64, b: f64) -> f64 {
+    let (k, n) = (k as f64, n as f64);
+    ln_choose(n, k) + ln_beta(k + a, n - k + b) - ln_beta(a, b)
+}
+
+fn ln_choose(n: f64, k: f64) -> f64 {
+    ln_gamma(n + 1.0) - ln_gamma(k + 1.0) - ln_gamma(n - k + 1.0)
+}
+
+fn ln_beta(a: f64, b: f64) -> f64 {
+    ln_gamma(a) + ln_gamma(b) - ln_gamma(a + b)
+}
+
+fn log_sum_exp(terms: impl Iterator<Item = f64> + Clone) -> f64 {
+    let max = terms.clone().fold(f64::NEG_INFINITY, f64::max);
+    if max == f64::NEG_INFINITY {
+        return max;
+    }
+    max + terms.map(|t| (t - max).exp()).sum::<f64>().ln()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Relative agreement with the reference, or absolute for tiny values.
+    fn close(actual: f64, expected: f64) -> bool {
+        (actual - expected).abs() <= 1e-9 * expected.abs().max(1e-300) || (actual - expected).abs() < 1e-14
+    }
+
+    #[test]
+    fn matches_scipy_reference_tails() {
+        let table = include_str!("../tests/data/reference_tails.csv");
+        let mut checked = 0;
+        for line in table.lines().skip(1) {
+            let cols: Vec<&str> = line.split(',').collect();
+            let num = |i: usize| cols[i].parse::<f64>().unwrap();
+            let (k, n) = (num(1) as u64, num(2) as u64);
+            let expected = num(5);
+            let actual = match cols[0] {
+                "binomial_lower" => binomial_lower(k, n, num(3)),
+                "binomial_upper" => binomial_upper(k, n, num(3)),
+                "betabinom_lower" => betabinom_lower(k, n, num(3), num(4)),
+                "betabinom_upper" => betabinom_upper(k, n, num(3), num(4)),
+                other => panic!("unknown test {other}"),
+            };
+            assert!(close(actual, expected), "{line}: got {actual:e}");
+            checked += 1;
+        }
+        assert!(checked >= 40, "reference table too small: {checked}");
+    }
+
+    #[test]
+    fn score_bands_follow_the_contract() {
+        assert!((score(1e-3) - 30.0).abs() < 1e-9);
+        assert!((score(1e-6) - 60.0).abs() < 1e-9);
+        assert_eq!(score(1e-30), 100.0);
+        assert_eq!(score(1.0), 0.0);
+    }
+
+    #[test]
+    fn edge_cases_are_certain() {
+        assert_eq!(binomial_lower(5, 5, 0.3), 1.0);
+        assert_eq!(binomial_upper(0, 5, 0.3), 1.0);
+        assert_eq!(betabinom_upper(6, 5, 1.0, 1.0), 0.0);
+    }
+}
