@@ -174,25 +174,32 @@ impl Alert {
         Value::Object(object)
     }
 
-    /// One line for people: status in capitals, kind, severity, manager, team, summary.
+    /// One line for people; see [`describe`].
     pub fn to_line(&self) -> String {
-        let subject = match &self.account_id {
-            Some(account) => format!(" account={account}"),
-            None => String::new(),
-        };
-        format!(
-            "{:<8} {} {} manager={} team={}{} score={:.0} at {}: {}",
-            self.status.as_str().to_uppercase(),
-            self.kind.as_str(),
-            self.severity.as_str(),
-            self.manager_id,
-            self.team,
-            subject,
-            self.score(),
-            self.detected_at,
-            self.summary
-        )
+        describe(&self.to_json())
     }
+}
+
+/// One line for people from a schema-v1 alert object: status in capitals,
+/// kind, severity, manager, team (and account), score, time and summary.
+pub fn describe(alert: &Value) -> String {
+    let text = |key: &str| alert.get(key).and_then(Value::as_str).unwrap_or("?");
+    let account = match alert.get("account_id").and_then(Value::as_str) {
+        Some(account) => format!(" account={account}"),
+        None => String::new(),
+    };
+    format!(
+        "{:<8} {} {} manager={} team={}{} score={:.0} at {}: {}",
+        text("status").to_uppercase(),
+        text("kind"),
+        text("severity"),
+        text("manager_id"),
+        text("team"),
+        account,
+        alert.get("score").and_then(Value::as_f64).unwrap_or(0.0),
+        text("detected_at"),
+        text("summary")
+    )
 }
 
 /// Four significant decimals: enough to read, stable across platforms.

@@ -1,7 +1,36 @@
+//! feidan: a streaming detector of order diversion (飞单) by key account
+//! managers. Sales-activity events come in from Kafka; alerts go out to a
+//! Kafka topic and to Prometheus. See `README.md` and `../shared/DESIGN.md`.
+//!
+//! # Layout
+//!
+//! The data flows top to bottom:
+//!
+//! - [`event`]: schema-v1 sales events and the decoder (bytes → event or dead-letter reason).
+//! - [`engine`]: the pure engine — watermark, de-duplication, account stage, facts,
+//!   manager stage, alert lifecycle. No I/O, no clock.
+//! - [`detect`]: the detectors, plain functions from windowed counts to findings.
+//! - [`stats`]: the statistical tests alerts cite (binomial, beta-binomial tails).
+//! - [`alert`]: alert transitions, schema v1, and their JSON and one-line forms.
+//! - [`kafka`]: the edges — consumer, alert and dead-letter producers, embedded mock broker.
+//! - [`service`]: the live loop (`run`): source → engine → sinks, offsets, shutdown.
+//! - [`metrics`]: Prometheus metrics and the HTTP server for `/metrics`, `/healthz`, `/readyz`.
+//! - [`backtest`]: replay of a JSONL file through the engine.
+//! - [`simulate`]: a simulated sales organisation with planted diversion.
+//! - [`demo`]: everything on one machine: mock broker, simulator, service.
+//! - [`config`]: typed configuration, its layers and validation.
+//! - [`time`]: event-time timestamps.
+
 pub mod alert;
+pub mod backtest;
 pub mod config;
+pub mod demo;
 pub mod detect;
 pub mod engine;
 pub mod event;
+pub mod kafka;
+pub mod metrics;
+pub mod service;
+pub mod simulate;
 pub mod stats;
 pub mod time;

@@ -1,1 +1,375 @@
-fn main(){}
+//! The `feidan` binary: parses the command line, loads the configuration,
+//! sets up logging and calls into the library. Errors get their context here.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use feidan::backtest::{self, GroundTruth};
+use feidan::config::{Config, LogFormat};
+use feidan::demo::{self, DemoOptions};
+use feidan::metrics::{self, Health, Metrics};
+use feidan::service;
+use feidan::simulate::{SimConfig, Simulation};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tracing_subscriber::EnvFilter;
+
+/// feidan: catches key account managers diverting customers' orders (飞单),
+/// from sales-activity events on Kafka.
+#[derive(Parser)]
+#[command(version, about, propagate_version = true)]
+struct Cli {
+    /// Log format (overrides `log.format`).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the configuration comes from (DESIGN §9).
+#[derive(Args, Clone, Default)]
+struct ConfigArgs {
+    /// A TOML file layered over the built-in defaults.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override one key, e.g. `--set detect.win_rate.alpha=0.01` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service against the configured Kafka.
+    Run(ConfigArgs),
+    /// Everything on one machine: embedded broker, simulated organisation, service.
+    Demo {
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<u64>,
+        /// Where to serve /metrics, /healthz and /readyz.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+        metrics_addr: SocketAddr,
+        /// Print alerts as their JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// Simulated days per second.
+        #[arg(long, default_value_t = 20.0)]
+        speed: f64,
+        /// Seed of the simulated organisation.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Write the simulated organisation's events (and ground-truth labels).
+    Simulate {
+        /// JSONL file of events.
+        #[arg(long, value_name = "FILE", required_unless_present = "kafka", conflicts_with = "kafka")]
+        out: Option<PathBuf>,
+        /// Produce to the configured input topic instead of a file.
+        #[arg(long)]
+        kafka: bool,
+        /// Labels file (default: beside --out, `<name>.labels.json`).
+        #[arg(long, value_name = "FILE")]
+        labels: Option<PathBuf>,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[arg(long, default_value_t = 80)]
+        managers: usize,
+        #[arg(long, default_value_t = 10)]
+        accounts_per_manager: usize,
+        #[arg(long, default_value_t = 540)]
+        days: i64,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Replay a JSONL event file through the engine.
+    Backtest {
+        /// JSONL events, one per line.
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        /// Ground-truth labels from `simulate`, to score the alerts.
+        #[arg(long, value_name = "FILE")]
+        labels: Option<PathBuf>,
+        /// Write every alert transition here, one JSON line each.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Validate and print the effective configuration (secrets masked).
+    CheckConfig(ConfigArgs),
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<Config> {
+        let config = Config::load(self.config.as_deref(), &self.overrides, std::env::vars());
+        match &self.config {
+            Some(path) => config.with_context(|| format!("while loading the configuration from {}", path.display())),
+            None => config.context("while loading the configuration"),
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let config_args = match &cli.command {
+        Command::Run(c) | Command::CheckConfig(c) => c,
+        Command::Demo { config, .. } | Command::Simulate { config, .. } | Command::Backtest { config, .. } => config,
+    };
+    let config = config_args.load()?;
+    init_logging(&config, cli.log_format, matches!(cli.command, Command::Demo { .. }));
+
+    match cli.command {
+        Command::CheckConfig(_) => {
+            print!("{}", config.to_masked_toml());
+            Ok(())
+        }
+        Command::Run(_) => runtime()?.block_on(run_service(config)),
+        Command::Demo {
+            duration,
+            metrics_addr,
+            json,
+            speed,
+            seed,
+            ..
+        } => {
+            if !(speed > 0.0) {
+                bail!("--speed must be above 0");
+            }
+            let options = DemoOptions {
+                duration: duration.map(Duration::from_secs),
+                metrics_addr,
+                json,
+                days_per_second: speed,
+                simulation: SimConfig { seed, ..SimConfig::default() },
+            };
+            runtime()?.block_on(async {
+                let summary = demo::run(config, options, shutdown_signal(), |line| println!("{line}"))
+                    .await
+                    .context("while running the demo")?;
+                println!(
+                    "Demo finished: {} events and {} malformed messages produced, {} alert transitions.",
+                    summary.events_produced, summary.malformed_produced, summary.alerts_printed
+                );
+                Ok(())
+            })
+        }
+        Command::Simulate {
+            out,
+            kafka,
+            labels,
+            seed,
+            managers,
+            accounts_per_manager,
+            days,
+            ..
+        } => {
+            let sim = SimConfig {
+                seed,
+                managers,
+                accounts_per_manager,
+                days,
+                ..SimConfig::default()
+            };
+            if kafka {
+                runtime()?.block_on(simulate_to_kafka(&config, sim))
+            } else {
+                let out = out.context("--out FILE or --kafka is required")?;
+                simulate_to_file(sim, &out, labels)
+            }
+        }
+        Command::Backtest {
+            input, labels, output, ..
+        } => run_backtest(&config, &input, labels.as_deref(), output.as_deref()),
+    }
+}
+
+fn init_logging(config: &Config, format: Option<LogFormat>, quiet: bool) {
+    // The demo prints alerts on stdout; keep its logs to warnings unless asked.
+    let default_level = if quiet && std::env::var_os("RUST_LOG").is_none() {
+        "warn"
+    } else {
+        config.log.level.as_str()
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr);
+    match format.unwrap_or(config.log.format) {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("while starting the async runtime")
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+async fn run_service(config: Config) -> Result<()> {
+    let metrics = Arc::new(Metrics::new(config.metrics.manager_series, config.metrics.max_manager_series));
+    let health = Health::default();
+    let addr: SocketAddr = config.metrics.addr.parse().context("while reading metrics.addr")?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (bound, http) = metrics::serve(addr, metrics.clone(), health.clone(), stop.clone().cancelled_owned())
+        .await
+        .with_context(|| format!("while binding the metrics server to {addr}"))?;
+    tracing::info!(addr = %bound, "Serving /metrics, /healthz and /readyz.");
+    let summary = service::run(&config, metrics, health, shutdown_signal())
+        .await
+        .context("while running the service")?;
+    stop.cancel();
+    let _ = http.await;
+    tracing::info!(messages = summary.messages, alerts = summary.alerts, settled = summary.settled, "Exiting.");
+    Ok(())
+}
+
+fn simulate_to_file(sim: SimConfig, out: &Path, labels: Option<PathBuf>) -> Result<()> {
+    let labels_path = labels.unwrap_or_else(|| out.with_extension("labels.json"));
+    let file = File::create(out).with_context(|| format!("while creating {}", out.display()))?;
+    let mut writer = BufWriter::new(file);
+    let mut simulation = Simulation::new(sim);
+    let mut count = 0u64;
+    for events in simulation.by_ref() {
+        for event in events {
+            serde_json::to_writer(&mut writer, &event.to_json()).context("while writing an event")?;
+            writer.write_all(b"\n").context("while writing an event")?;
+            count += 1;
+        }
+    }
+    writer.flush().with_context(|| format!("while writing {}", out.display()))?;
+    let labels_json = serde_json::to_string_pretty(simulation.labels()).context("while encoding the labels")?;
+    std::fs::write(&labels_path, labels_json).with_context(|| format!("while writing {}", labels_path.display()))?;
+    eprintln!("Wrote {count} events to {} and the ground truth to {}.", out.display(), labels_path.display());
+    Ok(())
+}
+
+async fn simulate_to_kafka(config: &Config, sim: SimConfig) -> Result<()> {
+    let producer: FutureProducer = feidan::kafka::client_config(&config.kafka)
+        .set("linger.ms", "20")
+        .create()
+        .context("while creating the producer")?;
+    let topic = &config.kafka.input_topic;
+    let mut count = 0u64;
+    for events in Simulation::new(sim) {
+        for event in events {
+            let payload = event.to_json().to_string();
+            producer
+                .send(
+                    FutureRecord::to(topic).key(event.account_id.as_bytes()).payload(payload.as_bytes()),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|(error, _)| error)
+                .with_context(|| format!("while producing to {topic}"))?;
+            count += 1;
+        }
+    }
+    producer.flush(Duration::from_secs(30)).context("while flushing the producer")?;
+    eprintln!("Produced {count} events to {topic}.");
+    Ok(())
+}
+
+fn run_backtest(config: &Config, input: &Path, labels: Option<&Path>, output: Option<&Path>) -> Result<()> {
+    let truth = match labels {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("while reading {}", path.display()))?;
+            Some(GroundTruth::parse(&text).with_context(|| format!("while reading {}", path.display()))?)
+        }
+        None => None,
+    };
+    let file = File::open(input).with_context(|| format!("while opening {}", input.display()))?;
+    let mut writer: Option<BufWriter<File>> = match output {
+        Some(path) => Some(BufWriter::new(
+            File::create(path).with_context(|| format!("while creating {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let started = Instant::now();
+    let report = backtest::replay(config, BufReader::with_capacity(1 << 20, file), |alert| {
+        if let Some(writer) = writer.as_mut() {
+            serde_json::to_writer(&mut *writer, &alert.to_json())?;
+            writer.write_all(b"\n")?;
+        }
+        Ok(())
+    })
+    .with_context(|| format!("while replaying {}", input.display()))?;
+    if let Some(mut writer) = writer {
+        writer.flush().context("while writing the alerts")?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let mut stdout = io::stdout().lock();
+    writeln!(
+        stdout,
+        "Replayed {} messages in {elapsed:.2} s ({:.0}/s); watermark {}.",
+        report.messages,
+        report.messages as f64 / elapsed.max(1e-9),
+        report.watermark.map_or("none".to_owned(), |w| w.to_string())
+    )?;
+    for (outcome, count) in &report.outcomes {
+        writeln!(stdout, "  {outcome:<12} {count}")?;
+    }
+    for (reason, count) in &report.dead_letters {
+        writeln!(stdout, "  dead letter: {reason:<14} {count}")?;
+    }
+    if report.transitions.is_empty() {
+        writeln!(stdout, "No alerts.")?;
+    }
+    for ((kind, status), count) in &report.transitions {
+        writeln!(stdout, "  alerts {kind:<26} {status:<9} {count}")?;
+    }
+    if let Some(truth) = truth {
+        let score = backtest::score_managers(&report.alerts, &truth);
+        writeln!(
+            stdout,
+            "Managers: {} of {} diverters detected (recall {:.2}); {} accused, {} falsely (precision {:.2}, {:.2} per 100 manager-years); median delay {}.",
+            score.detected,
+            score.diverters,
+            score.recall,
+            score.accused,
+            score.falsely_accused,
+            score.precision,
+            score.false_per_100_manager_years,
+            score.median_delay_days.map_or("n/a".to_owned(), |d| format!("{d:.0} days"))
+        )?;
+    }
+    Ok(())
+}

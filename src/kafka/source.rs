@@ -1,0 +1,101 @@
+//! The input: a consumer-group consumer on the input topic (rdkafka
+//! `StreamConsumer` on tokio).
+//!
+//! Offsets are stored by the service, and only once everything a message
+//! caused has been acknowledged by the broker (`enable.auto.offset.store =
+//! false`; stored offsets are committed in the background and once more at
+//! shutdown), as rust-rdkafka's `at_least_once` example does.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::Offset;
+use tracing::{info, warn};
+
+use crate::config::KafkaConfig;
+
+/// The consumer type of the input.
+pub type InputConsumer = StreamConsumer<SourceContext>;
+
+/// Observes the consumer: rebalances are logged, and errors meaning the
+/// brokers cannot be reached clear the `connected` flag behind `/readyz`.
+#[derive(Clone, Default)]
+pub struct SourceContext {
+    connected: Arc<AtomicBool>,
+}
+
+impl SourceContext {
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    pub fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Relaxed);
+    }
+}
+
+impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+        ) {
+            self.set_connected(false);
+        }
+        warn!(error = %error, reason, "Kafka client error.");
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(partitions) => info!(partitions = partitions.count(), "Input partitions assigned."),
+            Rebalance::Revoke(partitions) => info!(partitions = partitions.count(), "Input partitions revoked."),
+            Rebalance::Error(error) => warn!(error = %error, "Rebalance failed."),
+        }
+    }
+}
+
+/// Creates the input consumer and subscribes it to the input topic.
+///
+/// # Errors
+///
+/// When the configuration is rejected or the subscription fails.
+pub fn subscribe(kafka: &KafkaConfig) -> KafkaResult<(InputConsumer, SourceContext)> {
+    let context = SourceContext::default();
+    let consumer: InputConsumer = super::client_config(kafka)
+        .set("group.id", &kafka.group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .create_with_context(context.clone())?;
+    consumer.subscribe(&[&kafka.input_topic])?;
+    Ok((consumer, context))
+}
+
+/// Messages behind the high watermark, per assigned partition of `topic`.
+/// Blocking: call it off the async threads.
+///
+/// # Errors
+///
+/// When the broker cannot be asked.
+pub fn lag(consumer: &InputConsumer, topic: &str, timeout: Duration) -> KafkaResult<Vec<(i32, i64)>> {
+    let positions = consumer.position()?;
+    let mut lags = Vec::new();
+    for element in positions.elements_for_topic(topic) {
+        let (low, high) = consumer.fetch_watermarks(topic, element.partition(), timeout)?;
+        let position = match element.offset() {
+            Offset::Offset(offset) => offset,
+            _ => low,
+        };
+        lags.push((element.partition(), (high - position).max(0)));
+    }
+    Ok(lags)
+}
