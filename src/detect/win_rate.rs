@@ -47,9 +47,16 @@ pub fn assess(inputs: &WinRateInputs, config: &WinRateConfig, team: &str, window
     let k = inputs.recent.won;
     let observed = k as f64 / n as f64;
 
+    // The team's rate counts for at most `prior_strength` deals, and for no
+    // more deals than it rests on: a team's first three deals are no yardstick.
     let team_history_rate = smoothed_rate(inputs.team_history);
-    let weight = config.prior_strength + inputs.history.closed() as f64;
-    let baseline = (inputs.history.won as f64 + config.prior_strength * team_history_rate) / weight;
+    let team_weight = config.prior_strength.min(inputs.team_history.closed() as f64);
+    let weight = team_weight + inputs.history.closed() as f64;
+    if weight < config.min_closed as f64 {
+        // No baseline to speak of yet (a new team of new hires): no judgement.
+        return None;
+    }
+    let baseline = (inputs.history.won as f64 + team_weight * team_history_rate) / weight;
 
     // The rest of the team's movement, only when both sides have a sample.
     let team_shift = if inputs.team_recent.closed() >= config.min_closed && inputs.team_history.closed() >= config.min_closed {
@@ -164,6 +171,18 @@ mod tests {
         let finding = assess(&inputs, &config(), "team-3", 90).unwrap();
         assert!(!finding.alerting, "{finding:?}");
         assert!(finding.expected < 0.2);
+    }
+
+    #[test]
+    fn no_baseline_no_judgement() {
+        // The team's history is three won deals; the manager has none.
+        let inputs = WinRateInputs {
+            recent: wl(7, 20),
+            history: wl(0, 0),
+            team_recent: wl(100, 100),
+            team_history: wl(3, 0),
+        };
+        assert_eq!(assess(&inputs, &config(), "t", 90), None);
     }
 
     #[test]
