@@ -105,8 +105,12 @@ impl StatTest {
     /// The `test` object of the alert: name, parameters and p-value.
     pub fn to_json(&self, p_value: f64) -> Value {
         match *self {
-            StatTest::BinomialLower { k, n, p } => json!({"name": "binomial_lower", "k": k, "n": n, "p": p, "p_value": p_value}),
-            StatTest::BinomialUpper { k, n, p } => json!({"name": "binomial_upper", "k": k, "n": n, "p": p, "p_value": p_value}),
+            StatTest::BinomialLower { k, n, p } => {
+                json!({"name": "binomial_lower", "k": k, "n": n, "p": p, "p_value": p_value})
+            }
+            StatTest::BinomialUpper { k, n, p } => {
+                json!({"name": "binomial_upper", "k": k, "n": n, "p": p, "p_value": p_value})
+            }
             StatTest::BetabinomLower { k, n, a, b } => {
                 json!({"name": "betabinom_lower", "k": k, "n": n, "a": a, "b": b, "p_value": p_value})
             }

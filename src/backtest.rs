@@ -60,10 +60,12 @@ pub fn replay(
     loop {
         line.clear();
         line_number += 1;
-        let read = input.read_until(b'\n', &mut line).map_err(|source| BacktestError::Read {
-            line: line_number,
-            source,
-        })?;
+        let read = input
+            .read_until(b'\n', &mut line)
+            .map_err(|source| BacktestError::Read {
+                line: line_number,
+                source,
+            })?;
         if read == 0 {
             break;
         }
@@ -79,7 +81,10 @@ pub fn replay(
         }
         for alert in out.drain(..) {
             on_alert(&alert).map_err(BacktestError::Write)?;
-            *report.transitions.entry((alert.kind.as_str(), alert.status.as_str())).or_default() += 1;
+            *report
+                .transitions
+                .entry((alert.kind.as_str(), alert.status.as_str()))
+                .or_default() += 1;
             report.alerts.push(alert);
         }
     }
@@ -180,7 +185,8 @@ pub fn score_managers(alerts: &[Alert], truth: &GroundTruth) -> ManagerScore {
             (delays[mid - 1] + delays[mid]) / 2.0
         }
     });
-    let honest_years = (truth.managers.len().saturating_sub(onsets.len())) as f64 * truth.days as f64 / 365.0;
+    let honest_years =
+        (truth.managers.len().saturating_sub(onsets.len())) as f64 * truth.days as f64 / 365.0;
     let true_accused = accused.len() - falsely.len();
     ManagerScore {
         diverters: onsets.len(),

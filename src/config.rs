@@ -132,6 +132,7 @@ pub struct WinRateConfig {
     #[serde(with = "duration")]
     pub history: Duration,
     pub alpha: f64,
+    pub resolve_alpha: f64,
     pub min_drop: f64,
     pub min_closed: u64,
     pub prior_strength: f64,
@@ -159,7 +160,8 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         use config::{Environment, File, FileFormat};
 
-        let mut builder = config::Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        let mut builder =
+            config::Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.display().to_string(),
@@ -186,16 +188,21 @@ impl Config {
                 .set_override(key.trim(), value.trim())
                 .map_err(|e| ConfigError::Parse(e.to_string()))?;
         }
-        let merged = builder.build().map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let merged = builder
+            .build()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
 
         let tree: Value = merged
             .clone()
             .try_deserialize()
             .map_err(|e| ConfigError::Parse(e.to_string()))?;
-        let defaults: Value = toml::from_str(DEFAULT_TOML).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let defaults: Value =
+            toml::from_str(DEFAULT_TOML).map_err(|e| ConfigError::Parse(e.to_string()))?;
         check_known_keys(&tree, &defaults, "")?;
 
-        let config: Config = merged.try_deserialize().map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let config: Config = merged
+            .try_deserialize()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -226,7 +233,10 @@ impl Config {
             }
         }
         if k.input_topic == k.alert_topic || k.input_topic == k.dead_letter_topic {
-            return invalid("kafka.input_topic", "must differ from the alert and dead-letter topics");
+            return invalid(
+                "kafka.input_topic",
+                "must differ from the alert and dead-letter topics",
+            );
         }
         if k.max_in_flight == 0 {
             return invalid("kafka.max_in_flight", "must be at least 1");
@@ -253,14 +263,29 @@ impl Config {
             return invalid("alerts.resolve_after", "must be at least 1");
         }
         if !(1..=20).contains(&self.alerts.max_evidence) {
-            return invalid("alerts.max_evidence", "must be between 1 and 20 (the alert schema's limit)");
+            return invalid(
+                "alerts.max_evidence",
+                "must be between 1 and 20 (the alert schema's limit)",
+            );
         }
         let w = &self.detect.win_rate;
         if !(w.alpha > 0.0 && w.alpha < 1.0) {
-            return invalid("detect.win_rate.alpha", "must be between 0 and 1, exclusive");
+            return invalid(
+                "detect.win_rate.alpha",
+                "must be between 0 and 1, exclusive",
+            );
+        }
+        if !(w.resolve_alpha >= w.alpha && w.resolve_alpha < 1.0) {
+            return invalid(
+                "detect.win_rate.resolve_alpha",
+                "must be at least detect.win_rate.alpha and below 1",
+            );
         }
         if !(w.critical_p_value > 0.0 && w.critical_p_value <= w.alpha) {
-            return invalid("detect.win_rate.critical_p_value", "must be above 0 and at most detect.win_rate.alpha");
+            return invalid(
+                "detect.win_rate.critical_p_value",
+                "must be above 0 and at most detect.win_rate.alpha",
+            );
         }
         if !(0.0..1.0).contains(&w.min_drop) {
             return invalid("detect.win_rate.min_drop", "must be at least 0 and below 1");
@@ -272,10 +297,16 @@ impl Config {
             return invalid("detect.win_rate.prior_strength", "must be above 0");
         }
         if w.window < self.alerts.evaluate_every {
-            return invalid("detect.win_rate.window", "must be at least alerts.evaluate_every");
+            return invalid(
+                "detect.win_rate.window",
+                "must be at least alerts.evaluate_every",
+            );
         }
         if w.history < w.window {
-            return invalid("detect.win_rate.history", "must be at least as long as detect.win_rate.window");
+            return invalid(
+                "detect.win_rate.history",
+                "must be at least as long as detect.win_rate.window",
+            );
         }
         Ok(())
     }
@@ -288,7 +319,8 @@ impl Config {
                 *value = "********".to_owned();
             }
         }
-        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+        toml::to_string_pretty(&shown)
+            .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
 }
 
@@ -362,8 +394,11 @@ pub mod duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration like \"90d\" or \"30s\" ({e})")))
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a duration like \"90d\" or \"30s\" ({e})"
+            ))
+        })
     }
 
     pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -402,7 +437,10 @@ mod tests {
     fn the_shipped_defaults_parse_and_validate() {
         let config = Config::defaults();
         assert_eq!(config.kafka.input_topic, "sales-events");
-        assert_eq!(config.detect.win_rate.window, Duration::from_secs(90 * 86_400));
+        assert_eq!(
+            config.detect.win_rate.window,
+            Duration::from_secs(90 * 86_400)
+        );
         assert_eq!(config.alerts.for_evaluations, 3);
         assert!(config.kafka.client.is_empty());
     }
@@ -411,13 +449,20 @@ mod tests {
     fn later_layers_win() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("feidan.toml");
-        std::fs::write(&file, "[kafka]\nbrokers = \"file:9092\"\ngroup_id = \"from-file\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "[kafka]\nbrokers = \"file:9092\"\ngroup_id = \"from-file\"\n",
+        )
+        .unwrap();
         let config = Config::load(
             Some(&file),
             &["kafka.group_id=from-set".to_string()],
             [
                 ("FEIDAN__KAFKA__BROKERS".to_string(), "env:9092".to_string()),
-                ("FEIDAN__KAFKA__GROUP_ID".to_string(), "from-env".to_string()),
+                (
+                    "FEIDAN__KAFKA__GROUP_ID".to_string(),
+                    "from-env".to_string(),
+                ),
                 ("OTHER".to_string(), "ignored".to_string()),
             ]
             .into_iter(),
@@ -429,15 +474,25 @@ mod tests {
 
     #[test]
     fn set_parses_numbers_and_durations() {
-        let config = load(&["detect.win_rate.alpha=0.01", "detect.win_rate.window=60d"], &[]).unwrap();
+        let config = load(
+            &["detect.win_rate.alpha=0.01", "detect.win_rate.window=60d"],
+            &[],
+        )
+        .unwrap();
         assert_eq!(config.detect.win_rate.alpha, 0.01);
-        assert_eq!(config.detect.win_rate.window, Duration::from_secs(60 * 86_400));
+        assert_eq!(
+            config.detect.win_rate.window,
+            Duration::from_secs(60 * 86_400)
+        );
     }
 
     #[test]
     fn unknown_keys_are_named() {
         let err = load(&["detect.win_rate.alhpa=0.01"], &[]).unwrap_err();
-        assert_eq!(err.to_string(), "unknown configuration key `detect.win_rate.alhpa`");
+        assert_eq!(
+            err.to_string(),
+            "unknown configuration key `detect.win_rate.alhpa`"
+        );
         let err = load(&[], &[("FEIDAN__KAFKA__BROKER", "x:1")]).unwrap_err();
         assert_eq!(err.to_string(), "unknown configuration key `kafka.broker`");
     }

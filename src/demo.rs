@@ -41,7 +41,10 @@ pub enum DemoError {
     #[error("cannot start the embedded Kafka broker: {0}")]
     Broker(KafkaError),
     #[error("cannot serve metrics on {addr}: {source}")]
-    Metrics { addr: SocketAddr, source: std::io::Error },
+    Metrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Service(#[from] ServiceError),
 }
@@ -88,19 +91,26 @@ pub async fn run(
         (&kafka.dead_letter_topic, 1),
         (&kafka.state_topic, 1),
     ] {
-        broker.create_topic(topic, partitions).map_err(DemoError::Broker)?;
+        broker
+            .create_topic(topic, partitions)
+            .map_err(DemoError::Broker)?;
     }
     config.metrics.manager_series = true;
 
     let stop = CancellationToken::new();
     let metrics = Arc::new(Metrics::new(true, config.metrics.max_manager_series));
     let health = Health::default();
-    let (metrics_addr, http) = metrics::serve(options.metrics_addr, metrics.clone(), health.clone(), stop.clone().cancelled_owned())
-        .await
-        .map_err(|source| DemoError::Metrics {
-            addr: options.metrics_addr,
-            source,
-        })?;
+    let (metrics_addr, http) = metrics::serve(
+        options.metrics_addr,
+        metrics.clone(),
+        health.clone(),
+        stop.clone().cancelled_owned(),
+    )
+    .await
+    .map_err(|source| DemoError::Metrics {
+        addr: options.metrics_addr,
+        source,
+    })?;
 
     let simulation = Simulation::new(options.simulation.clone());
     let labels = simulation.labels();
@@ -129,11 +139,18 @@ pub async fn run(
     let service_task = {
         let config = config.clone();
         let stop = stop.clone();
-        tokio::spawn(async move { service::run(&config, metrics, health, stop.cancelled_owned()).await })
+        tokio::spawn(
+            async move { service::run(&config, metrics, health, stop.cancelled_owned()).await },
+        )
     };
 
     let (lines, mut receive_lines) = mpsc::channel::<String>(256);
-    let printer = tokio::spawn(print_alerts(config.clone(), options.json, lines, stop.clone()));
+    let printer = tokio::spawn(print_alerts(
+        config.clone(),
+        options.json,
+        lines,
+        stop.clone(),
+    ));
 
     let produced = Arc::new(AtomicU64::new(0));
     let malformed = Arc::new(AtomicU64::new(0));
@@ -220,13 +237,26 @@ async fn produce_world(
         }
         for event in &events {
             let payload = event.to_json().to_string();
-            if !send(&producer, topic, event.account_id.as_bytes(), payload.as_bytes()).await {
+            if !send(
+                &producer,
+                topic,
+                event.account_id.as_bytes(),
+                payload.as_bytes(),
+            )
+            .await
+            {
                 return;
             }
             produced.fetch_add(1, Ordering::Relaxed);
         }
         if day % BAD_MESSAGE_EVERY_DAYS == BAD_MESSAGE_EVERY_DAYS - 1 {
-            let bad = format!(r#"{{"event_id":"bad-{day}","type":"order_placed","order_id":"x","amount":"lots"}}"#);
+            // A CRM export bug: the amount as text. Valid JSON, invalid event.
+            let bad = format!(
+                r#"{{"event_id":"bad-{day}","type":"order_placed","occurred_at":"{}","manager_id":"kam-0001","account_id":"acc-00001","order_id":"x","amount":"lots"}}"#,
+                events
+                    .first()
+                    .map_or_else(String::new, |e| e.occurred_at.to_string())
+            );
             if send(&producer, topic, b"bad", bad.as_bytes()).await {
                 malformed.fetch_add(1, Ordering::Relaxed);
             }
@@ -256,7 +286,12 @@ async fn send(producer: &FutureProducer, topic: &str, key: &[u8], payload: &[u8]
 }
 
 /// Reads the alert topic from the start and forwards one line per transition.
-async fn print_alerts(config: Config, json: bool, lines: mpsc::Sender<String>, stop: CancellationToken) {
+async fn print_alerts(
+    config: Config,
+    json: bool,
+    lines: mpsc::Sender<String>,
+    stop: CancellationToken,
+) {
     let consumer: StreamConsumer = match ClientConfig::new()
         .set("bootstrap.servers", &config.kafka.brokers)
         .set("group.id", "feidan-demo-printer")
@@ -280,7 +315,9 @@ async fn print_alerts(config: Config, json: bool, lines: mpsc::Sender<String>, s
             message = consumer.recv() => message,
         };
         let Ok(message) = message else { continue };
-        let Some(payload) = message.payload() else { continue };
+        let Some(payload) = message.payload() else {
+            continue;
+        };
         let line = if json {
             String::from_utf8_lossy(payload).into_owned()
         } else {

@@ -69,7 +69,12 @@ enum Command {
     /// Write the simulated organisation's events (and ground-truth labels).
     Simulate {
         /// JSONL file of events.
-        #[arg(long, value_name = "FILE", required_unless_present = "kafka", conflicts_with = "kafka")]
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "kafka",
+            conflicts_with = "kafka"
+        )]
         out: Option<PathBuf>,
         /// Produce to the configured input topic instead of a file.
         #[arg(long)]
@@ -110,7 +115,9 @@ impl ConfigArgs {
     fn load(&self) -> Result<Config> {
         let config = Config::load(self.config.as_deref(), &self.overrides, std::env::vars());
         match &self.config {
-            Some(path) => config.with_context(|| format!("while loading the configuration from {}", path.display())),
+            Some(path) => config.with_context(|| {
+                format!("while loading the configuration from {}", path.display())
+            }),
             None => config.context("while loading the configuration"),
         }
     }
@@ -130,10 +137,16 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let config_args = match &cli.command {
         Command::Run(c) | Command::CheckConfig(c) => c,
-        Command::Demo { config, .. } | Command::Simulate { config, .. } | Command::Backtest { config, .. } => config,
+        Command::Demo { config, .. }
+        | Command::Simulate { config, .. }
+        | Command::Backtest { config, .. } => config,
     };
     let config = config_args.load()?;
-    init_logging(&config, cli.log_format, matches!(cli.command, Command::Demo { .. }));
+    init_logging(
+        &config,
+        cli.log_format,
+        matches!(cli.command, Command::Demo { .. }),
+    );
 
     match cli.command {
         Command::CheckConfig(_) => {
@@ -157,7 +170,10 @@ fn run(cli: Cli) -> Result<()> {
                 metrics_addr,
                 json,
                 days_per_second: speed,
-                simulation: SimConfig { seed, ..SimConfig::default() },
+                simulation: SimConfig {
+                    seed,
+                    ..SimConfig::default()
+                },
             };
             runtime()?.block_on(async {
                 let summary = demo::run(config, options, shutdown_signal(), |line| println!("{line}"))
@@ -195,7 +211,10 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Backtest {
-            input, labels, output, ..
+            input,
+            labels,
+            output,
+            ..
         } => run_backtest(&config, &input, labels.as_deref(), output.as_deref()),
     }
 }
@@ -207,8 +226,11 @@ fn init_logging(config: &Config, format: Option<LogFormat>, quiet: bool) {
     } else {
         config.log.level.as_str()
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
     match format.unwrap_or(config.log.format) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -227,13 +249,14 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => {
-                let _ = interrupt.await;
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}
@@ -244,20 +267,37 @@ async fn shutdown_signal() {
 }
 
 async fn run_service(config: Config) -> Result<()> {
-    let metrics = Arc::new(Metrics::new(config.metrics.manager_series, config.metrics.max_manager_series));
+    let metrics = Arc::new(Metrics::new(
+        config.metrics.manager_series,
+        config.metrics.max_manager_series,
+    ));
     let health = Health::default();
-    let addr: SocketAddr = config.metrics.addr.parse().context("while reading metrics.addr")?;
+    let addr: SocketAddr = config
+        .metrics
+        .addr
+        .parse()
+        .context("while reading metrics.addr")?;
     let stop = tokio_util::sync::CancellationToken::new();
-    let (bound, http) = metrics::serve(addr, metrics.clone(), health.clone(), stop.clone().cancelled_owned())
-        .await
-        .with_context(|| format!("while binding the metrics server to {addr}"))?;
+    let (bound, http) = metrics::serve(
+        addr,
+        metrics.clone(),
+        health.clone(),
+        stop.clone().cancelled_owned(),
+    )
+    .await
+    .with_context(|| format!("while binding the metrics server to {addr}"))?;
     tracing::info!(addr = %bound, "Serving /metrics, /healthz and /readyz.");
     let summary = service::run(&config, metrics, health, shutdown_signal())
         .await
         .context("while running the service")?;
     stop.cancel();
     let _ = http.await;
-    tracing::info!(messages = summary.messages, alerts = summary.alerts, settled = summary.settled, "Exiting.");
+    tracing::info!(
+        messages = summary.messages,
+        alerts = summary.alerts,
+        settled = summary.settled,
+        "Exiting."
+    );
     Ok(())
 }
 
@@ -269,15 +309,24 @@ fn simulate_to_file(sim: SimConfig, out: &Path, labels: Option<PathBuf>) -> Resu
     let mut count = 0u64;
     for events in simulation.by_ref() {
         for event in events {
-            serde_json::to_writer(&mut writer, &event.to_json()).context("while writing an event")?;
+            serde_json::to_writer(&mut writer, &event.to_json())
+                .context("while writing an event")?;
             writer.write_all(b"\n").context("while writing an event")?;
             count += 1;
         }
     }
-    writer.flush().with_context(|| format!("while writing {}", out.display()))?;
-    let labels_json = serde_json::to_string_pretty(simulation.labels()).context("while encoding the labels")?;
-    std::fs::write(&labels_path, labels_json).with_context(|| format!("while writing {}", labels_path.display()))?;
-    eprintln!("Wrote {count} events to {} and the ground truth to {}.", out.display(), labels_path.display());
+    writer
+        .flush()
+        .with_context(|| format!("while writing {}", out.display()))?;
+    let labels_json =
+        serde_json::to_string_pretty(simulation.labels()).context("while encoding the labels")?;
+    std::fs::write(&labels_path, labels_json)
+        .with_context(|| format!("while writing {}", labels_path.display()))?;
+    eprintln!(
+        "Wrote {count} events to {} and the ground truth to {}.",
+        out.display(),
+        labels_path.display()
+    );
     Ok(())
 }
 
@@ -293,7 +342,9 @@ async fn simulate_to_kafka(config: &Config, sim: SimConfig) -> Result<()> {
             let payload = event.to_json().to_string();
             producer
                 .send(
-                    FutureRecord::to(topic).key(event.account_id.as_bytes()).payload(payload.as_bytes()),
+                    FutureRecord::to(topic)
+                        .key(event.account_id.as_bytes())
+                        .payload(payload.as_bytes()),
                     Duration::from_secs(30),
                 )
                 .await
@@ -302,24 +353,37 @@ async fn simulate_to_kafka(config: &Config, sim: SimConfig) -> Result<()> {
             count += 1;
         }
     }
-    producer.flush(Duration::from_secs(30)).context("while flushing the producer")?;
+    producer
+        .flush(Duration::from_secs(30))
+        .context("while flushing the producer")?;
     eprintln!("Produced {count} events to {topic}.");
     Ok(())
 }
 
-fn run_backtest(config: &Config, input: &Path, labels: Option<&Path>, output: Option<&Path>) -> Result<()> {
+fn run_backtest(
+    config: &Config,
+    input: &Path,
+    labels: Option<&Path>,
+    output: Option<&Path>,
+) -> Result<()> {
     let truth = match labels {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("while reading {}", path.display()))?;
-            Some(GroundTruth::parse(&text).with_context(|| format!("while reading {}", path.display()))?)
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("while reading {}", path.display()))?;
+            Some(
+                GroundTruth::parse(&text)
+                    .with_context(|| format!("while reading {}", path.display()))?,
+            )
         }
         None => None,
     };
     let file = File::open(input).with_context(|| format!("while opening {}", input.display()))?;
     let mut writer: Option<BufWriter<File>> = match output {
-        Some(path) => Some(BufWriter::new(
-            File::create(path).with_context(|| format!("while creating {}", path.display()))?,
-        )),
+        Some(path) => {
+            Some(BufWriter::new(File::create(path).with_context(|| {
+                format!("while creating {}", path.display())
+            })?))
+        }
         None => None,
     };
     let started = Instant::now();
@@ -342,7 +406,9 @@ fn run_backtest(config: &Config, input: &Path, labels: Option<&Path>, output: Op
         "Replayed {} messages in {elapsed:.2} s ({:.0}/s); watermark {}.",
         report.messages,
         report.messages as f64 / elapsed.max(1e-9),
-        report.watermark.map_or("none".to_owned(), |w| w.to_string())
+        report
+            .watermark
+            .map_or("none".to_owned(), |w| w.to_string())
     )?;
     for (outcome, count) in &report.outcomes {
         writeln!(stdout, "  {outcome:<12} {count}")?;

@@ -19,8 +19,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::alert::{AlertKind, Severity};
@@ -75,7 +75,10 @@ impl Health {
     }
 }
 
-fn build<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: prometheus::Result<T>) -> T {
+fn build<T: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<T>,
+) -> T {
     let metric = metric.expect("metric definitions are valid");
     registry
         .register(Box::new(metric.clone()))
@@ -111,8 +114,16 @@ impl Metrics {
             max_manager_series,
             registry,
         };
-        let build_info = build(r, IntGaugeVec::new(Opts::new("feidan_build_info", "Build information; always 1."), &["version"]));
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let build_info = build(
+            r,
+            IntGaugeVec::new(
+                Opts::new("feidan_build_info", "Build information; always 1."),
+                &["version"],
+            ),
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
 
         // Pre-register the fixed label sets so every series exists from the start.
         for event_type in EVENT_TYPES.iter().chain(["invalid"].iter()) {
@@ -128,8 +139,12 @@ impl Metrics {
         }
         for kind in AlertKind::ALL {
             for severity in [Severity::Warning, Severity::Critical] {
-                metrics.alerts.with_label_values(&[kind.as_str(), severity.as_str()]);
-                metrics.alerts_firing.with_label_values(&[kind.as_str(), severity.as_str()]);
+                metrics
+                    .alerts
+                    .with_label_values(&[kind.as_str(), severity.as_str()]);
+                metrics
+                    .alerts_firing
+                    .with_label_values(&[kind.as_str(), severity.as_str()]);
             }
         }
         metrics.state_evictions.with_label_values(&["event_ids"]);
@@ -141,7 +156,9 @@ impl Metrics {
 
     /// Counts one input message.
     pub fn count_message(&self, event_type: &str, outcome: &Outcome) {
-        self.events.with_label_values(&[event_type, outcome.label()]).inc();
+        self.events
+            .with_label_values(&[event_type, outcome.label()])
+            .inc();
         if let Outcome::DeadLetter(reason) = outcome {
             self.dead_letters.with_label_values(&[reason.code()]).inc();
         }
@@ -161,17 +178,27 @@ impl Metrics {
             ("event_ids", stats.remembered_event_ids),
             ("alerts", stats.pending_or_firing),
         ] {
-            self.state_entities.with_label_values(&[kind]).set(count as i64);
+            self.state_entities
+                .with_label_values(&[kind])
+                .set(count as i64);
         }
 
         let mut exported = self.exported.lock().unwrap_or_else(|e| e.into_inner());
-        let evicted = stats.dedup_evictions.saturating_sub(exported.dedup_evictions);
-        self.state_evictions.with_label_values(&["event_ids"]).inc_by(evicted);
+        let evicted = stats
+            .dedup_evictions
+            .saturating_sub(exported.dedup_evictions);
+        self.state_evictions
+            .with_label_values(&["event_ids"])
+            .inc_by(evicted);
         exported.dedup_evictions = stats.dedup_evictions;
 
         for kind in AlertKind::ALL {
             for severity in [Severity::Warning, Severity::Critical] {
-                let count = stats.active.iter().filter(|a| a.kind == kind && a.severity == severity).count();
+                let count = stats
+                    .active
+                    .iter()
+                    .filter(|a| a.kind == kind && a.severity == severity)
+                    .count();
                 self.alerts_firing
                     .with_label_values(&[kind.as_str(), severity.as_str()])
                     .set(count as i64);
@@ -180,13 +207,22 @@ impl Metrics {
         let active: BTreeSet<[String; 4]> = stats
             .active
             .iter()
-            .map(|a| [a.kind.as_str().to_owned(), a.severity.as_str().to_owned(), a.manager_id.clone(), a.team.clone()])
+            .map(|a| {
+                [
+                    a.kind.as_str().to_owned(),
+                    a.severity.as_str().to_owned(),
+                    a.manager_id.clone(),
+                    a.team.clone(),
+                ]
+            })
             .collect();
         for gone in exported.active.difference(&active) {
             let _ = self.alert_active.remove_label_values(&labels(gone));
         }
         for now_active in &active {
-            self.alert_active.with_label_values(&labels(now_active)).set(1);
+            self.alert_active
+                .with_label_values(&labels(now_active))
+                .set(1);
         }
         exported.active = active;
 
@@ -199,11 +235,15 @@ impl Metrics {
             rates.sort_by(|a, b| a.0.cmp(&b.0));
             for (manager, team, rate) in rates {
                 let key = [manager.clone(), team.clone()];
-                if !exported.managers.contains(&key) && exported.managers.len() + shown.len() >= self.max_manager_series {
+                if !exported.managers.contains(&key)
+                    && exported.managers.len() + shown.len() >= self.max_manager_series
+                {
                     self.series_dropped.inc();
                     continue;
                 }
-                self.manager_win_rate.with_label_values(&[manager, team]).set(*rate);
+                self.manager_win_rate
+                    .with_label_values(&[manager, team])
+                    .set(*rate);
                 shown.insert(key);
             }
             for gone in exported.managers.difference(&shown) {
@@ -254,7 +294,10 @@ pub async fn serve(
         .route("/readyz", get(ready_handler))
         .with_state(HttpState { metrics, health });
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(error = %e, "The metrics server stopped.");
         }
     });
@@ -263,7 +306,10 @@ pub async fn serve(
 
 async fn metrics_handler(State(state): State<HttpState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }
@@ -285,7 +331,9 @@ mod tests {
     fn manager_series_are_capped_and_drops_counted() {
         let metrics = Metrics::new(true, 3);
         let stats = EngineStats {
-            manager_win_rates: (0..10).map(|i| (format!("m{i}"), "t".to_owned(), 0.5)).collect(),
+            manager_win_rates: (0..10)
+                .map(|i| (format!("m{i}"), "t".to_owned(), 0.5))
+                .collect(),
             ..Default::default()
         };
         metrics.refresh(&stats, 0.0);
@@ -303,10 +351,19 @@ mod tests {
             manager_id: "kam-1".into(),
             team: "t".into(),
         };
-        metrics.refresh(&EngineStats { active: vec![alert], ..Default::default() }, 0.0);
+        metrics.refresh(
+            &EngineStats {
+                active: vec![alert],
+                ..Default::default()
+            },
+            0.0,
+        );
         assert!(metrics.render().contains(r#"feidan_alert_active{kind="win_rate_drop",manager_id="kam-1",severity="critical",team="t"} 1"#));
         metrics.refresh(&EngineStats::default(), 0.0);
         assert!(!metrics.render().contains("feidan_alert_active{"));
-        assert!(!metrics.render().contains("feidan_manager_win_rate{"), "manager series are opt-in");
+        assert!(
+            !metrics.render().contains("feidan_manager_win_rate{"),
+            "manager series are opt-in"
+        );
     }
 }

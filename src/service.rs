@@ -74,10 +74,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunSummary, ServiceError> {
     let kafka = &config.kafka;
-    let (consumer, context) = source::subscribe(kafka).map_err(|source| ServiceError::Consumer {
-        topic: kafka.input_topic.clone(),
-        source,
-    })?;
+    let (consumer, context) =
+        source::subscribe(kafka).map_err(|source| ServiceError::Consumer {
+            topic: kafka.input_topic.clone(),
+            source,
+        })?;
     let consumer = Arc::new(consumer);
     let sinks = Sinks::new(kafka)?;
     let mut engine = Engine::new(config);
@@ -97,7 +98,9 @@ pub async fn run(
     let mut last_by_partition: HashMap<i32, Instant> = HashMap::new();
     let mut idle_clock: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut lag_refresh: Option<tokio::task::JoinHandle<rdkafka::error::KafkaResult<Vec<(i32, i64)>>>> = None;
+    let mut lag_refresh: Option<
+        tokio::task::JoinHandle<rdkafka::error::KafkaResult<Vec<(i32, i64)>>>,
+    > = None;
     let mut last_lag_refresh = Instant::now() - LAG_EVERY;
     tokio::pin!(shutdown);
 
@@ -109,6 +112,9 @@ pub async fn run(
                 Ok(message) => {
                     context.set_connected(true);
                     let now = Instant::now();
+                    if let Some(partitions) = context.take_assignment() {
+                        assign(&mut engine, &mut state, &mut last_by_partition, &partitions, now);
+                    }
                     last_message = now;
                     idle_clock = None;
                     last_by_partition.insert(message.partition(), now);
@@ -128,6 +134,9 @@ pub async fn run(
             },
             _ = tick.tick() => {
                 let now = Instant::now();
+                if let Some(partitions) = context.take_assignment() {
+                    assign(&mut engine, &mut state, &mut last_by_partition, &partitions, now);
+                }
                 // Partitions quiet for the idle timeout stop holding the watermark back.
                 for (partition, last) in &last_by_partition {
                     if now.duration_since(*last) >= idle_timeout {
@@ -192,7 +201,10 @@ pub async fn run(
     metrics.ready.set(0);
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, state.settle(true)).await;
     if drained.is_err() {
-        warn!(unsettled = state.in_flight.len(), "Gave up waiting for the broker; those messages will be consumed again.");
+        warn!(
+            unsettled = state.in_flight.len(),
+            "Gave up waiting for the broker; those messages will be consumed again."
+        );
     }
     if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
         // Nothing stored since the last background commit is not an error.
@@ -202,7 +214,11 @@ pub async fn run(
         warn!(error = %error, "Producer flush at shutdown.");
     }
     metrics.refresh(&engine.stats(), unix_now());
-    info!(messages = state.summary.messages, alerts = state.summary.alerts, "Stopped.");
+    info!(
+        messages = state.summary.messages,
+        alerts = state.summary.alerts,
+        "Stopped."
+    );
     Ok(state.summary)
 }
 
@@ -219,16 +235,28 @@ struct Loop<'a> {
 }
 
 impl Loop<'_> {
-    async fn handle(&mut self, engine: &mut Engine, record: &SourceRecord<'_>) -> Result<(), ServiceError> {
+    async fn handle(
+        &mut self,
+        engine: &mut Engine,
+        record: &SourceRecord<'_>,
+    ) -> Result<(), ServiceError> {
         let started = Instant::now();
         let ingested = engine.ingest(record.payload, record.partition, &mut self.alerts);
-        self.metrics.processing.observe(started.elapsed().as_secs_f64());
-        self.metrics.count_message(ingested.event_type, &ingested.outcome);
+        self.metrics
+            .processing
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .count_message(ingested.event_type, &ingested.outcome);
         self.summary.messages += 1;
 
         let mut pending = Vec::new();
         if let Outcome::DeadLetter(reason) = &ingested.outcome {
-            debug!(partition = record.partition, offset = record.offset, reason = reason.code(), "Dead-lettering a message.");
+            debug!(
+                partition = record.partition,
+                offset = record.offset,
+                reason = reason.code(),
+                "Dead-lettering a message."
+            );
             pending.push(self.sinks.send_dead_letter(record, reason).await?);
             self.summary.dead_letters += 1;
         }
@@ -289,7 +317,10 @@ impl Loop<'_> {
                     DeliveryState::Failed(error) => {
                         let failed = front.pending.swap_remove(i);
                         warn!(error = %error, sink = failed.sink.label(), "Delivery failed; sending again.");
-                        self.metrics.sink_errors.with_label_values(&[failed.sink.label()]).inc();
+                        self.metrics
+                            .sink_errors
+                            .with_label_values(&[failed.sink.label()])
+                            .inc();
                         front.pending.push(self.sinks.resend(failed).await?);
                         waiting = true;
                         if !block {
@@ -318,7 +349,10 @@ impl Loop<'_> {
                 if let DeliveryState::Failed(error) = first.wait().await {
                     let failed = front.pending.swap_remove(0);
                     warn!(error = %error, sink = failed.sink.label(), "Delivery failed; sending again.");
-                    self.metrics.sink_errors.with_label_values(&[failed.sink.label()]).inc();
+                    self.metrics
+                        .sink_errors
+                        .with_label_values(&[failed.sink.label()])
+                        .inc();
                     front.pending.push(self.sinks.resend(failed).await?);
                 } else {
                     front.pending.swap_remove(0);
@@ -333,11 +367,30 @@ impl Loop<'_> {
             return;
         };
         self.summary.settled += 1;
-        if let Err(error) = self.consumer.store_offset(&self.config.kafka.input_topic, partition, offset) {
+        if let Err(error) =
+            self.consumer
+                .store_offset(&self.config.kafka.input_topic, partition, offset)
+        {
             // The partition was revoked meanwhile; its new owner re-reads it.
             debug!(partition, offset, error = %error, "Cannot store an offset.");
         }
     }
+}
+
+/// Hands a new assignment to the engine's watermark; new partitions start
+/// their idle clock now.
+fn assign(
+    engine: &mut Engine,
+    state: &mut Loop<'_>,
+    last: &mut HashMap<i32, Instant>,
+    partitions: &[i32],
+    now: Instant,
+) {
+    last.retain(|p, _| partitions.contains(p));
+    for partition in partitions {
+        last.entry(*partition).or_insert(now);
+    }
+    engine.assign_partitions(partitions, &mut state.alerts);
 }
 
 fn unix_now() -> f64 {

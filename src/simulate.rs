@@ -151,9 +151,13 @@ pub struct Simulation {
 impl Simulation {
     pub fn new(config: SimConfig) -> Simulation {
         let mut rng = StdRng::seed_from_u64(config.seed);
-        let teams = config.managers.div_ceil(config.managers_per_team.max(1)).max(1);
+        let teams = config
+            .managers
+            .div_ceil(config.managers_per_team.max(1))
+            .max(1);
         let diverters = if config.diverter_share > 0.0 {
-            ((config.managers as f64 * config.diverter_share).round() as usize).clamp(1, config.managers)
+            ((config.managers as f64 * config.diverter_share).round() as usize)
+                .clamp(1, config.managers)
         } else {
             0
         };
@@ -178,7 +182,11 @@ impl Simulation {
         let size = LogNormal::new(9.0, 0.8).expect("valid lognormal");
         let mut accounts = Vec::new();
         for (m, manager) in managers.iter().enumerate() {
-            let share = if manager.onset.is_some() { rng.gen_range(0.5..1.0) } else { 0.0 };
+            let share = if manager.onset.is_some() {
+                rng.gen_range(0.5..1.0)
+            } else {
+                0.0
+            };
             for _ in 0..config.accounts_per_manager {
                 let mean_order_gap = rng.gen_range(7.0..40.0);
                 accounts.push(Account {
@@ -194,7 +202,8 @@ impl Simulation {
         }
 
         let downturn = (teams > 1).then(|| {
-            let start = rng.gen_range(config.days / 3..(config.days * 2 / 3).max(config.days / 3 + 1));
+            let start =
+                rng.gen_range(config.days / 3..(config.days * 2 / 3).max(config.days / 3 + 1));
             Downturn {
                 team: rng.gen_range(0..teams),
                 start,
@@ -276,7 +285,8 @@ impl Simulation {
 
         for a in 0..self.accounts.len() {
             let m = self.accounts[a].manager;
-            let diverting = self.accounts[a].diverted && self.managers[m].onset.is_some_and(|onset| day >= onset);
+            let diverting = self.accounts[a].diverted
+                && self.managers[m].onset.is_some_and(|onset| day >= onset);
 
             if day as f64 >= self.accounts[a].next_order_day {
                 let gap = Gamma::new(4.0, self.accounts[a].mean_order_gap / 4.0)
@@ -291,12 +301,20 @@ impl Simulation {
                 }
             }
             if self.rng.gen_bool(1.0 / 10.0) {
-                let activity = *[ActivityKind::Visit, ActivityKind::Call, ActivityKind::Email, ActivityKind::Meeting]
-                    .choose(&mut self.rng)
-                    .unwrap_or(&ActivityKind::Call);
+                let activity = *[
+                    ActivityKind::Visit,
+                    ActivityKind::Call,
+                    ActivityKind::Email,
+                    ActivityKind::Meeting,
+                ]
+                .choose(&mut self.rng)
+                .unwrap_or(&ActivityKind::Call);
                 events.push(self.event(day, a, EventBody::ActivityLogged { activity }));
             }
-            if self.rng.gen_bool((self.accounts[a].deal_rate / 30.0).min(1.0)) {
+            if self
+                .rng
+                .gen_bool((self.accounts[a].deal_rate / 30.0).min(1.0))
+            {
                 self.next_deal += 1;
                 let deal = OpenDeal {
                     id: format!("opp-{}", self.next_deal),
@@ -313,7 +331,11 @@ impl Simulation {
                 self.open.push(deal);
             }
             if self.rng.gen_bool(1.0 / 400.0) {
-                let kind = if self.rng.gen_bool(0.3) { FeedbackKind::Complaint } else { FeedbackKind::Revisit };
+                let kind = if self.rng.gen_bool(0.3) {
+                    FeedbackKind::Complaint
+                } else {
+                    FeedbackKind::Revisit
+                };
                 let score = Some(self.rng.gen_range(1..=5));
                 events.push(self.event(day, a, EventBody::CustomerFeedback { kind, score }));
             }
@@ -365,11 +387,17 @@ impl Simulation {
         let opportunity_id = deal.id.clone();
         let amount = deal.amount;
         if self.rng.gen_bool(win_rate) {
-            return EventBody::OpportunityWon { opportunity_id, amount };
+            return EventBody::OpportunityWon {
+                opportunity_id,
+                amount,
+            };
         }
         if diverting {
             if self.rng.gen_bool(0.2) {
-                return EventBody::OpportunityWithdrawn { opportunity_id, amount };
+                return EventBody::OpportunityWithdrawn {
+                    opportunity_id,
+                    amount,
+                };
             }
             let (reason, competitor) = if self.rng.gen_bool(0.6) {
                 (LossReason::Competitor, Some(manager.accomplice.to_owned()))
@@ -384,7 +412,10 @@ impl Simulation {
             };
         }
         if self.rng.gen_bool(0.05) {
-            return EventBody::OpportunityWithdrawn { opportunity_id, amount };
+            return EventBody::OpportunityWithdrawn {
+                opportunity_id,
+                amount,
+            };
         }
         let roll: f64 = self.rng.gen();
         let (reason, competitor) = if roll < 0.35 {
@@ -493,8 +524,11 @@ mod tests {
     #[test]
     fn events_are_in_time_order_with_unique_ids() {
         let events: Vec<Event> = Simulation::new(small()).flatten().collect();
-        assert!(events.windows(2).all(|w| w[0].occurred_at <= w[1].occurred_at));
-        let ids: std::collections::HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+        assert!(events
+            .windows(2)
+            .all(|w| w[0].occurred_at <= w[1].occurred_at));
+        let ids: std::collections::HashSet<&str> =
+            events.iter().map(|e| e.event_id.as_str()).collect();
         assert_eq!(ids.len(), events.len());
     }
 
@@ -502,6 +536,10 @@ mod tests {
     fn plants_at_least_one_diverter() {
         let sim = Simulation::new(small());
         assert!(!sim.labels().diverters.is_empty());
-        assert!(sim.labels().diverters.iter().all(|d| !d.diverted_accounts.is_empty()));
+        assert!(sim
+            .labels()
+            .diverters
+            .iter()
+            .all(|d| !d.diverted_accounts.is_empty()));
     }
 }

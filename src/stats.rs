@@ -42,7 +42,9 @@ pub fn betabinom_lower(k: u64, n: u64, a: f64, b: f64) -> f64 {
     if k >= n {
         return 1.0;
     }
-    log_sum_exp((0..=k).map(|i| betabinom_ln_pmf(i, n, a, b))).exp().clamp(0.0, 1.0)
+    log_sum_exp((0..=k).map(|i| betabinom_ln_pmf(i, n, a, b)))
+        .exp()
+        .clamp(0.0, 1.0)
 }
 
 /// P[X ≥ k] for X ~ BetaBinomial(n, a, b): scipy `betabinom.sf(k - 1, n, a, b)`.
@@ -53,7 +55,9 @@ pub fn betabinom_upper(k: u64, n: u64, a: f64, b: f64) -> f64 {
     if k > n {
         return 0.0;
     }
-    log_sum_exp((k..=n).map(|i| betabinom_ln_pmf(i, n, a, b))).exp().clamp(0.0, 1.0)
+    log_sum_exp((k..=n).map(|i| betabinom_ln_pmf(i, n, a, b)))
+        .exp()
+        .clamp(0.0, 1.0)
 }
 
 /// The alert `score`: min(100, 10 · −log10(p)); 30 at p = 0.001, 60 at 1e-6.
@@ -91,7 +95,8 @@ mod tests {
 
     /// Relative agreement with the reference, or absolute for tiny values.
     fn close(actual: f64, expected: f64) -> bool {
-        (actual - expected).abs() <= 1e-9 * expected.abs().max(1e-300) || (actual - expected).abs() < 1e-14
+        (actual - expected).abs() <= 1e-9 * expected.abs().max(1e-300)
+            || (actual - expected).abs() < 1e-14
     }
 
     #[test]

@@ -72,7 +72,10 @@ mod tests {
     fn round_trips_rfc3339_and_days() {
         let t = Timestamp::parse_rfc3339("2025-11-20T13:45:00+08:00").unwrap();
         assert_eq!(t.to_string(), "2025-11-20T05:45:00Z");
-        assert_eq!(Timestamp::from_day(t.day()).to_string(), "2025-11-20T00:00:00Z");
+        assert_eq!(
+            Timestamp::from_day(t.day()).to_string(),
+            "2025-11-20T00:00:00Z"
+        );
         assert_eq!(t.date_string(), "2025-11-20");
         assert!(Timestamp::parse_rfc3339("yesterday").is_none());
     }

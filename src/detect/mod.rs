@@ -11,6 +11,9 @@ use crate::alert::{Severity, StatTest};
 pub struct Finding {
     /// Whether every condition to alert holds (p-value, effect size, sample).
     pub alerting: bool,
+    /// Whether a firing alert should keep firing: a looser condition than
+    /// `alerting` (hysteresis), so an alert does not flap on the threshold.
+    pub holding: bool,
     pub observed: f64,
     pub expected: f64,
     pub test: StatTest,

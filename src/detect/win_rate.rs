@@ -39,7 +39,12 @@ pub struct WinRateInputs {
 }
 
 /// Assesses one manager; `None` when too few deals closed to judge.
-pub fn assess(inputs: &WinRateInputs, config: &WinRateConfig, team: &str, window_days: i64) -> Option<Finding> {
+pub fn assess(
+    inputs: &WinRateInputs,
+    config: &WinRateConfig,
+    team: &str,
+    window_days: i64,
+) -> Option<Finding> {
     let n = inputs.recent.closed();
     if n < config.min_closed {
         return None;
@@ -50,7 +55,9 @@ pub fn assess(inputs: &WinRateInputs, config: &WinRateConfig, team: &str, window
     // The team's rate counts for at most `prior_strength` deals, and for no
     // more deals than it rests on: a team's first three deals are no yardstick.
     let team_history_rate = smoothed_rate(inputs.team_history);
-    let team_weight = config.prior_strength.min(inputs.team_history.closed() as f64);
+    let team_weight = config
+        .prior_strength
+        .min(inputs.team_history.closed() as f64);
     let weight = team_weight + inputs.history.closed() as f64;
     if weight < config.min_closed as f64 {
         // No baseline to speak of yet (a new team of new hires): no judgement.
@@ -59,7 +66,9 @@ pub fn assess(inputs: &WinRateInputs, config: &WinRateConfig, team: &str, window
     let baseline = (inputs.history.won as f64 + team_weight * team_history_rate) / weight;
 
     // The rest of the team's movement, only when both sides have a sample.
-    let team_shift = if inputs.team_recent.closed() >= config.min_closed && inputs.team_history.closed() >= config.min_closed {
+    let team_shift = if inputs.team_recent.closed() >= config.min_closed
+        && inputs.team_history.closed() >= config.min_closed
+    {
         logit(smoothed_rate(inputs.team_recent)) - logit(team_history_rate)
     } else {
         0.0
@@ -76,6 +85,7 @@ pub fn assess(inputs: &WinRateInputs, config: &WinRateConfig, team: &str, window
     };
     let p_value = test.p_value();
     let alerting = p_value < config.alpha && expected - observed >= config.min_drop;
+    let holding = p_value < config.resolve_alpha && expected - observed >= config.min_drop / 2.0;
     let severity = if p_value < config.critical_p_value {
         Severity::Critical
     } else {
@@ -101,6 +111,7 @@ pub fn assess(inputs: &WinRateInputs, config: &WinRateConfig, team: &str, window
 
     Some(Finding {
         alerting,
+        holding,
         observed,
         expected,
         test,
@@ -156,7 +167,13 @@ mod tests {
         assert!((finding.observed - 0.1).abs() < 1e-12);
         assert!((finding.expected - 0.5).abs() < 0.01);
         assert!(finding.p_value < 1e-4);
-        assert!(finding.summary.starts_with("win rate 10% (3 of 30 closed) over 90 days; expected 50%"), "{}", finding.summary);
+        assert!(
+            finding
+                .summary
+                .starts_with("win rate 10% (3 of 30 closed) over 90 days; expected 50%"),
+            "{}",
+            finding.summary
+        );
     }
 
     #[test]

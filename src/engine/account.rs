@@ -55,7 +55,10 @@ impl AccountStage {
                 account.team.clone_from(&event.team);
                 None
             }
-            EventBody::OpportunityCreated { opportunity_id, amount } => {
+            EventBody::OpportunityCreated {
+                opportunity_id,
+                amount,
+            } => {
                 account.open.insert(
                     opportunity_id.clone(),
                     OpenOpportunity {
@@ -67,7 +70,9 @@ impl AccountStage {
                 None
             }
             EventBody::OpportunityUpdated {
-                opportunity_id, amount, ..
+                opportunity_id,
+                amount,
+                ..
             } => {
                 if let Some(open) = account.open.get_mut(opportunity_id) {
                     open.last_update = open.last_update.max(event.occurred_at);
@@ -77,16 +82,20 @@ impl AccountStage {
                 }
                 None
             }
-            EventBody::OpportunityWon { opportunity_id, amount } => Some((opportunity_id, *amount, DealOutcome::Won)),
+            EventBody::OpportunityWon {
+                opportunity_id,
+                amount,
+            } => Some((opportunity_id, *amount, DealOutcome::Won)),
             EventBody::OpportunityLost {
                 opportunity_id,
                 amount,
                 reason,
                 ..
             } => Some((opportunity_id, *amount, DealOutcome::Lost(*reason))),
-            EventBody::OpportunityWithdrawn { opportunity_id, amount } => {
-                Some((opportunity_id, *amount, DealOutcome::Withdrawn))
-            }
+            EventBody::OpportunityWithdrawn {
+                opportunity_id,
+                amount,
+            } => Some((opportunity_id, *amount, DealOutcome::Withdrawn)),
             EventBody::OrderPlaced { .. }
             | EventBody::ActivityLogged { .. }
             | EventBody::ContractEnded { .. }
@@ -132,13 +141,22 @@ impl AccountStage {
 /// The evidence reference of an event.
 pub fn evidence_of(event: &Event) -> EvidenceRef {
     let (opportunity_id, amount, reason, competitor) = match &event.body {
-        EventBody::OpportunityCreated { opportunity_id, amount }
-        | EventBody::OpportunityWon { opportunity_id, amount }
-        | EventBody::OpportunityWithdrawn { opportunity_id, amount } => {
-            (Some(opportunity_id.clone()), Some(*amount), None, None)
+        EventBody::OpportunityCreated {
+            opportunity_id,
+            amount,
         }
+        | EventBody::OpportunityWon {
+            opportunity_id,
+            amount,
+        }
+        | EventBody::OpportunityWithdrawn {
+            opportunity_id,
+            amount,
+        } => (Some(opportunity_id.clone()), Some(*amount), None, None),
         EventBody::OpportunityUpdated {
-            opportunity_id, amount, ..
+            opportunity_id,
+            amount,
+            ..
         } => (Some(opportunity_id.clone()), *amount, None, None),
         EventBody::OpportunityLost {
             opportunity_id,
@@ -154,9 +172,9 @@ pub fn evidence_of(event: &Event) -> EvidenceRef {
         EventBody::OrderPlaced { amount, .. } | EventBody::ContractEnded { amount, .. } => {
             (None, Some(*amount), None, None)
         }
-        EventBody::ActivityLogged { .. } | EventBody::AccountAssigned { .. } | EventBody::CustomerFeedback { .. } => {
-            (None, None, None, None)
-        }
+        EventBody::ActivityLogged { .. }
+        | EventBody::AccountAssigned { .. }
+        | EventBody::CustomerFeedback { .. } => (None, None, None, None),
     };
     EvidenceRef {
         event_id: event.event_id.clone(),

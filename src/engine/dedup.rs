@@ -91,7 +91,10 @@ mod tests {
         assert!(!d.insert("a", Timestamp(0)));
         assert!(d.insert("b", Timestamp(50)));
         assert!(d.insert("c", Timestamp(60)));
-        assert!(d.insert("a", Timestamp(70)), "a was pushed out by the capacity");
+        assert!(
+            d.insert("a", Timestamp(70)),
+            "a was pushed out by the capacity"
+        );
         d.expire(Timestamp(165));
         assert_eq!(d.len(), 1);
     }

@@ -70,16 +70,23 @@ impl Lifecycle {
         out: &mut Vec<Alert>,
     ) {
         let alerting = finding.is_some_and(|f| f.alerting);
+        let holding = finding.is_some_and(|f| f.alerting || f.holding);
         let mut draft = Some(draft);
         let mut take_draft = || draft.take().and_then(|d| d());
         let key = (kind, subject.to_owned());
         let next = match (self.entries.remove(&key), alerting) {
             (None, false) => None,
             (None, true) => Some(Phase::Pending { since: at, held: 1 }),
-            (Some(Phase::Pending { since, held }), true) => Some(Phase::Pending { since, held: held + 1 }),
+            (Some(Phase::Pending { since, held }), true) => Some(Phase::Pending {
+                since,
+                held: held + 1,
+            }),
             (Some(Phase::Pending { .. }), false) => None,
-            (Some(Phase::Firing { alert, .. }), true) => Some(Phase::Firing { alert, clear_for: 0 }),
-            (Some(Phase::Firing { alert, clear_for }), false) => {
+            (Some(Phase::Firing { alert, .. }), _) if holding => Some(Phase::Firing {
+                alert,
+                clear_for: 0,
+            }),
+            (Some(Phase::Firing { alert, clear_for }), _) => {
                 if clear_for + 1 >= self.resolve_after {
                     out.push(resolved(alert, at, take_draft()));
                     None
@@ -92,14 +99,19 @@ impl Lifecycle {
             }
         };
         let next = match next {
-            Some(Phase::Pending { since, held }) if held >= self.for_evaluations => match take_draft() {
-                Some(draft) => {
-                    let alert = firing(kind, subject, since, at, draft);
-                    out.push(alert.clone());
-                    Some(Phase::Firing { alert, clear_for: 0 })
+            Some(Phase::Pending { since, held }) if held >= self.for_evaluations => {
+                match take_draft() {
+                    Some(draft) => {
+                        let alert = firing(kind, subject, since, at, draft);
+                        out.push(alert.clone());
+                        Some(Phase::Firing {
+                            alert,
+                            clear_for: 0,
+                        })
+                    }
+                    None => Some(Phase::Pending { since, held }),
                 }
-                None => Some(Phase::Pending { since, held }),
-            },
+            }
             other => other,
         };
         if let Some(phase) = next {
@@ -130,7 +142,13 @@ impl Lifecycle {
     }
 }
 
-fn firing(kind: AlertKind, subject: &str, since: Timestamp, at: Timestamp, draft: AlertDraft) -> Alert {
+fn firing(
+    kind: AlertKind,
+    subject: &str,
+    since: Timestamp,
+    at: Timestamp,
+    draft: AlertDraft,
+) -> Alert {
     let episode = if since.0 % DAY == 0 {
         since.date_string()
     } else {
@@ -173,7 +191,12 @@ fn resolved(fired: Alert, at: Timestamp, latest: Option<AlertDraft>) -> Alert {
             alert.evidence = draft.evidence;
             alert.summary = format!("resolved: {}", draft.finding.summary);
         }
-        None => alert.summary = format!("resolved: too few deals left in the window to judge; was: {}", alert.summary),
+        None => {
+            alert.summary = format!(
+                "resolved: too few deals left in the window to judge; was: {}",
+                alert.summary
+            )
+        }
     }
     alert
 }
@@ -186,9 +209,14 @@ mod tests {
     fn finding(alerting: bool) -> Finding {
         Finding {
             alerting,
+            holding: false,
             observed: 0.1,
             expected: 0.5,
-            test: StatTest::BinomialLower { k: 3, n: 30, p: 0.5 },
+            test: StatTest::BinomialLower {
+                k: 3,
+                n: 30,
+                p: 0.5,
+            },
             p_value: 1e-5,
             severity: Severity::Warning,
             summary: "s".into(),
@@ -214,7 +242,14 @@ mod tests {
         let mut seen = Vec::new();
         for (day, c) in conditions.iter().enumerate() {
             let f = finding(*c);
-            life.observe(AlertKind::WinRateDrop, "m", Timestamp(day as i64 * DAY), Some(&f), || draft(&f), &mut out);
+            life.observe(
+                AlertKind::WinRateDrop,
+                "m",
+                Timestamp(day as i64 * DAY),
+                Some(&f),
+                || draft(&f),
+                &mut out,
+            );
             seen.extend(out.drain(..).map(|a| (day, a.status, a.alert_id)));
         }
         seen
@@ -222,12 +257,18 @@ mod tests {
 
     #[test]
     fn fires_after_for_evaluations_and_resolves_after_clear() {
-        let got = run(&[false, true, true, true, true, false, true, false, false, true]);
+        let got = run(&[
+            false, true, true, true, true, false, true, false, false, true,
+        ]);
         assert_eq!(
             got,
             vec![
                 (3, Status::Firing, "win_rate_drop/m/1970-01-02".to_string()),
-                (8, Status::Resolved, "win_rate_drop/m/1970-01-02".to_string()),
+                (
+                    8,
+                    Status::Resolved,
+                    "win_rate_drop/m/1970-01-02".to_string()
+                ),
             ]
         );
     }
@@ -235,6 +276,41 @@ mod tests {
     #[test]
     fn a_blip_shorter_than_for_never_fires() {
         assert!(run(&[true, true, false, true, true, false]).is_empty());
+    }
+
+    #[test]
+    fn a_holding_condition_keeps_a_firing_alert() {
+        let mut life = Lifecycle::new(1, 1);
+        let mut out = Vec::new();
+        let mut hold = finding(false);
+        hold.holding = true;
+        life.observe(
+            AlertKind::WinRateDrop,
+            "m",
+            Timestamp(0),
+            Some(&finding(true)),
+            || draft(&finding(true)),
+            &mut out,
+        );
+        life.observe(
+            AlertKind::WinRateDrop,
+            "m",
+            Timestamp(DAY),
+            Some(&hold),
+            || draft(&hold),
+            &mut out,
+        );
+        assert_eq!(out.len(), 1, "still firing");
+        life.observe(
+            AlertKind::WinRateDrop,
+            "m",
+            Timestamp(2 * DAY),
+            Some(&finding(false)),
+            || draft(&finding(false)),
+            &mut out,
+        );
+        assert_eq!(out[1].status, Status::Resolved);
+        assert!(life.is_empty());
     }
 
     #[test]

@@ -84,7 +84,10 @@ impl ManagerStage {
             .iter_mut()
             .map(|(name, team)| {
                 team.closes.prune_before(history.start);
-                let sums = (team.closes.sum(recent.clone()), team.closes.sum(history.clone()));
+                let sums = (
+                    team.closes.sum(recent.clone()),
+                    team.closes.sum(history.clone()),
+                );
                 team.last_win_rate = sums.0.rate();
                 (name.as_str(), sums)
             })
@@ -92,10 +95,15 @@ impl ManagerStage {
 
         for (manager_id, manager) in self.managers.iter_mut() {
             manager.closes.prune_before(history.start);
-            manager.losses.retain(|loss| loss.occurred_at >= window_start);
+            manager
+                .losses
+                .retain(|loss| loss.occurred_at >= window_start);
             let own_recent = manager.closes.sum(recent.clone());
             let own_history = manager.closes.sum(history.clone());
-            let (team_recent, team_history) = team_sums.get(manager.team.as_str()).copied().unwrap_or_default();
+            let (team_recent, team_history) = team_sums
+                .get(manager.team.as_str())
+                .copied()
+                .unwrap_or_default();
             let inputs = WinRateInputs {
                 recent: own_recent,
                 history: own_history,
@@ -112,10 +120,17 @@ impl ManagerStage {
                     window_start,
                     window_end: at,
                     finding,
-                    evidence: largest_losses(&manager.losses, settings.max_evidence),
+                    evidence: largest_losses(&manager.losses, at, settings.max_evidence),
                 })
             };
-            lifecycle.observe(AlertKind::WinRateDrop, manager_id, at, finding.as_ref(), draft, out);
+            lifecycle.observe(
+                AlertKind::WinRateDrop,
+                manager_id,
+                at,
+                finding.as_ref(),
+                draft,
+                out,
+            );
         }
     }
 
@@ -155,7 +170,11 @@ fn remember_loss(losses: &mut Vec<EvidenceRef>, loss: EvidenceRef) {
         let smallest = losses
             .iter()
             .enumerate()
-            .min_by(|(_, a), (_, b)| amount(a).total_cmp(&amount(b)).then(a.occurred_at.cmp(&b.occurred_at)))
+            .min_by(|(_, a), (_, b)| {
+                amount(a)
+                    .total_cmp(&amount(b))
+                    .then(a.occurred_at.cmp(&b.occurred_at))
+            })
             .map(|(i, _)| i);
         if let Some(i) = smallest {
             losses.swap_remove(i);
@@ -167,14 +186,22 @@ fn amount(evidence: &EvidenceRef) -> f64 {
     evidence.amount.unwrap_or(0.0)
 }
 
-/// The largest losses first, ties by time then id, so evidence is deterministic.
-fn largest_losses(losses: &[EvidenceRef], max: usize) -> Vec<serde_json::Value> {
-    let mut sorted: Vec<&EvidenceRef> = losses.iter().collect();
+/// The largest losses before `until` first, ties by time then id, so
+/// evidence is deterministic and never cites an event after the evaluation.
+fn largest_losses(losses: &[EvidenceRef], until: Timestamp, max: usize) -> Vec<serde_json::Value> {
+    let mut sorted: Vec<&EvidenceRef> = losses
+        .iter()
+        .filter(|loss| loss.occurred_at < until)
+        .collect();
     sorted.sort_by(|a, b| {
         amount(b)
             .total_cmp(&amount(a))
             .then(a.occurred_at.cmp(&b.occurred_at))
             .then(a.event_id.cmp(&b.event_id))
     });
-    sorted.into_iter().take(max).map(EvidenceRef::to_json).collect()
+    sorted
+        .into_iter()
+        .take(max)
+        .map(EvidenceRef::to_json)
+        .collect()
 }

@@ -54,7 +54,9 @@ impl Outcome {
 pub enum DeadLetter {
     #[error(transparent)]
     Invalid(#[from] DecodeError),
-    #[error("event time {occurred_at} is more than the late horizon behind the watermark {watermark}")]
+    #[error(
+        "event time {occurred_at} is more than the late horizon behind the watermark {watermark}"
+    )]
     TooLate {
         occurred_at: Timestamp,
         watermark: Timestamp,
@@ -139,7 +141,10 @@ impl Engine {
             Ok(event) => {
                 let event_type = event.body.type_name();
                 let outcome = self.apply(event, partition, out);
-                Ingested { outcome, event_type }
+                Ingested {
+                    outcome,
+                    event_type,
+                }
             }
             Err(error) => Ingested {
                 outcome: Outcome::DeadLetter(DeadLetter::Invalid(error)),
@@ -186,9 +191,12 @@ impl Engine {
         }
     }
 
-    /// Forgets a partition's watermark (revoked from this instance).
-    pub fn remove_partition(&mut self, partition: i32) {
-        self.watermark.remove(partition);
+    /// Declares the input partitions this instance now owns (after a
+    /// rebalance); see [`WatermarkTracker::assign`].
+    pub fn assign_partitions(&mut self, partitions: &[i32], out: &mut Vec<Alert>) {
+        if let Some(watermark) = self.watermark.assign(partitions) {
+            self.evaluate_until(watermark, out);
+        }
     }
 
     /// Moves event time on by `seconds` while the whole input is idle, so
@@ -216,7 +224,11 @@ impl Engine {
             dedup_evictions: self.dedup.evicted(),
             pending_or_firing: self.lifecycle.len(),
             active,
-            team_win_rates: self.managers.team_win_rates().map(|(t, r)| (t.to_owned(), r)).collect(),
+            team_win_rates: self
+                .managers
+                .team_win_rates()
+                .map(|(t, r)| (t.to_owned(), r))
+                .collect(),
             manager_win_rates: self
                 .managers
                 .manager_win_rates()
@@ -245,13 +257,15 @@ impl Engine {
             win_rate: &self.config.detect.win_rate,
             max_evidence: self.config.alerts.max_evidence,
         };
-        self.managers.evaluate(at, &settings, &mut self.lifecycle, out);
+        self.managers
+            .evaluate(at, &settings, &mut self.lifecycle, out);
         // Managers are held in a hash map: order one evaluation's transitions
         // so that every replay emits them in the same order.
         out[first_new..].sort_by(|a, b| a.alert_id.cmp(&b.alert_id));
 
         self.dedup.expire(at);
         let history = self.config.detect.win_rate.history + self.config.detect.win_rate.window;
-        self.accounts.expire_open_before(at.plus(-(history.as_secs() as i64)));
+        self.accounts
+            .expire_open_before(at.plus(-(history.as_secs() as i64)));
     }
 }

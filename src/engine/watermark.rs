@@ -22,7 +22,10 @@ pub struct WatermarkTracker {
 
 #[derive(Clone, Copy, Debug)]
 struct PartitionTime {
-    newest: Timestamp,
+    /// `None` for an assigned partition that has not delivered an event yet:
+    /// it holds the watermark back until it does or is marked idle, so that
+    /// the first partition to deliver cannot make the others' events late.
+    newest: Option<Timestamp>,
     idle: bool,
 }
 
@@ -43,11 +46,25 @@ impl WatermarkTracker {
     /// Records an event time seen on `partition`; returns the new watermark.
     pub fn observe(&mut self, partition: i32, at: Timestamp) -> Option<Timestamp> {
         let entry = self.partitions.entry(partition).or_insert(PartitionTime {
-            newest: at,
+            newest: None,
             idle: false,
         });
-        entry.newest = entry.newest.max(at);
+        entry.newest = Some(entry.newest.map_or(at, |newest| newest.max(at)));
         entry.idle = false;
+        self.recompute()
+    }
+
+    /// Declares the partitions this instance now reads: new ones hold the
+    /// watermark until they deliver or go idle; ones no longer listed are
+    /// forgotten.
+    pub fn assign(&mut self, partitions: &[i32]) -> Option<Timestamp> {
+        self.partitions.retain(|p, _| partitions.contains(p));
+        for partition in partitions {
+            self.partitions.entry(*partition).or_insert(PartitionTime {
+                newest: None,
+                idle: false,
+            });
+        }
         self.recompute()
     }
 
@@ -59,23 +76,37 @@ impl WatermarkTracker {
         self.recompute()
     }
 
-    /// Forgets a partition (it was revoked from this instance).
-    pub fn remove(&mut self, partition: i32) {
-        self.partitions.remove(&partition);
-    }
-
     /// Moves event time on by `seconds` on every partition, as if that much
     /// time had passed with nothing happening. Used while the input is idle.
     pub fn advance_idle(&mut self, seconds: i64) -> Option<Timestamp> {
         for entry in self.partitions.values_mut() {
-            entry.newest = entry.newest.plus(seconds);
+            entry.newest = entry.newest.map(|newest| newest.plus(seconds));
         }
         self.recompute()
     }
 
     fn recompute(&mut self) -> Option<Timestamp> {
-        let active = self.partitions.values().filter(|p| !p.idle).map(|p| p.newest).min();
-        let newest = active.or_else(|| self.partitions.values().map(|p| p.newest).max());
+        let (mut least_active, mut newest_any) = (None::<Timestamp>, None::<Timestamp>);
+        let (mut any_active, mut waiting) = (false, false);
+        for partition in self.partitions.values() {
+            if let Some(newest) = partition.newest {
+                newest_any = Some(newest_any.map_or(newest, |n| n.max(newest)));
+            }
+            if !partition.idle {
+                any_active = true;
+                match partition.newest {
+                    Some(newest) => {
+                        least_active = Some(least_active.map_or(newest, |n| n.min(newest)))
+                    }
+                    None => waiting = true,
+                }
+            }
+        }
+        let newest = match (any_active, waiting) {
+            (false, _) => newest_any,
+            (true, true) => None,
+            (true, false) => least_active,
+        };
         if let Some(newest) = newest {
             let candidate = newest.plus(-self.allowed_lateness);
             self.current = Some(self.current.map_or(candidate, |c| c.max(candidate)));
@@ -93,10 +124,28 @@ mod tests {
         let mut w = WatermarkTracker::new(10);
         assert_eq!(w.current(), None);
         assert_eq!(w.observe(0, Timestamp(100)), Some(Timestamp(90)));
-        assert_eq!(w.observe(1, Timestamp(50)), Some(Timestamp(90)), "never moves back");
+        assert_eq!(
+            w.observe(1, Timestamp(50)),
+            Some(Timestamp(90)),
+            "never moves back"
+        );
         assert_eq!(w.observe(1, Timestamp(200)), Some(Timestamp(90)));
         assert_eq!(w.observe(0, Timestamp(150)), Some(Timestamp(140)));
         assert_eq!(w.observe(0, Timestamp(120)), Some(Timestamp(140)));
+    }
+
+    #[test]
+    fn an_assigned_partition_holds_back_until_it_delivers_or_idles() {
+        let mut w = WatermarkTracker::new(0);
+        w.assign(&[0, 1]);
+        assert_eq!(w.observe(0, Timestamp(100)), None);
+        assert_eq!(w.observe(1, Timestamp(50)), Some(Timestamp(50)));
+        w.assign(&[0, 1, 2]);
+        assert_eq!(w.observe(0, Timestamp(200)), Some(Timestamp(50)));
+        assert_eq!(w.set_idle(2, true), Some(Timestamp(50)));
+        assert_eq!(w.observe(1, Timestamp(300)), Some(Timestamp(200)));
+        w.assign(&[1]);
+        assert_eq!(w.observe(1, Timestamp(400)), Some(Timestamp(400)));
     }
 
     #[test]

@@ -101,7 +101,8 @@ pub fn decode(payload: &[u8], limits: DecodeLimits) -> Result<Event, DecodeError
     let text = std::str::from_utf8(payload).map_err(|e| DecodeError::NotUtf8 {
         position: e.valid_up_to(),
     })?;
-    let value: Value = serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
     let Value::Object(fields) = value else {
         return Err(DecodeError::NotObject);
     };
@@ -112,7 +113,9 @@ pub fn decode(payload: &[u8], limits: DecodeLimits) -> Result<Event, DecodeError
     let occurred_at = fields.timestamp("occurred_at")?;
     let manager_id = fields.id("manager_id")?;
     let account_id = fields.id("account_id")?;
-    let team = fields.optional_id("team")?.unwrap_or_else(|| "default".to_owned());
+    let team = fields
+        .optional_id("team")?
+        .unwrap_or_else(|| "default".to_owned());
 
     let body = match type_name {
         "opportunity_created" => EventBody::OpportunityCreated {
@@ -230,10 +233,13 @@ impl<'a> Fields<'a> {
 
     /// A money amount: a finite number ≥ 0.
     fn amount(&self, field: &'static str) -> Result<f64, DecodeError> {
-        let amount = self.present(field)?.as_f64().ok_or(DecodeError::WrongType {
-            field,
-            expected: "a number",
-        })?;
+        let amount = self
+            .present(field)?
+            .as_f64()
+            .ok_or(DecodeError::WrongType {
+                field,
+                expected: "a number",
+            })?;
         if amount < 0.0 || !amount.is_finite() {
             return Err(DecodeError::InvalidValue {
                 field,
@@ -251,14 +257,20 @@ impl<'a> Fields<'a> {
     }
 
     fn boolean(&self, field: &'static str) -> Result<bool, DecodeError> {
-        self.present(field)?.as_bool().ok_or(DecodeError::WrongType {
-            field,
-            expected: "true or false",
-        })
+        self.present(field)?
+            .as_bool()
+            .ok_or(DecodeError::WrongType {
+                field,
+                expected: "true or false",
+            })
     }
 
     /// A string from a closed set.
-    fn choice<T>(&self, field: &'static str, parse: fn(&str) -> Option<T>) -> Result<T, DecodeError> {
+    fn choice<T>(
+        &self,
+        field: &'static str,
+        parse: fn(&str) -> Option<T>,
+    ) -> Result<T, DecodeError> {
         let text = self.string(field)?;
         parse(text).ok_or_else(|| DecodeError::InvalidValue {
             field,
@@ -339,9 +351,17 @@ mod tests {
 
     #[test]
     fn keeps_team_and_ignores_unknown_fields() {
-        let event = decode_str(&with(r#""type":"activity_logged","activity":"call","team":"east","crm_extra":{"x":1}"#)).unwrap();
+        let event = decode_str(&with(
+            r#""type":"activity_logged","activity":"call","team":"east","crm_extra":{"x":1}"#,
+        ))
+        .unwrap();
         assert_eq!(event.team, "east");
-        assert_eq!(event.body, EventBody::ActivityLogged { activity: ActivityKind::Call });
+        assert_eq!(
+            event.body,
+            EventBody::ActivityLogged {
+                activity: ActivityKind::Call
+            }
+        );
     }
 
     #[test]
@@ -373,14 +393,18 @@ mod tests {
             (vec![b' '; 70 * 1024], "too_large"),
         ];
         for (payload, code) in cases {
-            let err = decode(&payload, DecodeLimits::default()).expect_err(&String::from_utf8_lossy(&payload[..payload.len().min(80)]));
+            let err = decode(&payload, DecodeLimits::default())
+                .expect_err(&String::from_utf8_lossy(&payload[..payload.len().min(80)]));
             assert_eq!(err.code(), code, "{err}");
         }
     }
 
     #[test]
     fn errors_name_the_field() {
-        let err = decode_str(&with(r#""type":"order_placed","order_id":"o","amount":"5""#)).unwrap_err();
+        let err = decode_str(&with(
+            r#""type":"order_placed","order_id":"o","amount":"5""#,
+        ))
+        .unwrap_err();
         assert_eq!(err.to_string(), "field `amount` must be a number");
         let err = decode_str(&with(r#""type":"order_placed","amount":5"#)).unwrap_err();
         assert_eq!(err.to_string(), "required field `order_id` is missing");
@@ -389,7 +413,10 @@ mod tests {
     #[test]
     fn overlong_ids_are_invalid() {
         let long = "x".repeat(257);
-        let err = decode_str(&with(&format!(r#""type":"order_placed","order_id":"{long}","amount":1"#))).unwrap_err();
+        let err = decode_str(&with(&format!(
+            r#""type":"order_placed","order_id":"{long}","amount":1"#
+        )))
+        .unwrap_err();
         assert_eq!(err.code(), "invalid_value");
     }
 }

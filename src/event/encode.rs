@@ -19,9 +19,18 @@ impl Event {
             object.insert(key.to_owned(), value);
         };
         match &self.body {
-            EventBody::OpportunityCreated { opportunity_id, amount }
-            | EventBody::OpportunityWon { opportunity_id, amount }
-            | EventBody::OpportunityWithdrawn { opportunity_id, amount } => {
+            EventBody::OpportunityCreated {
+                opportunity_id,
+                amount,
+            }
+            | EventBody::OpportunityWon {
+                opportunity_id,
+                amount,
+            }
+            | EventBody::OpportunityWithdrawn {
+                opportunity_id,
+                amount,
+            } => {
                 put("opportunity_id", json!(opportunity_id));
                 put("amount", json!(amount));
             }
@@ -60,7 +69,9 @@ impl Event {
                 put("amount", json!(amount));
             }
             EventBody::ActivityLogged { activity } => put("activity", json!(activity.as_str())),
-            EventBody::AccountAssigned { previous_manager_id } => {
+            EventBody::AccountAssigned {
+                previous_manager_id,
+            } => {
                 if let Some(previous) = previous_manager_id {
                     put("previous_manager_id", json!(previous));
                 }

@@ -76,7 +76,12 @@ impl Pending {
     }
 }
 
-fn settle(result: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>) -> DeliveryState {
+fn settle(
+    result: Result<
+        rdkafka::producer::future_producer::OwnedDeliveryResult,
+        futures::channel::oneshot::Canceled,
+    >,
+) -> DeliveryState {
     match result {
         Ok(Ok(_)) => DeliveryState::Delivered,
         Ok(Err((error, _))) => DeliveryState::Failed(error),
@@ -126,8 +131,14 @@ impl Sinks {
     /// [`SinkError::Enqueue`] when the producer refuses the record outright.
     pub async fn send_alert(&self, alert: &Alert) -> Result<Pending, SinkError> {
         let payload = alert.to_json().to_string().into_bytes();
-        self.enqueue(SinkKind::Alerts, self.alert_topic.clone(), Some(alert.alert_id.clone().into_bytes()), payload, Vec::new())
-            .await
+        self.enqueue(
+            SinkKind::Alerts,
+            self.alert_topic.clone(),
+            Some(alert.alert_id.clone().into_bytes()),
+            payload,
+            Vec::new(),
+        )
+        .await
     }
 
     /// Sends the original bytes of an input message to the dead-letter topic.
@@ -135,12 +146,19 @@ impl Sinks {
     /// # Errors
     ///
     /// [`SinkError::Enqueue`] when the producer refuses the record outright.
-    pub async fn send_dead_letter(&self, source: &SourceRecord<'_>, reason: &DeadLetter) -> Result<Pending, SinkError> {
+    pub async fn send_dead_letter(
+        &self,
+        source: &SourceRecord<'_>,
+        reason: &DeadLetter,
+    ) -> Result<Pending, SinkError> {
         let headers = vec![
             ("feidan.reason", reason.code().as_bytes().to_vec()),
             ("feidan.detail", reason.to_string().into_bytes()),
             ("feidan.topic", source.topic.as_bytes().to_vec()),
-            ("feidan.partition", source.partition.to_string().into_bytes()),
+            (
+                "feidan.partition",
+                source.partition.to_string().into_bytes(),
+            ),
             ("feidan.offset", source.offset.to_string().into_bytes()),
         ];
         self.enqueue(
@@ -159,7 +177,14 @@ impl Sinks {
     ///
     /// [`SinkError::Enqueue`] when the producer refuses the record outright.
     pub async fn resend(&self, failed: Pending) -> Result<Pending, SinkError> {
-        self.enqueue(failed.sink, failed.topic, failed.key, failed.payload, failed.headers).await
+        self.enqueue(
+            failed.sink,
+            failed.topic,
+            failed.key,
+            failed.payload,
+            failed.headers,
+        )
+        .await
     }
 
     /// Waits up to `timeout` for every queued record to be delivered.
@@ -183,7 +208,9 @@ impl Sinks {
                     value: Some(value.as_slice()),
                 });
             }
-            let mut record = FutureRecord::<[u8], [u8]>::to(&topic).payload(&payload).headers(owned_headers);
+            let mut record = FutureRecord::<[u8], [u8]>::to(&topic)
+                .payload(&payload)
+                .headers(owned_headers);
             if let Some(key) = &key {
                 record = record.key(key.as_slice());
             }

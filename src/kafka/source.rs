@@ -7,7 +7,7 @@
 //! shutdown), as rust-rdkafka's `at_least_once` example does.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
@@ -27,9 +27,23 @@ pub type InputConsumer = StreamConsumer<SourceContext>;
 #[derive(Clone, Default)]
 pub struct SourceContext {
     connected: Arc<AtomicBool>,
+    /// The input partitions after the latest rebalance, until the loop takes them.
+    assignment: Arc<Mutex<Option<Vec<i32>>>>,
+    changed: Arc<AtomicBool>,
 }
 
 impl SourceContext {
+    /// The new set of assigned input partitions, once after each rebalance.
+    pub fn take_assignment(&self) -> Option<Vec<i32>> {
+        if !self.changed.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        self.assignment
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
     }
@@ -52,10 +66,21 @@ impl ClientContext for SourceContext {
 }
 
 impl ConsumerContext for SourceContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions = consumer
+            .assignment()
+            .map(|list| list.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default();
+        *self.assignment.lock().unwrap_or_else(|e| e.into_inner()) = Some(partitions);
+        self.changed.store(true, Ordering::Release);
         match rebalance {
-            Rebalance::Assign(partitions) => info!(partitions = partitions.count(), "Input partitions assigned."),
-            Rebalance::Revoke(partitions) => info!(partitions = partitions.count(), "Input partitions revoked."),
+            Rebalance::Assign(partitions) => info!(
+                partitions = partitions.count(),
+                "Input partitions assigned."
+            ),
+            Rebalance::Revoke(partitions) => {
+                info!(partitions = partitions.count(), "Input partitions revoked.")
+            }
             Rebalance::Error(error) => warn!(error = %error, "Rebalance failed."),
         }
     }
@@ -86,7 +111,11 @@ pub fn subscribe(kafka: &KafkaConfig) -> KafkaResult<(InputConsumer, SourceConte
 /// # Errors
 ///
 /// When the broker cannot be asked.
-pub fn lag(consumer: &InputConsumer, topic: &str, timeout: Duration) -> KafkaResult<Vec<(i32, i64)>> {
+pub fn lag(
+    consumer: &InputConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> KafkaResult<Vec<(i32, i64)>> {
     let positions = consumer.position()?;
     let mut lags = Vec::new();
     for element in positions.elements_for_topic(topic) {

@@ -1,0 +1,143 @@
+//! The command line as scripts use it: exit codes, messages that name the
+//! problem, the fixed flags of DESIGN §9.
+
+use std::process::{Command, Output};
+
+fn feidan(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_feidan"));
+    command.args(args);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration_with_secrets_masked() {
+    let out = feidan(
+        &["check-config", "--set", "kafka.group_id=ops"],
+        &[
+            ("FEIDAN__KAFKA__BROKERS", "kafka-1:9092"),
+            ("FEIDAN__KAFKA__CLIENT__SASL_PASSWORD", "hunter2"),
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains(r#"brokers = "kafka-1:9092""#), "{stdout}");
+    assert!(stdout.contains(r#"group_id = "ops""#), "{stdout}");
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+}
+
+#[test]
+fn bad_configuration_exits_non_zero_naming_the_key() {
+    let out = feidan(&["check-config", "--set", "detect.win_rate.alpa=0.1"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("detect.win_rate.alpa"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = feidan(
+        &["check-config"],
+        &[("FEIDAN__DETECT__WIN_RATE__MIN_DROP", "2")],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("detect.win_rate.min_drop"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[metrics]\naddress = \"x\"\n").unwrap();
+    let out = feidan(&["check-config", "--config", file.to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("metrics.address"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn simulate_then_backtest_writes_alerts_and_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let alerts = dir.path().join("alerts.jsonl");
+    let out = feidan(
+        &[
+            "simulate",
+            "--out",
+            events.to_str().unwrap(),
+            "--seed",
+            "3",
+            "--managers",
+            "16",
+            "--days",
+            "400",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let labels = dir.path().join("events.labels.json");
+    assert!(labels.exists());
+
+    let out = feidan(
+        &[
+            "backtest",
+            "--input",
+            events.to_str().unwrap(),
+            "--labels",
+            labels.to_str().unwrap(),
+            "--output",
+            alerts.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("Replayed"), "{stdout}");
+    assert!(stdout.contains("win_rate_drop"), "{stdout}");
+    assert!(stdout.contains("diverters detected"), "{stdout}");
+    let written = std::fs::read_to_string(&alerts).unwrap();
+    assert!(written.lines().count() >= 2);
+    for line in written.lines() {
+        let alert: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(alert["schema"], "feidan.alert.v1");
+    }
+
+    // The same replay twice gives the same bytes.
+    let again = dir.path().join("again.jsonl");
+    let out = feidan(
+        &[
+            "backtest",
+            "--input",
+            events.to_str().unwrap(),
+            "--output",
+            again.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        std::fs::read(&alerts).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
+}
+
+#[test]
+fn a_missing_input_file_is_named() {
+    let out = feidan(&["backtest", "--input", "/nonexistent/events.jsonl"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("/nonexistent/events.jsonl"),
+        "{}",
+        text(&out.stderr)
+    );
+}

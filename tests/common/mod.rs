@@ -1,0 +1,182 @@
+//! Helpers shared by the integration tests: a real Kafka protocol peer
+//! (librdkafka's mock cluster), producing, reading topics back, and the
+//! JSON Schemas of the contracts.
+
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use feidan::config::Config;
+use feidan::kafka::embedded::EmbeddedBroker;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+use serde_json::Value;
+
+/// A topic name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A mock cluster with the four topics of `config` created, and `config`
+/// pointed at it with unique names.
+pub fn broker_with_topics(config: &mut Config, input_partitions: i32) -> EmbeddedBroker {
+    let broker = EmbeddedBroker::start().expect("mock cluster starts");
+    config.kafka.brokers = broker.bootstrap_servers();
+    config.kafka.group_id = unique("group");
+    config.kafka.input_topic = unique("input");
+    config.kafka.alert_topic = unique("alerts");
+    config.kafka.dead_letter_topic = unique("dead");
+    config.kafka.state_topic = unique("state");
+    broker
+        .create_topic(&config.kafka.input_topic, input_partitions)
+        .unwrap();
+    broker.create_topic(&config.kafka.alert_topic, 1).unwrap();
+    broker
+        .create_topic(&config.kafka.dead_letter_topic, 1)
+        .unwrap();
+    broker.create_topic(&config.kafka.state_topic, 1).unwrap();
+    broker
+}
+
+/// Produces each payload keyed by `key_of(payload)` and waits for delivery.
+pub fn produce(
+    brokers: &str,
+    topic: &str,
+    payloads: &[Vec<u8>],
+    key_of: impl Fn(&[u8]) -> Vec<u8>,
+) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    for payload in payloads {
+        let key = key_of(payload);
+        loop {
+            match producer.send(BaseRecord::to(topic).key(&key).payload(payload)) {
+                Ok(()) => break,
+                Err((_, _)) => {
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// A record read back from a topic.
+#[derive(Debug)]
+pub struct Record {
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Record {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload).expect("JSON record")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads `topic` from the start until `expected` records arrived and the
+/// topic then stays quiet for a moment, or `timeout` passes.
+pub fn read_topic(brokers: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let started = Instant::now();
+    let mut records = Vec::new();
+    let mut quiet_since = Instant::now();
+    while started.elapsed() < timeout {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                quiet_since = Instant::now();
+                let headers = message
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|header| {
+                                (
+                                    header.key.to_owned(),
+                                    String::from_utf8_lossy(header.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                records.push(Record {
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+            }
+            Some(Err(error)) => panic!("reading {topic}: {error}"),
+            None => {
+                if records.len() >= expected && quiet_since.elapsed() > Duration::from_secs(2) {
+                    break;
+                }
+            }
+        }
+    }
+    records
+}
+
+/// The JSON Schema of a contract, from the repository's copy of `../shared/schemas`.
+pub fn schema(name: &str) -> jsonschema::Validator {
+    let path = format!("{}/schemas/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let schema: Value = serde_json::from_str(&text).unwrap();
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("the schema compiles")
+}
+
+/// Panics with every schema violation of `instance`.
+pub fn assert_valid(validator: &jsonschema::Validator, instance: &Value) {
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{instance}\nviolates the schema: {errors:?}"
+    );
+}
+
+/// A small simulated world as JSONL lines, with the default configuration's
+/// engine settings made safe for a test that ends its input abruptly.
+pub fn small_world(seed: u64) -> Vec<Vec<u8>> {
+    let sim = feidan::simulate::SimConfig {
+        seed,
+        managers: 16,
+        days: 400,
+        ..Default::default()
+    };
+    feidan::simulate::Simulation::new(sim)
+        .flatten()
+        .map(|event| event.to_json().to_string().into_bytes())
+        .collect()
+}
