@@ -33,7 +33,12 @@ fn engine_hot_path(c: &mut Criterion) {
     group.sample_size(10);
 
     group.bench_function("scan_bytes", |b| {
-        b.iter(|| events.iter().map(|e| e.iter().filter(|&&byte| byte == b'"').count()).sum::<usize>())
+        b.iter(|| {
+            events
+                .iter()
+                .map(|e| e.iter().filter(|&&byte| byte == b'"').count())
+                .sum::<usize>()
+        })
     });
     group.bench_function("decode_only", |b| {
         b.iter(|| {

@@ -1,0 +1,122 @@
+//! `feidan run` as deployed: the real binary against a real Kafka protocol
+//! peer, probed over HTTP, stopped with SIGTERM as Kubernetes stops it.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use feidan::config::Config;
+
+/// GET `path` on `port`: (status code, body), or `None` while nothing listens.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    Some((status, body))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn events_counted(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("feidan_events_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+        .sum()
+}
+
+#[test]
+fn run_serves_health_and_metrics_and_stops_cleanly_on_sigterm() {
+    let mut config = Config::defaults();
+    let broker = broker_with_topics(&mut config, 2);
+    let input: Vec<Vec<u8>> = small_world(2).into_iter().take(3_000).collect();
+    produce(
+        &config.kafka.brokers,
+        &config.kafka.input_topic,
+        &input,
+        |p| p[..20].to_vec(),
+    );
+
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_feidan"))
+        .arg("run")
+        .args(["--set", &format!("metrics.addr=127.0.0.1:{port}")])
+        .args([
+            "--set",
+            &format!("kafka.input_topic={}", config.kafka.input_topic),
+        ])
+        .args([
+            "--set",
+            &format!("kafka.alert_topic={}", config.kafka.alert_topic),
+        ])
+        .args([
+            "--set",
+            &format!("kafka.dead_letter_topic={}", config.kafka.dead_letter_topic),
+        ])
+        .env("FEIDAN__KAFKA__BROKERS", &config.kafka.brokers)
+        .env("FEIDAN__KAFKA__GROUP_ID", &config.kafka.group_id)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let started = Instant::now();
+    let mut seen_unready = false;
+    let mut ready = false;
+    let mut counted = 0;
+    while started.elapsed() < Duration::from_secs(90) {
+        match get(port, "/readyz") {
+            Some((503, _)) => seen_unready = true,
+            Some((200, _)) => ready = true,
+            _ => {}
+        }
+        if let Some((200, body)) = get(port, "/metrics") {
+            counted = events_counted(&body);
+        }
+        if ready && counted == input.len() as u64 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
+    assert!(
+        seen_unready,
+        "/readyz must say not ready before the consumer is assigned and caught up"
+    );
+    assert!(ready, "/readyz never became ready");
+    assert_eq!(counted, input.len() as u64);
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "exit {:?}: {stderr}",
+        output.status
+    );
+    assert!(stderr.contains("Shutting down"), "{stderr}");
+    drop(broker);
+}
