@@ -297,69 +297,54 @@ impl Loop<'_> {
     /// Settles in-flight entries from the oldest: with `block`, waits for all;
     /// without, stops at the first entry still waiting.
     async fn settle(&mut self, block: bool) -> Result<(), ServiceError> {
-        while let Some(front) = self.in_flight.front_mut() {
-            let mut waiting = false;
-            let mut i = 0;
-            while i < front.pending.len() {
-                let state = if block {
-                    front.pending[i].wait().await
-                } else {
-                    front.pending[i].poll()
-                };
-                match state {
-                    DeliveryState::Delivered => {
-                        front.pending.swap_remove(i);
-                    }
-                    DeliveryState::Waiting => {
-                        waiting = true;
-                        i += 1;
-                    }
-                    DeliveryState::Failed(error) => {
-                        let failed = front.pending.swap_remove(i);
-                        warn!(error = %error, sink = failed.sink.label(), "Delivery failed; sending again.");
-                        self.metrics
-                            .sink_errors
-                            .with_label_values(&[failed.sink.label()])
-                            .inc();
-                        front.pending.push(self.sinks.resend(failed).await?);
-                        waiting = true;
-                        if !block {
-                            break;
-                        }
-                    }
-                }
-            }
-            if waiting && !block {
-                return Ok(());
-            }
-            if !front.pending.is_empty() {
-                continue;
-            }
-            if let Some(entry) = self.in_flight.pop_front() {
-                self.store(entry.position);
-            }
-        }
+        while self.settle_oldest_entry(block).await? {}
         Ok(())
     }
 
-    /// Waits for the oldest entry only (backpressure when the queue is full).
+    /// Waits for the oldest entry (backpressure when the queue is full), then
+    /// settles whatever else is already done.
     async fn settle_oldest(&mut self) -> Result<(), ServiceError> {
-        if let Some(front) = self.in_flight.front_mut() {
-            if let Some(first) = front.pending.first_mut() {
-                if let DeliveryState::Failed(error) = first.wait().await {
-                    let failed = front.pending.swap_remove(0);
+        self.settle_oldest_entry(true).await?;
+        self.settle(false).await
+    }
+
+    /// Polls (or with `block`, awaits) the records of the oldest entry,
+    /// resending failed ones; once all are acknowledged, stores its offset
+    /// and returns `true`.
+    async fn settle_oldest_entry(&mut self, block: bool) -> Result<bool, ServiceError> {
+        let Some(front) = self.in_flight.front_mut() else {
+            return Ok(false);
+        };
+        let mut i = 0;
+        while i < front.pending.len() {
+            let state = if block {
+                front.pending[i].wait().await
+            } else {
+                front.pending[i].poll()
+            };
+            match state {
+                DeliveryState::Delivered => {
+                    front.pending.swap_remove(i);
+                }
+                DeliveryState::Waiting => i += 1,
+                DeliveryState::Failed(error) => {
+                    let failed = front.pending.swap_remove(i);
                     warn!(error = %error, sink = failed.sink.label(), "Delivery failed; sending again.");
                     self.metrics
                         .sink_errors
                         .with_label_values(&[failed.sink.label()])
                         .inc();
                     front.pending.push(self.sinks.resend(failed).await?);
-                } else {
-                    front.pending.swap_remove(0);
                 }
             }
         }
-        self.settle(false).await
+        if !front.pending.is_empty() {
+            return Ok(false);
+        }
+        if let Some(entry) = self.in_flight.pop_front() {
+            self.store(entry.position);
+        }
+        Ok(true)
     }
 
     fn store(&mut self, position: Option<(i32, i64)>) {
