@@ -89,6 +89,10 @@ pub enum StatTest {
     BetabinomLower { k: u64, n: u64, a: f64, b: f64 },
     /// P[X ≥ k], X ~ BetaBinomial(n, a, b): `betabinom.sf(k - 1, n, a, b)`.
     BetabinomUpper { k: u64, n: u64, a: f64, b: f64 },
+    /// P[T > t], T ~ Gamma(shape, scale): `gamma.sf(t, shape, scale=scale)`.
+    GammaSurvival { t: f64, shape: f64, scale: f64 },
+    /// Fisher's method: `chi2.sf(-2 * sum(log(p_values)), 2 * len(p_values))`.
+    FisherCombined { p_values: Vec<f64> },
 }
 
 impl StatTest {
@@ -99,6 +103,8 @@ impl StatTest {
             StatTest::BinomialUpper { k, n, p } => stats::binomial_upper(k, n, p),
             StatTest::BetabinomLower { k, n, a, b } => stats::betabinom_lower(k, n, a, b),
             StatTest::BetabinomUpper { k, n, a, b } => stats::betabinom_upper(k, n, a, b),
+            StatTest::GammaSurvival { t, shape, scale } => stats::gamma_survival(t, shape, scale),
+            StatTest::FisherCombined { ref p_values } => stats::fisher_combined(p_values).1,
         }
     }
 
@@ -116,6 +122,12 @@ impl StatTest {
             }
             StatTest::BetabinomUpper { k, n, a, b } => {
                 json!({"name": "betabinom_upper", "k": k, "n": n, "a": a, "b": b, "p_value": p_value})
+            }
+            StatTest::GammaSurvival { t, shape, scale } => {
+                json!({"name": "gamma_survival", "t": t, "shape": shape, "scale": scale, "p_value": p_value})
+            }
+            StatTest::FisherCombined { ref p_values } => {
+                json!({"name": "fisher_combined", "p_values": p_values, "p_value": p_value})
             }
         }
     }

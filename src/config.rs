@@ -51,6 +51,12 @@ pub struct Config {
     pub engine: EngineConfig,
     pub alerts: AlertsConfig,
     pub detect: DetectConfig,
+    /// Per-team overrides of any `detect` key, as written: `[teams."east".win_rate]`.
+    #[serde(default)]
+    pub teams: BTreeMap<String, Value>,
+    /// `detect` with each team's overrides applied, built by [`Config::load`].
+    #[serde(skip)]
+    team_detect: BTreeMap<String, DetectConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -122,6 +128,81 @@ pub struct AlertsConfig {
 #[serde(deny_unknown_fields)]
 pub struct DetectConfig {
     pub win_rate: WinRateConfig,
+    pub leakage: LeakageConfig,
+    pub churn: ChurnConfig,
+    pub book_churn: BookChurnConfig,
+    pub competitor: CompetitorConfig,
+    pub diversion_risk: DiversionRiskConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeakageConfig {
+    #[serde(with = "duration")]
+    pub window: Duration,
+    #[serde(with = "duration")]
+    pub history: Duration,
+    pub alpha: f64,
+    pub resolve_alpha: f64,
+    pub min_rise: f64,
+    pub min_exits: u64,
+    pub prior_strength: f64,
+    pub critical_p_value: f64,
+    #[serde(with = "duration")]
+    pub stall_after: Duration,
+    pub cut_ratio: f64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChurnConfig {
+    pub alpha: f64,
+    pub signal_alpha: f64,
+    pub min_visits: u32,
+    pub min_gaps: u32,
+    pub max_shape: f64,
+    pub critical_p_value: f64,
+    pub book_alpha: f64,
+    pub value_fall_ratio: f64,
+    #[serde(with = "duration")]
+    pub lapse_horizon: Duration,
+    #[serde(with = "duration")]
+    pub reassign_grace: Duration,
+    #[serde(with = "duration")]
+    pub business_baseline: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookChurnConfig {
+    pub alpha: f64,
+    pub resolve_alpha: f64,
+    pub min_accounts: u64,
+    pub min_churning: u64,
+    pub min_excess: f64,
+    pub critical_p_value: f64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompetitorConfig {
+    #[serde(with = "duration")]
+    pub window: Duration,
+    pub alpha: f64,
+    pub resolve_alpha: f64,
+    pub min_losses: u64,
+    pub min_excess: f64,
+    pub critical_p_value: f64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiversionRiskConfig {
+    pub alpha: f64,
+    pub resolve_alpha: f64,
+    pub component_p: f64,
+    pub min_components: u64,
+    pub critical_p_value: f64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -137,6 +218,157 @@ pub struct WinRateConfig {
     pub min_closed: u64,
     pub prior_strength: f64,
     pub critical_p_value: f64,
+}
+
+/// Range rules shared by the tests of every detector.
+struct Rules<'a> {
+    prefix: &'a str,
+}
+
+impl Rules<'_> {
+    fn fail(&self, key: &str, problem: &str) -> Result<(), ConfigError> {
+        Err(ConfigError::Invalid {
+            key: format!("{}{key}", self.prefix),
+            problem: problem.to_owned(),
+        })
+    }
+
+    fn probability(&self, key: &str, value: f64) -> Result<(), ConfigError> {
+        if value > 0.0 && value < 1.0 {
+            Ok(())
+        } else {
+            self.fail(key, "must be between 0 and 1, exclusive")
+        }
+    }
+
+    /// `alpha`, `resolve_alpha` and `critical_p_value` of one detector.
+    fn thresholds(
+        &self,
+        section: &str,
+        alpha: f64,
+        resolve: f64,
+        critical: f64,
+    ) -> Result<(), ConfigError> {
+        self.probability(&format!("{section}.alpha"), alpha)?;
+        self.probability(&format!("{section}.resolve_alpha"), resolve)?;
+        if resolve < alpha {
+            return self.fail(
+                &format!("{section}.resolve_alpha"),
+                "must be at least alpha",
+            );
+        }
+        if !(critical > 0.0 && critical <= alpha) {
+            return self.fail(
+                &format!("{section}.critical_p_value"),
+                "must be above 0 and at most alpha",
+            );
+        }
+        Ok(())
+    }
+
+    fn fraction(&self, key: &str, value: f64) -> Result<(), ConfigError> {
+        if (0.0..1.0).contains(&value) {
+            Ok(())
+        } else {
+            self.fail(key, "must be at least 0 and below 1")
+        }
+    }
+
+    fn at_least_one(&self, key: &str, value: u64) -> Result<(), ConfigError> {
+        if value >= 1 {
+            Ok(())
+        } else {
+            self.fail(key, "must be at least 1")
+        }
+    }
+}
+
+impl DetectConfig {
+    /// Range rules; keys are named under `prefix` (`detect.` or `teams."x".`).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] for the first rule broken.
+    pub fn validate(&self, prefix: &str, evaluate_every: Duration) -> Result<(), ConfigError> {
+        let r = Rules { prefix };
+        let w = &self.win_rate;
+        r.thresholds("win_rate", w.alpha, w.resolve_alpha, w.critical_p_value)?;
+        r.fraction("win_rate.min_drop", w.min_drop)?;
+        r.at_least_one("win_rate.min_closed", w.min_closed)?;
+        if !(w.prior_strength > 0.0) {
+            return r.fail("win_rate.prior_strength", "must be above 0");
+        }
+        if w.window < evaluate_every {
+            return r.fail("win_rate.window", "must be at least alerts.evaluate_every");
+        }
+        if w.history < w.window {
+            return r.fail(
+                "win_rate.history",
+                "must be at least as long as win_rate.window",
+            );
+        }
+        let l = &self.leakage;
+        r.thresholds("leakage", l.alpha, l.resolve_alpha, l.critical_p_value)?;
+        r.fraction("leakage.min_rise", l.min_rise)?;
+        r.at_least_one("leakage.min_exits", l.min_exits)?;
+        r.fraction("leakage.cut_ratio", l.cut_ratio)?;
+        if !(l.prior_strength > 0.0) {
+            return r.fail("leakage.prior_strength", "must be above 0");
+        }
+        if l.window < evaluate_every {
+            return r.fail("leakage.window", "must be at least alerts.evaluate_every");
+        }
+        if l.history < l.window {
+            return r.fail(
+                "leakage.history",
+                "must be at least as long as leakage.window",
+            );
+        }
+        if l.stall_after < Duration::from_secs(86_400) {
+            return r.fail("leakage.stall_after", "must be at least 1d");
+        }
+        let c = &self.churn;
+        r.probability("churn.alpha", c.alpha)?;
+        r.probability("churn.signal_alpha", c.signal_alpha)?;
+        r.probability("churn.book_alpha", c.book_alpha)?;
+        if c.signal_alpha < c.alpha {
+            return r.fail("churn.signal_alpha", "must be at least churn.alpha");
+        }
+        if !(c.critical_p_value > 0.0 && c.critical_p_value <= c.alpha) {
+            return r.fail(
+                "churn.critical_p_value",
+                "must be above 0 and at most churn.alpha",
+            );
+        }
+        if c.min_gaps < 2 {
+            return r.fail("churn.min_gaps", "must be at least 2");
+        }
+        if !(c.max_shape >= 1.0) {
+            return r.fail("churn.max_shape", "must be at least 1");
+        }
+        r.fraction("churn.value_fall_ratio", c.value_fall_ratio)?;
+        let b = &self.book_churn;
+        r.thresholds("book_churn", b.alpha, b.resolve_alpha, b.critical_p_value)?;
+        r.at_least_one("book_churn.min_accounts", b.min_accounts)?;
+        r.at_least_one("book_churn.min_churning", b.min_churning)?;
+        r.fraction("book_churn.min_excess", b.min_excess)?;
+        let k = &self.competitor;
+        r.thresholds("competitor", k.alpha, k.resolve_alpha, k.critical_p_value)?;
+        r.at_least_one("competitor.min_losses", k.min_losses)?;
+        r.fraction("competitor.min_excess", k.min_excess)?;
+        let d = &self.diversion_risk;
+        r.thresholds(
+            "diversion_risk",
+            d.alpha,
+            d.resolve_alpha,
+            d.critical_p_value,
+        )?;
+        r.probability("diversion_risk.component_p", d.component_p)?;
+        if d.min_components < 2 {
+            return r.fail("diversion_risk.min_components", "must be at least 2");
+        }
+        Ok(())
+    }
 }
 
 impl Config {
@@ -200,9 +432,18 @@ impl Config {
             toml::from_str(DEFAULT_TOML).map_err(|e| ConfigError::Parse(e.to_string()))?;
         check_known_keys(&tree, &defaults, "")?;
 
-        let config: Config = merged
+        let mut config: Config = merged
             .try_deserialize()
             .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let base =
+            serde_json::to_value(&config.detect).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        for (team, overrides) in &config.teams {
+            let mut merged = base.clone();
+            merge(&mut merged, overrides);
+            let detect: DetectConfig = serde_json::from_value(merged)
+                .map_err(|e| ConfigError::Parse(format!("teams.\"{team}\": {e}")))?;
+            config.team_detect.insert(team.clone(), detect);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -268,47 +509,17 @@ impl Config {
                 "must be between 1 and 20 (the alert schema's limit)",
             );
         }
-        let w = &self.detect.win_rate;
-        if !(w.alpha > 0.0 && w.alpha < 1.0) {
-            return invalid(
-                "detect.win_rate.alpha",
-                "must be between 0 and 1, exclusive",
-            );
-        }
-        if !(w.resolve_alpha >= w.alpha && w.resolve_alpha < 1.0) {
-            return invalid(
-                "detect.win_rate.resolve_alpha",
-                "must be at least detect.win_rate.alpha and below 1",
-            );
-        }
-        if !(w.critical_p_value > 0.0 && w.critical_p_value <= w.alpha) {
-            return invalid(
-                "detect.win_rate.critical_p_value",
-                "must be above 0 and at most detect.win_rate.alpha",
-            );
-        }
-        if !(0.0..1.0).contains(&w.min_drop) {
-            return invalid("detect.win_rate.min_drop", "must be at least 0 and below 1");
-        }
-        if w.min_closed == 0 {
-            return invalid("detect.win_rate.min_closed", "must be at least 1");
-        }
-        if !(w.prior_strength > 0.0) {
-            return invalid("detect.win_rate.prior_strength", "must be above 0");
-        }
-        if w.window < self.alerts.evaluate_every {
-            return invalid(
-                "detect.win_rate.window",
-                "must be at least alerts.evaluate_every",
-            );
-        }
-        if w.history < w.window {
-            return invalid(
-                "detect.win_rate.history",
-                "must be at least as long as detect.win_rate.window",
-            );
+        self.detect
+            .validate("detect.", self.alerts.evaluate_every)?;
+        for (team, detect) in &self.team_detect {
+            detect.validate(&format!("teams.\"{team}\"."), self.alerts.evaluate_every)?;
         }
         Ok(())
+    }
+
+    /// The detector settings for `team`: `detect` with the team's overrides.
+    pub fn detect_for(&self, team: &str) -> &DetectConfig {
+        self.team_detect.get(team).unwrap_or(&self.detect)
     }
 
     /// The effective configuration as TOML, with secret client properties masked.
@@ -332,9 +543,27 @@ pub fn is_secret(property: &str) -> bool {
         .any(|word| property.contains(word))
 }
 
-/// Fails on the first key of `tree` that `defaults` does not have.
+/// Overlays `patch` on `base`, table by table.
+fn merge(base: &mut Value, patch: &Value) {
+    match (base, patch) {
+        (Value::Object(base), Value::Object(patch)) => {
+            for (key, value) in patch {
+                match base.get_mut(key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        base.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (base, patch) => *base = patch.clone(),
+    }
+}
+
+/// Fails on the first key of `tree` that `defaults` does not have. Under
+/// `teams.<name>` the keys of `detect` are allowed.
 fn check_known_keys(tree: &Value, defaults: &Value, path: &str) -> Result<(), ConfigError> {
-    let (Value::Object(tree), Value::Object(defaults)) = (tree, defaults) else {
+    let (Value::Object(tree), Value::Object(defaults_map)) = (tree, defaults) else {
         return Ok(());
     };
     for (key, value) in tree {
@@ -346,7 +575,20 @@ fn check_known_keys(tree: &Value, defaults: &Value, path: &str) -> Result<(), Co
         if full == "kafka.client" {
             continue;
         }
-        match defaults.get(key) {
+        if full == "teams" {
+            let Value::Object(teams) = value else {
+                return Err(ConfigError::Invalid {
+                    key: full,
+                    problem: "must be a table of teams".to_owned(),
+                });
+            };
+            let detect = defaults_map.get("detect").unwrap_or(&Value::Null);
+            for (team, overrides) in teams {
+                check_known_keys(overrides, detect, &format!("teams.\"{team}\""))?;
+            }
+            continue;
+        }
+        match defaults_map.get(key) {
             Some(default) => check_known_keys(value, default, &full)?,
             None => return Err(ConfigError::UnknownKey(full)),
         }
@@ -521,6 +763,36 @@ mod tests {
         let shown = config.to_masked_toml();
         assert!(!shown.contains("hunter2"));
         assert!(shown.contains("********"));
+    }
+
+    #[test]
+    fn team_overrides_apply_to_that_team_only_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("teams.toml");
+        std::fs::write(&file, "[teams.\"east\".win_rate]\nalpha = 0.00001\n").unwrap();
+        let config = Config::load(Some(&file), &[], std::iter::empty()).unwrap();
+        assert_eq!(config.detect_for("east").win_rate.alpha, 0.00001);
+        assert_eq!(
+            config.detect_for("west").win_rate.alpha,
+            config.detect.win_rate.alpha
+        );
+        assert_eq!(
+            config.detect_for("east").leakage.alpha,
+            config.detect.leakage.alpha
+        );
+
+        std::fs::write(&file, "[teams.\"east\".win_rate]\nalhpa = 0.1\n").unwrap();
+        let err = Config::load(Some(&file), &[], std::iter::empty()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown configuration key `teams.\"east\".win_rate.alhpa`"
+        );
+        std::fs::write(&file, "[teams.\"east\".book_churn]\nalpha = 2.0\n").unwrap();
+        let err = Config::load(Some(&file), &[], std::iter::empty()).unwrap_err();
+        assert!(
+            err.to_string().contains("teams.\"east\".book_churn.alpha"),
+            "{err}"
+        );
     }
 
     #[test]

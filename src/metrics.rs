@@ -42,6 +42,9 @@ pub struct Metrics {
     pub alerts_firing: IntGaugeVec,
     pub alert_active: IntGaugeVec,
     pub manager_win_rate: GaugeVec,
+    pub manager_leakage: GaugeVec,
+    pub manager_overdue: GaugeVec,
+    pub manager_risk: GaugeVec,
     pub team_win_rate: GaugeVec,
     pub series_dropped: IntCounter,
     pub ready: IntGauge,
@@ -105,6 +108,9 @@ impl Metrics {
             alerts_firing: build(r, IntGaugeVec::new(Opts::new("feidan_alerts_firing", "Alerts firing now, by kind and severity."), &["kind", "severity"])),
             alert_active: build(r, IntGaugeVec::new(Opts::new("feidan_alert_active", "1 for each alert firing now; Prometheus rules turn these into Alertmanager alerts."), &["kind", "severity", "manager_id", "team"])),
             manager_win_rate: build(r, GaugeVec::new(Opts::new("feidan_manager_win_rate", "A manager's won / closed deals over the win-rate window, at the last evaluation (opt-in: metrics.manager_series)."), &["manager_id", "team"])),
+            manager_leakage: build(r, GaugeVec::new(Opts::new("feidan_manager_leakage_ratio", "A manager's leaked / exited deals over the leakage window, at the last evaluation (opt-in)."), &["manager_id", "team"])),
+            manager_overdue: build(r, GaugeVec::new(Opts::new("feidan_manager_overdue_accounts", "A manager's accounts churning (overdue, value fallen or not renewed) at the last evaluation (opt-in)."), &["manager_id", "team"])),
+            manager_risk: build(r, GaugeVec::new(Opts::new("feidan_manager_risk_score", "A manager's diversion-risk score, 0-100 (10 x -log10 of the combined p-value), at the last evaluation (opt-in)."), &["manager_id", "team"])),
             team_win_rate: build(r, GaugeVec::new(Opts::new("feidan_team_win_rate", "A team's won / closed deals over the win-rate window, at the last evaluation."), &["team"])),
             series_dropped: build(r, IntCounter::new("feidan_metrics_series_dropped_total", "Per-manager series not exported because metrics.max_manager_series was reached, counted per refresh.")),
             ready: build(r, IntGauge::new("feidan_ready", "1 while the service is ready (assigned, connected and caught up), else 0.")),
@@ -231,9 +237,10 @@ impl Metrics {
         }
         if self.manager_series {
             let mut shown = BTreeSet::new();
-            let mut rates: Vec<&(String, String, f64)> = stats.manager_win_rates.iter().collect();
-            rates.sort_by(|a, b| a.0.cmp(&b.0));
-            for (manager, team, rate) in rates {
+            let mut managers: Vec<&(String, String, crate::engine::manager::ManagerGauges)> =
+                stats.managers_detail.iter().collect();
+            managers.sort_by(|a, b| a.0.cmp(&b.0));
+            for (manager, team, gauges) in managers {
                 let key = [manager.clone(), team.clone()];
                 if !exported.managers.contains(&key)
                     && exported.managers.len() + shown.len() >= self.max_manager_series
@@ -241,13 +248,26 @@ impl Metrics {
                     self.series_dropped.inc();
                     continue;
                 }
-                self.manager_win_rate
-                    .with_label_values(&[manager, team])
-                    .set(*rate);
+                let labels = [manager.as_str(), team.as_str()];
+                set_or_remove(&self.manager_win_rate, &labels, gauges.win_rate);
+                set_or_remove(&self.manager_leakage, &labels, gauges.leakage_ratio);
+                self.manager_overdue
+                    .with_label_values(&labels)
+                    .set(gauges.overdue_accounts as f64);
+                self.manager_risk
+                    .with_label_values(&labels)
+                    .set(gauges.risk_score);
                 shown.insert(key);
             }
             for gone in exported.managers.difference(&shown) {
-                let _ = self.manager_win_rate.remove_label_values(&labels(gone));
+                for gauge in [
+                    &self.manager_win_rate,
+                    &self.manager_leakage,
+                    &self.manager_overdue,
+                    &self.manager_risk,
+                ] {
+                    let _ = gauge.remove_label_values(&labels(gone));
+                }
             }
             exported.managers = shown;
         }
@@ -261,6 +281,15 @@ impl Metrics {
             return format!("# encoding failed: {e}\n");
         }
         String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+fn set_or_remove(gauge: &GaugeVec, labels: &[&str], value: Option<f64>) {
+    match value {
+        Some(value) => gauge.with_label_values(labels).set(value),
+        None => {
+            let _ = gauge.remove_label_values(labels);
+        }
     }
 }
 
@@ -330,9 +359,13 @@ mod tests {
     #[test]
     fn manager_series_are_capped_and_drops_counted() {
         let metrics = Metrics::new(true, 3);
+        let gauges = crate::engine::manager::ManagerGauges {
+            win_rate: Some(0.5),
+            ..Default::default()
+        };
         let stats = EngineStats {
-            manager_win_rates: (0..10)
-                .map(|i| (format!("m{i}"), "t".to_owned(), 0.5))
+            managers_detail: (0..10)
+                .map(|i| (format!("m{i}"), "t".to_owned(), gauges.clone()))
                 .collect(),
             ..Default::default()
         };
@@ -340,6 +373,7 @@ mod tests {
         let text = metrics.render();
         assert_eq!(text.matches("feidan_manager_win_rate{").count(), 3);
         assert_eq!(metrics.series_dropped.get(), 7);
+        assert_eq!(text.matches("feidan_manager_risk_score{").count(), 3);
     }
 
     #[test]

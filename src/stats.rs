@@ -6,7 +6,7 @@
 //! this project (`tests/data/reference_tails.csv`, from scipy).
 
 use statrs::distribution::{Binomial, DiscreteCDF};
-use statrs::function::gamma::ln_gamma;
+use statrs::function::gamma::{gamma_ur, ln_gamma};
 
 /// P[X ≤ k] for X ~ Binomial(n, p): scipy `binom.cdf(k, n, p)`.
 pub fn binomial_lower(k: u64, n: u64, p: f64) -> f64 {
@@ -58,6 +58,33 @@ pub fn betabinom_upper(k: u64, n: u64, a: f64, b: f64) -> f64 {
     log_sum_exp((k..=n).map(|i| betabinom_ln_pmf(i, n, a, b)))
         .exp()
         .clamp(0.0, 1.0)
+}
+
+/// P[T > t] for T ~ Gamma(shape, scale): scipy `gamma.sf(t, shape, scale=scale)`.
+pub fn gamma_survival(t: f64, shape: f64, scale: f64) -> f64 {
+    if t <= 0.0 {
+        return 1.0;
+    }
+    if !(shape > 0.0 && scale > 0.0) {
+        return 1.0;
+    }
+    gamma_ur(shape, t / scale).clamp(0.0, 1.0)
+}
+
+/// P[X > x] for X ~ χ²(df): scipy `chi2.sf(x, df)`.
+pub fn chi2_upper(x: f64, df: u64) -> f64 {
+    gamma_survival(x, df as f64 / 2.0, 2.0)
+}
+
+/// Fisher's method: −2 Σ ln pᵢ, and its p-value under χ²(2k).
+/// Returns `(statistic, p_value)`; p-values are floored at 1e-300 so one
+/// exact zero cannot make the statistic infinite.
+pub fn fisher_combined(p_values: &[f64]) -> (f64, f64) {
+    let statistic: f64 = p_values
+        .iter()
+        .map(|p| -2.0 * p.clamp(1e-300, 1.0).ln())
+        .sum();
+    (statistic, chi2_upper(statistic, 2 * p_values.len() as u64))
 }
 
 /// The alert `score`: min(100, 10 · −log10(p)); 30 at p = 0.001, 60 at 1e-6.
@@ -113,12 +140,22 @@ mod tests {
                 "binomial_upper" => binomial_upper(k, n, num(3)),
                 "betabinom_lower" => betabinom_lower(k, n, num(3), num(4)),
                 "betabinom_upper" => betabinom_upper(k, n, num(3), num(4)),
+                "gamma_survival" => gamma_survival(num(1), num(2), num(3)),
+                "chi2_upper" => chi2_upper(num(1), num(2) as u64),
                 other => panic!("unknown test {other}"),
             };
             assert!(close(actual, expected), "{line}: got {actual:e}");
             checked += 1;
         }
         assert!(checked >= 40, "reference table too small: {checked}");
+    }
+
+    #[test]
+    fn fisher_combines_like_the_textbook() {
+        let (x, p) = fisher_combined(&[0.01, 0.01, 0.001]);
+        assert!((x - 32.2362).abs() < 1e-3);
+        assert!((p - chi2_upper(x, 6)).abs() < 1e-15);
+        assert!(fisher_combined(&[0.5, 0.5]).1 > 0.5);
     }
 
     #[test]

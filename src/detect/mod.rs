@@ -2,6 +2,12 @@
 //! They see numbers, not events, state or time, and can be tested with
 //! nothing else. One file per detector.
 
+pub mod account_churn;
+pub mod book_churn;
+pub mod competitor;
+pub mod diversion_risk;
+pub mod leakage;
+pub mod rate;
 pub mod win_rate;
 
 use crate::alert::{Severity, StatTest};

@@ -1,59 +1,198 @@
 //! The account stage (DESIGN §1): per-account state, keyed by `account_id`.
 //!
-//! It knows who owns each account now (`account_assigned` moves it), which
-//! opportunities are open on it, and turns events into [`Fact`]s for the
-//! manager stage. It runs no detector itself and never looks at another
-//! account.
+//! It knows who owns each account now (`account_assigned` moves it, history
+//! and all), which deals are open on it, the account's order rhythm, the
+//! activities logged on it since its last order, and whether a contract
+//! lapsed. From events it makes [`Fact`]s for the manager stage; at each
+//! evaluation it fires the event-time timers (deals stalling, accounts going
+//! overdue), runs the account-churn detector, and reports each manager's
+//! book to the manager stage.
 
 use std::collections::HashMap;
 
-use crate::event::{Event, EventBody};
-use crate::time::Timestamp;
+use crate::alert::{Alert, AlertKind};
+use crate::config::{Config, DetectConfig};
+use crate::detect::account_churn::{self, OrderSilence};
+use crate::event::{Event, EventBody, LossReason};
+use crate::time::{Timestamp, DAY};
 
-use super::fact::{DealOutcome, EvidenceRef, Fact, FactKind};
+use super::fact::{DealOutcome, EvidenceRef, Fact, FactKind, LeakRoute};
+use super::lifecycle::{AlertDraft, Lifecycle};
+use super::window::DailyBuckets;
 
-/// All accounts this instance owns.
+/// Activities kept per account as evidence of visits without orders.
+const VISITS_KEPT: usize = 4;
+
+/// All accounts this instance owns, and the company's order rate as they see it.
 #[derive(Debug, Default)]
 pub struct AccountStage {
     accounts: HashMap<String, AccountState>,
+    /// Orders per day over all accounts: the company's pace, for business time.
+    company_orders: DailyBuckets<u64>,
 }
 
 #[derive(Debug)]
 struct AccountState {
     manager_id: String,
     team: String,
-    last_event: Timestamp,
-    /// Open deals by opportunity id: what each was worth when it entered the
-    /// pipeline and when it last moved.
-    open: HashMap<String, OpenOpportunity>,
+    /// When the account last changed hands; recent arrivals do not count in
+    /// the new owner's book churn.
+    assigned_at: Option<Timestamp>,
+    open: HashMap<String, OpenDeal>,
+    rhythm: Rhythm,
+    last_order: Option<EvidenceRef>,
+    /// Activities logged since the last order.
+    visits_since: u32,
+    recent_visits: Vec<EvidenceRef>,
+    /// The latest contract that ended without renewal.
+    lapsed: Option<EvidenceRef>,
+    /// Whether the lifecycle holds an account-churn entry for this account.
+    watched: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct OpenOpportunity {
-    created_at: Timestamp,
-    amount: f64,
+#[derive(Debug, Clone)]
+struct OpenDeal {
+    initial_amount: f64,
     last_update: Timestamp,
+    /// The deal's latest event, cited if it stalls.
+    last_event_id: String,
+    last_event_type: &'static str,
+    amount: f64,
+    stalled: bool,
+}
+
+/// An account's ordering: exponentially weighted moments of the gaps between
+/// orders (days) and of the order amounts.
+#[derive(Debug, Clone, Copy, Default)]
+struct Rhythm {
+    gaps: u32,
+    gap_mean: f64,
+    gap_var: f64,
+    orders: u32,
+    amount_mean: f64,
+    /// The last three order amounts, newest first.
+    recent: [f64; 3],
+}
+
+/// Weight of the newest gap once an account has many: the rhythm follows
+/// slow changes over about this many orders.
+const RHYTHM_MEMORY: f64 = 30.0;
+
+impl Rhythm {
+    fn add_order(&mut self, gap_days: Option<f64>, amount: f64) {
+        if let Some(gap) = gap_days {
+            let w = (1.0 / f64::from(self.gaps + 1)).max(1.0 / RHYTHM_MEMORY);
+            if self.gaps == 0 {
+                self.gap_mean = gap;
+            } else {
+                let delta = gap - self.gap_mean;
+                self.gap_mean += w * delta;
+                self.gap_var = (1.0 - w) * (self.gap_var + w * delta * delta);
+            }
+            self.gaps += 1;
+        }
+        let w = (1.0 / f64::from(self.orders + 1)).max(1.0 / RHYTHM_MEMORY);
+        self.amount_mean += w * (amount - self.amount_mean);
+        self.recent = [amount, self.recent[0], self.recent[1]];
+        self.orders += 1;
+    }
+
+    /// Whether the last three orders average below `ratio` of the usual value.
+    fn value_fell(&self, ratio: f64, min_orders: u32) -> bool {
+        self.orders >= min_orders + 3
+            && self.recent.iter().sum::<f64>() / 3.0 < ratio * self.amount_mean
+    }
+}
+
+/// One manager's book as the account stage sees it at an evaluation.
+#[derive(Debug, Default, Clone)]
+pub struct Book {
+    pub team: String,
+    /// Accounts with a learnt rhythm, not recently reassigned.
+    pub judged: u64,
+    pub churning: u64,
+    /// Churning accounts the manager kept visiting.
+    pub visited: u64,
+    /// The churning accounts, for evidence.
+    pub churning_accounts: Vec<ChurningAccount>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChurningAccount {
+    pub account_id: String,
+    pub p_value: f64,
+    pub visited: bool,
+    /// The last order, the latest visits, a lapsed contract.
+    pub evidence: Vec<EvidenceRef>,
+}
+
+/// What one evaluation of the account stage yields for the manager stage.
+#[derive(Debug, Default)]
+pub struct AccountReport {
+    /// Deals that stalled as the watermark passed.
+    pub facts: Vec<Fact>,
+    pub books: HashMap<String, Book>,
 }
 
 impl AccountStage {
     /// Applies one event to its account and appends the facts it yields.
-    pub fn apply(&mut self, event: &Event, facts: &mut Vec<Fact>) {
+    pub fn apply(&mut self, event: &Event, config: &Config, facts: &mut Vec<Fact>) {
         let account = self
             .accounts
             .entry(event.account_id.clone())
             .or_insert_with(|| AccountState {
                 manager_id: event.manager_id.clone(),
                 team: event.team.clone(),
-                last_event: event.occurred_at,
+                assigned_at: None,
                 open: HashMap::new(),
+                rhythm: Rhythm::default(),
+                last_order: None,
+                visits_since: 0,
+                recent_visits: Vec::new(),
+                lapsed: None,
+                watched: false,
             });
-        account.last_event = account.last_event.max(event.occurred_at);
-
-        let closed = match &event.body {
+        let at = event.occurred_at;
+        match &event.body {
             EventBody::AccountAssigned { .. } => {
                 account.manager_id.clone_from(&event.manager_id);
                 account.team.clone_from(&event.team);
-                None
+                account.assigned_at = Some(at);
+            }
+            EventBody::OrderPlaced { amount, .. } => {
+                let previous = account.last_order.as_ref().map(|o| o.occurred_at);
+                if previous.is_none_or(|p| at >= p) {
+                    // Orders on the same day are one delivery, not a zero gap.
+                    let gap = previous
+                        .map(|p| (at.0 - p.0) as f64 / DAY as f64)
+                        .filter(|gap| *gap >= 0.5);
+                    if gap.is_some() || previous.is_none() {
+                        account.rhythm.add_order(gap, *amount);
+                    }
+                    account.last_order = Some(evidence_of(event, None));
+                    account.visits_since = 0;
+                    account.recent_visits.clear();
+                }
+                self.company_orders.add(at.day(), 1);
+            }
+            EventBody::ActivityLogged { .. } => {
+                if account
+                    .last_order
+                    .as_ref()
+                    .is_none_or(|o| at >= o.occurred_at)
+                {
+                    account.visits_since += 1;
+                    account
+                        .recent_visits
+                        .push(evidence_of(event, Some("activity_since_last_order")));
+                    if account.recent_visits.len() > VISITS_KEPT {
+                        account.recent_visits.remove(0);
+                    }
+                }
+            }
+            EventBody::ContractEnded { renewed, .. } => {
+                account.lapsed =
+                    (!renewed).then(|| evidence_of(event, Some("contract_not_renewed")));
             }
             EventBody::OpportunityCreated {
                 opportunity_id,
@@ -61,13 +200,15 @@ impl AccountStage {
             } => {
                 account.open.insert(
                     opportunity_id.clone(),
-                    OpenOpportunity {
-                        created_at: event.occurred_at,
+                    OpenDeal {
+                        initial_amount: *amount,
+                        last_update: at,
+                        last_event_id: event.event_id.clone(),
+                        last_event_type: event.body.type_name(),
                         amount: *amount,
-                        last_update: event.occurred_at,
+                        stalled: false,
                     },
                 );
-                None
             }
             EventBody::OpportunityUpdated {
                 opportunity_id,
@@ -75,43 +216,97 @@ impl AccountStage {
                 ..
             } => {
                 if let Some(open) = account.open.get_mut(opportunity_id) {
-                    open.last_update = open.last_update.max(event.occurred_at);
+                    if at >= open.last_update {
+                        open.last_update = at;
+                        open.last_event_id.clone_from(&event.event_id);
+                        open.last_event_type = event.body.type_name();
+                    }
                     if let Some(amount) = amount {
                         open.amount = *amount;
                     }
                 }
-                None
             }
             EventBody::OpportunityWon {
                 opportunity_id,
                 amount,
-            } => Some((opportunity_id, *amount, DealOutcome::Won)),
+            } => {
+                close(
+                    account,
+                    event,
+                    opportunity_id,
+                    *amount,
+                    DealOutcome::Won,
+                    config,
+                    facts,
+                );
+            }
             EventBody::OpportunityLost {
                 opportunity_id,
                 amount,
                 reason,
-                ..
-            } => Some((opportunity_id, *amount, DealOutcome::Lost(*reason))),
+                competitor,
+            } => {
+                let outcome = DealOutcome::Lost {
+                    reason: *reason,
+                    competitor: competitor.clone(),
+                };
+                close(
+                    account,
+                    event,
+                    opportunity_id,
+                    *amount,
+                    outcome,
+                    config,
+                    facts,
+                );
+            }
             EventBody::OpportunityWithdrawn {
                 opportunity_id,
                 amount,
-            } => Some((opportunity_id, *amount, DealOutcome::Withdrawn)),
-            EventBody::OrderPlaced { .. }
-            | EventBody::ActivityLogged { .. }
-            | EventBody::ContractEnded { .. }
-            | EventBody::CustomerFeedback { .. } => None,
-        };
-
-        if let Some((opportunity_id, amount, outcome)) = closed {
-            account.open.remove(opportunity_id);
-            facts.push(Fact {
-                manager_id: event.manager_id.clone(),
-                team: event.team.clone(),
-                at: event.occurred_at,
-                kind: FactKind::DealClosed { outcome, amount },
-                evidence: evidence_of(event),
-            });
+            } => {
+                close(
+                    account,
+                    event,
+                    opportunity_id,
+                    *amount,
+                    DealOutcome::Withdrawn,
+                    config,
+                    facts,
+                );
+            }
+            EventBody::CustomerFeedback { .. } => {}
         }
+    }
+
+    /// Fires the timers due at `at` and judges every account's rhythm.
+    pub fn evaluate(
+        &mut self,
+        at: Timestamp,
+        config: &Config,
+        lifecycle: &mut Lifecycle,
+        out: &mut Vec<Alert>,
+    ) -> AccountReport {
+        let mut report = AccountReport::default();
+        let pace = CompanyPace::new(
+            &self.company_orders,
+            at,
+            config.detect.churn.business_baseline.as_secs() as i64 / DAY,
+        );
+        for (account_id, account) in self.accounts.iter_mut() {
+            let detect = config.detect_for(&account.team);
+            stall_deals(account_id, account, at, detect, &mut report.facts);
+            judge_rhythm(
+                account_id,
+                account,
+                at,
+                detect,
+                &pace,
+                lifecycle,
+                &mut report.books,
+                out,
+            );
+        }
+        report
     }
 
     pub fn accounts(&self) -> usize {
@@ -127,19 +322,262 @@ impl AccountStage {
         self.accounts.get(account_id).map(|a| a.manager_id.as_str())
     }
 
-    /// Drops open deals that have not moved since before `cutoff`, so an
-    /// opportunity the CRM never closes cannot hold memory forever.
-    pub fn expire_open_before(&mut self, cutoff: Timestamp) {
+    /// Drops open deals that have not moved since before `cutoff`, and the
+    /// company order buckets older than it.
+    pub fn expire_before(&mut self, cutoff: Timestamp) {
         for account in self.accounts.values_mut() {
-            account
-                .open
-                .retain(|_, open| open.last_update >= cutoff || open.created_at >= cutoff);
+            account.open.retain(|_, open| open.last_update >= cutoff);
         }
+        self.company_orders.prune_before(cutoff.day());
     }
 }
 
-/// The evidence reference of an event.
-pub fn evidence_of(event: &Event) -> EvidenceRef {
+/// Closes a deal: a `DealClosed` fact, and a `DealExited` one unless the deal
+/// already left the pipeline by stalling.
+fn close(
+    account: &mut AccountState,
+    event: &Event,
+    opportunity_id: &str,
+    amount: f64,
+    outcome: DealOutcome,
+    config: &Config,
+    facts: &mut Vec<Fact>,
+) {
+    let open = account.open.remove(opportunity_id);
+    let cut_ratio = config.detect_for(&event.team).leakage.cut_ratio;
+    let cut = open
+        .as_ref()
+        .is_some_and(|o| o.initial_amount > 0.0 && amount < (1.0 - cut_ratio) * o.initial_amount);
+    let leak = match &outcome {
+        DealOutcome::Withdrawn => Some(LeakRoute::Withdrawn),
+        DealOutcome::Lost {
+            reason: LossReason::NoDecision,
+            ..
+        } => Some(LeakRoute::NoDecision),
+        _ if cut => Some(LeakRoute::Cut),
+        _ => None,
+    };
+    let fact = |kind, note| Fact {
+        manager_id: event.manager_id.clone(),
+        team: event.team.clone(),
+        at: event.occurred_at,
+        kind,
+        evidence: evidence_of(event, note),
+    };
+    if !open.as_ref().is_some_and(|o| o.stalled) {
+        facts.push(fact(
+            FactKind::DealExited { leak },
+            leak.map(LeakRoute::as_str),
+        ));
+    }
+    facts.push(fact(FactKind::DealClosed { outcome }, None));
+}
+
+/// Open deals with no update for `stall_after` leave the pipeline as stalled.
+fn stall_deals(
+    account_id: &str,
+    account: &mut AccountState,
+    at: Timestamp,
+    detect: &DetectConfig,
+    facts: &mut Vec<Fact>,
+) {
+    let stall_after = detect.leakage.stall_after.as_secs() as i64;
+    for (opportunity_id, deal) in account.open.iter_mut() {
+        let due = deal.last_update.plus(stall_after);
+        if deal.stalled || due > at {
+            continue;
+        }
+        deal.stalled = true;
+        facts.push(Fact {
+            manager_id: account.manager_id.clone(),
+            team: account.team.clone(),
+            at: due,
+            kind: FactKind::DealExited {
+                leak: Some(LeakRoute::Stalled),
+            },
+            evidence: EvidenceRef {
+                event_id: deal.last_event_id.clone(),
+                event_type: deal.last_event_type,
+                occurred_at: deal.last_update,
+                account_id: account_id.to_owned(),
+                opportunity_id: Some(opportunity_id.clone()),
+                amount: Some(deal.amount),
+                reason: None,
+                competitor: None,
+                note: Some("stalled"),
+            },
+        });
+    }
+}
+
+/// Judges one account's silence, feeds the account-churn lifecycle and adds
+/// the account to its owner's book.
+#[allow(clippy::too_many_arguments)]
+fn judge_rhythm(
+    account_id: &str,
+    account: &mut AccountState,
+    at: Timestamp,
+    detect: &DetectConfig,
+    pace: &CompanyPace,
+    lifecycle: &mut Lifecycle,
+    books: &mut HashMap<String, Book>,
+    out: &mut Vec<Alert>,
+) {
+    let churn = &detect.churn;
+    let lapsed = account
+        .lapsed
+        .as_ref()
+        .filter(|l| at.0 - l.occurred_at.0 <= churn.lapse_horizon.as_secs() as i64);
+    let judged = account.rhythm.gaps >= churn.min_gaps;
+    let recently_assigned = account
+        .assigned_at
+        .is_some_and(|t| at.0 - t.0 < churn.reassign_grace.as_secs() as i64);
+
+    let mut p_value = 1.0;
+    if let (true, Some(last_order)) = (judged, &account.last_order) {
+        let elapsed_days = (at.0 - last_order.occurred_at.0) as f64 / DAY as f64;
+        // Cheap first: an account within its usual gap is not overdue.
+        if elapsed_days > account.rhythm.gap_mean || account.watched {
+            let business_days = elapsed_days * pace.ratio(last_order.occurred_at.day(), at.day());
+            let silence = OrderSilence {
+                elapsed_days,
+                business_days,
+                mean_gap: account.rhythm.gap_mean,
+                shape: account_churn::gamma_shape(
+                    account.rhythm.gap_mean,
+                    account.rhythm.gap_var,
+                    churn.max_shape,
+                ),
+                visits_since: account.visits_since,
+                contract_lapsed: lapsed.is_some(),
+                last_order: last_order.occurred_at,
+            };
+            let finding = account_churn::assess(&silence, churn);
+            p_value = finding.p_value;
+            if finding.alerting || account.watched {
+                let draft = || {
+                    Some(AlertDraft {
+                        manager_id: account.manager_id.clone(),
+                        team: account.team.clone(),
+                        account_id: Some(account_id.to_owned()),
+                        window_start: last_order.occurred_at,
+                        window_end: at,
+                        finding: finding.clone(),
+                        evidence: account_evidence(last_order, &account.recent_visits, lapsed),
+                    })
+                };
+                lifecycle.observe(
+                    AlertKind::AccountChurn,
+                    account_id,
+                    at,
+                    Some(&finding),
+                    draft,
+                    out,
+                );
+                account.watched = lifecycle.contains(AlertKind::AccountChurn, account_id);
+            }
+        }
+    }
+
+    if recently_assigned {
+        return;
+    }
+    let value_fell = account
+        .rhythm
+        .value_fell(churn.value_fall_ratio, churn.min_gaps);
+    let churning = p_value < churn.book_alpha || value_fell || lapsed.is_some();
+    if !judged && !churning {
+        return;
+    }
+    let book = books
+        .entry(account.manager_id.clone())
+        .or_insert_with(|| Book {
+            team: account.team.clone(),
+            ..Book::default()
+        });
+    book.judged += 1;
+    if churning {
+        let visited = account.visits_since >= churn.min_visits;
+        book.churning += 1;
+        book.visited += u64::from(visited);
+        let mut evidence: Vec<EvidenceRef> = account.last_order.iter().cloned().collect();
+        evidence.extend(account.recent_visits.iter().rev().take(2).cloned());
+        evidence.extend(lapsed.cloned());
+        book.churning_accounts.push(ChurningAccount {
+            account_id: account_id.to_owned(),
+            p_value,
+            visited,
+            evidence,
+        });
+    }
+}
+
+fn account_evidence(
+    last_order: &EvidenceRef,
+    visits: &[EvidenceRef],
+    lapsed: Option<&EvidenceRef>,
+) -> Vec<serde_json::Value> {
+    std::iter::once(last_order)
+        .chain(visits.iter())
+        .chain(lapsed)
+        .map(EvidenceRef::to_json)
+        .collect()
+}
+
+/// The company's order pace: orders per day over a span against its usual
+/// rate, from prefix sums built once per evaluation.
+struct CompanyPace {
+    first_day: i64,
+    /// `prefix[i]` = orders on days `first_day .. first_day + i`.
+    prefix: Vec<u64>,
+    baseline_days: i64,
+}
+
+impl CompanyPace {
+    fn new(orders: &DailyBuckets<u64>, at: Timestamp, baseline_days: i64) -> CompanyPace {
+        let end = at.day();
+        // Two baselines back covers a silence as long as one baseline.
+        let first_day = end - 2 * baseline_days.max(1);
+        let mut prefix = Vec::with_capacity((end - first_day + 1) as usize);
+        let mut total = 0;
+        prefix.push(0);
+        for day in first_day..end {
+            total += orders.sum(day..day + 1);
+            prefix.push(total);
+        }
+        CompanyPace {
+            first_day,
+            prefix,
+            baseline_days,
+        }
+    }
+
+    fn orders(&self, from: i64, until: i64) -> u64 {
+        let index =
+            |day: i64| (day - self.first_day).clamp(0, self.prefix.len() as i64 - 1) as usize;
+        self.prefix[index(until)] - self.prefix[index(from)]
+    }
+
+    /// How fast business time ran over `[from, until)` against the usual
+    /// pace of the baseline before `from`: at most 1 (a busy spell does not
+    /// make silence more damning), and 1 without enough baseline.
+    fn ratio(&self, from: i64, until: i64) -> f64 {
+        let span = (until - from).max(1);
+        let baseline_from = from - self.baseline_days;
+        if baseline_from < self.first_day {
+            return 1.0;
+        }
+        let usual = self.orders(baseline_from, from) as f64 / self.baseline_days as f64;
+        if usual < 1.0 {
+            return 1.0;
+        }
+        let now = self.orders(from, until) as f64 / span as f64;
+        (now / usual).clamp(0.1, 1.0)
+    }
+}
+
+/// The evidence reference of an event; `note` says why it is cited.
+pub fn evidence_of(event: &Event, note: Option<&'static str>) -> EvidenceRef {
     let (opportunity_id, amount, reason, competitor) = match &event.body {
         EventBody::OpportunityCreated {
             opportunity_id,
@@ -185,5 +623,6 @@ pub fn evidence_of(event: &Event) -> EvidenceRef {
         amount,
         reason,
         competitor,
+        note,
     }
 }

@@ -22,15 +22,41 @@ pub struct Fact {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum FactKind {
-    /// A deal left the pipeline.
-    DealClosed { outcome: DealOutcome, amount: f64 },
+    /// A deal was won, lost or withdrawn (win rate, competitor losses).
+    DealClosed { outcome: DealOutcome },
+    /// A deal left the pipeline, by a leak route or not (leakage). A deal
+    /// leaves once: when it stalls, or when it closes if it never stalled.
+    DealExited { leak: Option<LeakRoute> },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DealOutcome {
     Won,
-    Lost(LossReason),
+    Lost {
+        reason: LossReason,
+        competitor: Option<String>,
+    },
     Withdrawn,
+}
+
+/// How a deal leaked out of the pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeakRoute {
+    Withdrawn,
+    NoDecision,
+    Stalled,
+    Cut,
+}
+
+impl LeakRoute {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeakRoute::Withdrawn => "withdrawn",
+            LeakRoute::NoDecision => "no_decision",
+            LeakRoute::Stalled => "stalled",
+            LeakRoute::Cut => "cut",
+        }
+    }
 }
 
 /// The event behind a fact, as an alert cites it.
@@ -44,6 +70,9 @@ pub struct EvidenceRef {
     pub amount: Option<f64>,
     pub reason: Option<&'static str>,
     pub competitor: Option<String>,
+    /// Why this event is cited, when its type does not say it (`stalled`, `cut`,
+    /// `visited_without_orders`).
+    pub note: Option<&'static str>,
 }
 
 impl EvidenceRef {
@@ -66,6 +95,58 @@ impl EvidenceRef {
         if let Some(competitor) = &self.competitor {
             object.insert("competitor".into(), json!(competitor));
         }
+        if let Some(note) = self.note {
+            object.insert("note".into(), json!(note));
+        }
         Value::Object(object)
     }
+
+    pub fn amount_or_zero(&self) -> f64 {
+        self.amount.unwrap_or(0.0)
+    }
+}
+
+/// Keeps the `keep` largest items by amount, dropping the smallest.
+pub fn keep_largest(items: &mut Vec<EvidenceRef>, item: EvidenceRef, keep: usize) {
+    items.push(item);
+    if items.len() > keep {
+        let smallest = items
+            .iter()
+            .enumerate()
+            .min_by(|(_, a), (_, b)| {
+                a.amount_or_zero()
+                    .total_cmp(&b.amount_or_zero())
+                    .then(a.occurred_at.cmp(&b.occurred_at))
+            })
+            .map(|(i, _)| i);
+        if let Some(i) = smallest {
+            items.swap_remove(i);
+        }
+    }
+}
+
+/// The largest items with `from <= occurred_at < until` matching `keep`, largest
+/// first (ties by time, then id), as alert evidence.
+pub fn largest_between(
+    items: &[EvidenceRef],
+    from: Timestamp,
+    until: Timestamp,
+    max: usize,
+    keep: impl Fn(&EvidenceRef) -> bool,
+) -> Vec<Value> {
+    let mut sorted: Vec<&EvidenceRef> = items
+        .iter()
+        .filter(|e| e.occurred_at >= from && e.occurred_at < until && keep(e))
+        .collect();
+    sorted.sort_by(|a, b| {
+        b.amount_or_zero()
+            .total_cmp(&a.amount_or_zero())
+            .then(a.occurred_at.cmp(&b.occurred_at))
+            .then(a.event_id.cmp(&b.event_id))
+    });
+    sorted
+        .into_iter()
+        .take(max)
+        .map(EvidenceRef::to_json)
+        .collect()
 }

@@ -119,6 +119,11 @@ impl Lifecycle {
         }
     }
 
+    /// Whether `subject` is pending or firing for `kind`.
+    pub fn contains(&self, kind: AlertKind, subject: &str) -> bool {
+        self.entries.contains_key(&(kind, subject.to_owned()))
+    }
+
     /// Alerts firing now.
     pub fn active(&self) -> impl Iterator<Item = ActiveAlert> + '_ {
         self.entries.values().filter_map(|phase| match phase {

@@ -1,47 +1,109 @@
 //! The manager stage (DESIGN §1): per-manager and per-team statistics, keyed
-//! by team, fed by facts from the account stage. At each evaluation it runs
-//! the manager-level detectors and hands their findings to the lifecycle.
+//! by team, fed by facts and by the account stage's book reports. At each
+//! evaluation it runs the manager-level detectors — win rate, leakage, book
+//! churn, competitor concentration, and their combination — and hands their
+//! findings to the lifecycle.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
-use crate::alert::AlertKind;
-use crate::config::WinRateConfig;
-use crate::detect::win_rate::{self, WinRateInputs};
+use crate::alert::{Alert, AlertKind};
+use crate::config::{Config, DetectConfig};
+use crate::detect::book_churn::{self, BookInputs};
+use crate::detect::competitor::{self, CompetitorCounts};
+use crate::detect::diversion_risk::{self, Component};
+use crate::detect::rate::RateInputs;
+use crate::detect::{leakage, win_rate, Finding};
+use crate::stats;
 use crate::time::{Timestamp, DAY};
 
-use super::fact::{DealOutcome, EvidenceRef, Fact, FactKind};
+use super::account::Book;
+use super::fact::{keep_largest, largest_between, DealOutcome, EvidenceRef, Fact, FactKind};
 use super::lifecycle::{AlertDraft, Lifecycle};
-use super::window::{DailyBuckets, WinLoss};
+use super::window::{DailyBuckets, Tally};
 
-/// Losses kept per manager as candidate evidence; the largest are cited.
-const LOSS_EVIDENCE_KEPT: usize = 64;
+/// Losses and leaks kept per manager as candidate evidence; the largest are cited.
+const EVIDENCE_KEPT: usize = 64;
 
 #[derive(Debug, Default)]
 pub struct ManagerStage {
     managers: HashMap<String, ManagerState>,
     teams: HashMap<String, TeamState>,
+    /// Competitor names, interned: losses store an index.
+    competitors: Vec<String>,
+    competitor_index: HashMap<String, u32>,
 }
 
 #[derive(Debug, Default)]
 struct ManagerState {
     team: String,
-    closes: DailyBuckets<WinLoss>,
-    /// The largest recent losses, the evidence a win-rate alert cites.
+    /// Won of closed (won + lost) deals, by day.
+    closes: DailyBuckets<Tally>,
+    /// Leaked of exited deals, by day.
+    exits: DailyBuckets<Tally>,
+    /// Losses naming a competitor: (day, competitor index), oldest first.
+    rivals: VecDeque<(i64, u32)>,
     losses: Vec<EvidenceRef>,
-    /// Win rate over the window at the last evaluation, for the metrics.
-    last_win_rate: Option<f64>,
+    leaks: Vec<EvidenceRef>,
+    gauges: ManagerGauges,
 }
 
 #[derive(Debug, Default)]
 struct TeamState {
-    closes: DailyBuckets<WinLoss>,
+    closes: DailyBuckets<Tally>,
+    exits: DailyBuckets<Tally>,
+    rivals: VecDeque<(i64, u32)>,
     last_win_rate: Option<f64>,
 }
 
-/// The settings an evaluation needs.
-pub struct EvaluationSettings<'a> {
-    pub win_rate: &'a WinRateConfig,
-    pub max_evidence: usize,
+/// A manager's statistics at the last evaluation, for the metrics.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ManagerGauges {
+    pub win_rate: Option<f64>,
+    pub leakage_ratio: Option<f64>,
+    pub overdue_accounts: u64,
+    /// The diversion-risk score (0–100) when it could be computed.
+    pub risk_score: f64,
+}
+
+/// Windows of one detect configuration, as day ranges ending at an evaluation.
+struct Windows {
+    win_recent: std::ops::Range<i64>,
+    win_history: std::ops::Range<i64>,
+    leak_recent: std::ops::Range<i64>,
+    leak_history: std::ops::Range<i64>,
+    rivals_from: i64,
+}
+
+impl Windows {
+    fn new(end_day: i64, detect: &DetectConfig) -> Windows {
+        let days = |d: std::time::Duration| (d.as_secs() as i64 + DAY - 1) / DAY;
+        let win_start = end_day - days(detect.win_rate.window);
+        let leak_start = end_day - days(detect.leakage.window);
+        Windows {
+            win_recent: win_start..end_day,
+            win_history: win_start - days(detect.win_rate.history)..win_start,
+            leak_recent: leak_start..end_day,
+            leak_history: leak_start - days(detect.leakage.history)..leak_start,
+            rivals_from: end_day - days(detect.competitor.window),
+        }
+    }
+
+    /// The earliest day any window reaches.
+    fn earliest(&self) -> i64 {
+        self.win_history
+            .start
+            .min(self.leak_history.start)
+            .min(self.rivals_from)
+    }
+}
+
+/// A team's sums over the windows.
+#[derive(Default, Clone)]
+struct TeamSums {
+    closes: (Tally, Tally),
+    exits: (Tally, Tally),
+    rivals: HashMap<u32, u64>,
+    named: u64,
 }
 
 impl ManagerStage {
@@ -49,86 +111,345 @@ impl ManagerStage {
         let manager = self.managers.entry(fact.manager_id.clone()).or_default();
         manager.team.clone_from(&fact.team);
         let team = self.teams.entry(fact.team.clone()).or_default();
-        let FactKind::DealClosed { outcome, .. } = fact.kind;
-        let counts = match outcome {
-            DealOutcome::Won => WinLoss { won: 1, lost: 0 },
-            DealOutcome::Lost(_) => WinLoss { won: 0, lost: 1 },
-            DealOutcome::Withdrawn => return,
-        };
         let day = fact.at.day();
-        manager.closes.add(day, counts);
-        team.closes.add(day, counts);
-        if counts.lost > 0 {
-            remember_loss(&mut manager.losses, fact.evidence);
+        match fact.kind {
+            FactKind::DealClosed { outcome } => {
+                let counts = match &outcome {
+                    DealOutcome::Won => Tally::hit(),
+                    DealOutcome::Lost { .. } => Tally::miss(),
+                    DealOutcome::Withdrawn => return,
+                };
+                manager.closes.add(day, counts);
+                team.closes.add(day, counts);
+                if let DealOutcome::Lost { competitor, .. } = outcome {
+                    if let Some(name) = competitor {
+                        let next = self.competitors.len() as u32;
+                        let index = *self.competitor_index.entry(name.clone()).or_insert(next);
+                        if index == next {
+                            self.competitors.push(name);
+                        }
+                        manager.rivals.push_back((day, index));
+                        team.rivals.push_back((day, index));
+                    }
+                    keep_largest(&mut manager.losses, fact.evidence, EVIDENCE_KEPT);
+                }
+            }
+            FactKind::DealExited { leak } => {
+                let counts = if leak.is_some() {
+                    Tally::hit()
+                } else {
+                    Tally::miss()
+                };
+                manager.exits.add(day, counts);
+                team.exits.add(day, counts);
+                if leak.is_some() {
+                    keep_largest(&mut manager.leaks, fact.evidence, EVIDENCE_KEPT);
+                }
+            }
         }
     }
 
-    /// Evaluates every manager at `at` (an evaluation boundary).
+    /// Evaluates every manager at `at` (an evaluation boundary), with the
+    /// books the account stage reported.
     pub fn evaluate(
         &mut self,
         at: Timestamp,
-        settings: &EvaluationSettings<'_>,
+        books: &HashMap<String, Book>,
+        config: &Config,
+        max_evidence: usize,
         lifecycle: &mut Lifecycle,
-        out: &mut Vec<crate::alert::Alert>,
+        out: &mut Vec<Alert>,
     ) {
-        let config = settings.win_rate;
-        let window_days = days(config.window.as_secs());
-        let history_days = days(config.history.as_secs());
         let end_day = at.day() + i64::from(at.0 % DAY != 0);
-        let recent = end_day - window_days..end_day;
-        let history = recent.start - history_days..recent.start;
-        let window_start = Timestamp::from_day(recent.start);
+        for (manager_id, book) in books {
+            self.managers
+                .entry(manager_id.clone())
+                .or_insert_with(|| ManagerState {
+                    team: book.team.clone(),
+                    ..ManagerState::default()
+                });
+        }
 
-        let team_sums: HashMap<&str, (WinLoss, WinLoss)> = self
-            .teams
-            .iter_mut()
-            .map(|(name, team)| {
-                team.closes.prune_before(history.start);
-                let sums = (
-                    team.closes.sum(recent.clone()),
-                    team.closes.sum(history.clone()),
-                );
-                team.last_win_rate = sums.0.rate();
-                (name.as_str(), sums)
-            })
-            .collect();
+        let mut team_sums: HashMap<String, TeamSums> = HashMap::new();
+        for (name, team) in self.teams.iter_mut() {
+            let w = Windows::new(end_day, config.detect_for(name));
+            team.closes.prune_before(w.earliest());
+            team.exits.prune_before(w.earliest());
+            while team
+                .rivals
+                .front()
+                .is_some_and(|(day, _)| *day < w.rivals_from)
+            {
+                team.rivals.pop_front();
+            }
+            let mut sums = TeamSums {
+                closes: (
+                    team.closes.sum(w.win_recent.clone()),
+                    team.closes.sum(w.win_history.clone()),
+                ),
+                exits: (
+                    team.exits.sum(w.leak_recent.clone()),
+                    team.exits.sum(w.leak_history.clone()),
+                ),
+                ..TeamSums::default()
+            };
+            for (day, rival) in &team.rivals {
+                if *day < end_day {
+                    *sums.rivals.entry(*rival).or_default() += 1;
+                    sums.named += 1;
+                }
+            }
+            team.last_win_rate = sums.closes.0.rate();
+            team_sums.insert(name.clone(), sums);
+        }
+        let company = books
+            .values()
+            .fold(BookInputs::default(), |acc, b| BookInputs {
+                company_judged: acc.company_judged + b.judged,
+                company_churning: acc.company_churning + b.churning,
+                company_visited: acc.company_visited + b.visited,
+                ..acc
+            });
 
+        let competitors = &self.competitors;
         for (manager_id, manager) in self.managers.iter_mut() {
-            manager.closes.prune_before(history.start);
-            manager
-                .losses
-                .retain(|loss| loss.occurred_at >= window_start);
-            let own_recent = manager.closes.sum(recent.clone());
-            let own_history = manager.closes.sum(history.clone());
-            let (team_recent, team_history) = team_sums
-                .get(manager.team.as_str())
-                .copied()
-                .unwrap_or_default();
-            let inputs = WinRateInputs {
-                recent: own_recent,
-                history: own_history,
-                team_recent: team_recent - own_recent,
-                team_history: team_history - own_history,
+            let detect = config.detect_for(&manager.team);
+            let w = Windows::new(end_day, detect);
+            manager.closes.prune_before(w.earliest());
+            manager.exits.prune_before(w.earliest());
+            while manager
+                .rivals
+                .front()
+                .is_some_and(|(day, _)| *day < w.rivals_from)
+            {
+                manager.rivals.pop_front();
+            }
+            let window_start = |range: &std::ops::Range<i64>| Timestamp::from_day(range.start);
+            let oldest = Timestamp::from_day(
+                w.win_recent
+                    .start
+                    .min(w.leak_recent.start)
+                    .min(w.rivals_from),
+            );
+            manager.losses.retain(|e| e.occurred_at >= oldest);
+            manager.leaks.retain(|e| e.occurred_at >= oldest);
+
+            let team = team_sums.get(&manager.team).cloned().unwrap_or_default();
+            let team_name = manager.team.clone();
+            let window_days = |range: &std::ops::Range<i64>| range.end - range.start;
+
+            // Win rate.
+            let own = (
+                manager.closes.sum(w.win_recent.clone()),
+                manager.closes.sum(w.win_history.clone()),
+            );
+            let inputs = RateInputs {
+                recent: own.0,
+                history: own.1,
+                team_recent: team.closes.0 - own.0,
+                team_history: team.closes.1 - own.1,
             };
-            manager.last_win_rate = own_recent.rate();
-            let finding = win_rate::assess(&inputs, config, &manager.team, window_days);
-            let draft = || {
-                finding.clone().map(|finding| AlertDraft {
-                    manager_id: manager_id.clone(),
-                    team: manager.team.clone(),
-                    account_id: None,
-                    window_start,
-                    window_end: at,
-                    finding,
-                    evidence: largest_losses(&manager.losses, at, settings.max_evidence),
+            manager.gauges.win_rate = own.0.rate();
+            let win = win_rate::assess(
+                &inputs,
+                &detect.win_rate,
+                &team_name,
+                window_days(&w.win_recent),
+            );
+
+            // Leakage.
+            let own = (
+                manager.exits.sum(w.leak_recent.clone()),
+                manager.exits.sum(w.leak_history.clone()),
+            );
+            let inputs = RateInputs {
+                recent: own.0,
+                history: own.1,
+                team_recent: team.exits.0 - own.0,
+                team_history: team.exits.1 - own.1,
+            };
+            manager.gauges.leakage_ratio = own.0.rate();
+            let leak = leakage::assess(
+                &inputs,
+                &detect.leakage,
+                &team_name,
+                window_days(&w.leak_recent),
+            );
+
+            // Book churn.
+            let book = books.get(manager_id);
+            let own_book = book.map_or(BookInputs::default(), |b| BookInputs {
+                judged: b.judged,
+                churning: b.churning,
+                visited: b.visited,
+                company_judged: company.company_judged - b.judged,
+                company_churning: company.company_churning - b.churning,
+                company_visited: company.company_visited - b.visited,
+            });
+            manager.gauges.overdue_accounts = own_book.churning;
+            let churn = book_churn::assess(&own_book, &detect.book_churn);
+
+            // Competitor concentration.
+            let mut own_rivals: HashMap<u32, u64> = HashMap::new();
+            let mut named = 0;
+            for (day, rival) in &manager.rivals {
+                if *day < end_day {
+                    *own_rivals.entry(*rival).or_default() += 1;
+                    named += 1;
+                }
+            }
+            let mut counts: Vec<CompetitorCounts> = own_rivals
+                .iter()
+                .map(|(rival, losses)| CompetitorCounts {
+                    competitor: competitors[*rival as usize].clone(),
+                    losses: *losses,
+                    team_losses: team
+                        .rivals
+                        .get(rival)
+                        .copied()
+                        .unwrap_or(0)
+                        .saturating_sub(*losses),
                 })
+                .collect();
+            counts.sort_by(|a, b| a.competitor.cmp(&b.competitor));
+            let team_named = team.named.saturating_sub(named);
+            let rival = competitor::assess(
+                &counts,
+                named,
+                team_named,
+                &detect.competitor,
+                end_day - w.rivals_from,
+            );
+
+            // Diversion risk: the components that could be judged.
+            let mut components = Vec::new();
+            let mut push = |name: &'static str, finding: Option<&Finding>| {
+                if let Some(f) = finding {
+                    components.push(Component {
+                        name,
+                        p_value: f.p_value,
+                        observed: f.observed,
+                        expected: f.expected,
+                    });
+                }
             };
+            push("win rate", win.as_ref());
+            push("leakage", leak.as_ref());
+            push("book churn", churn.as_ref());
+            let rival_finding = rival.as_ref().map(|(f, _)| {
+                // Bonferroni over the competitors tested, as the detector decides.
+                let mut adjusted = f.clone();
+                adjusted.p_value = (f.p_value * counts.len().max(1) as f64).min(1.0);
+                adjusted
+            });
+            push("competitor share", rival_finding.as_ref());
+            let risk = diversion_risk::assess(&components, &detect.diversion_risk);
+            manager.gauges.risk_score = risk.as_ref().map_or(0.0, |r| stats::score(r.p_value));
+
+            // Evidence, built only when a transition is emitted.
+            let losses = &manager.losses;
+            let leaks = &manager.leaks;
+            let win_evidence = || {
+                largest_between(
+                    losses,
+                    window_start(&w.win_recent),
+                    at,
+                    max_evidence,
+                    |_| true,
+                )
+            };
+            let leak_evidence = || {
+                largest_between(
+                    leaks,
+                    window_start(&w.leak_recent),
+                    at,
+                    max_evidence,
+                    |_| true,
+                )
+            };
+            let churn_evidence = || book.map_or_else(Vec::new, |b| book_evidence(b, max_evidence));
+            let rival_name = rival.as_ref().map(|(_, name)| name.clone());
+            let rival_evidence = || {
+                largest_between(
+                    losses,
+                    Timestamp::from_day(w.rivals_from),
+                    at,
+                    max_evidence,
+                    |e| e.competitor.as_deref() == rival_name.as_deref(),
+                )
+            };
+            let draft =
+                |finding: &Option<Finding>, start: Timestamp, evidence: Vec<serde_json::Value>| {
+                    finding.clone().map(|finding| AlertDraft {
+                        manager_id: manager_id.clone(),
+                        team: team_name.clone(),
+                        account_id: None,
+                        window_start: start,
+                        window_end: at,
+                        finding,
+                        evidence,
+                    })
+                };
+            let subject = manager_id.as_str();
             lifecycle.observe(
                 AlertKind::WinRateDrop,
-                manager_id,
+                subject,
                 at,
-                finding.as_ref(),
-                draft,
+                win.as_ref(),
+                || draft(&win, window_start(&w.win_recent), win_evidence()),
+                out,
+            );
+            lifecycle.observe(
+                AlertKind::PipelineLeakage,
+                subject,
+                at,
+                leak.as_ref(),
+                || draft(&leak, window_start(&w.leak_recent), leak_evidence()),
+                out,
+            );
+            lifecycle.observe(
+                AlertKind::BookChurn,
+                subject,
+                at,
+                churn.as_ref(),
+                || draft(&churn, at, churn_evidence()),
+                out,
+            );
+            let rival_only = rival.as_ref().map(|(f, _)| f.clone());
+            lifecycle.observe(
+                AlertKind::CompetitorConcentration,
+                subject,
+                at,
+                rival_only.as_ref(),
+                || {
+                    draft(
+                        &rival_only,
+                        Timestamp::from_day(w.rivals_from),
+                        rival_evidence(),
+                    )
+                },
+                out,
+            );
+            let risk_evidence = || {
+                let mut items = churn_evidence();
+                items.truncate(max_evidence / 2);
+                for source in [win_evidence(), leak_evidence()] {
+                    items.extend(
+                        source
+                            .into_iter()
+                            .take(max_evidence.saturating_sub(items.len()) / 2 + 1),
+                    );
+                }
+                items.truncate(max_evidence);
+                items
+            };
+            let risk_start = window_start(&w.win_recent).min(window_start(&w.leak_recent));
+            lifecycle.observe(
+                AlertKind::DiversionRisk,
+                subject,
+                at,
+                risk.as_ref(),
+                || draft(&risk, risk_start, risk_evidence()),
                 out,
             );
         }
@@ -149,59 +470,27 @@ impl ManagerStage {
             .filter_map(|(name, team)| team.last_win_rate.map(|rate| (name.as_str(), rate)))
     }
 
-    /// (manager, team, win rate over the window) as of the last evaluation.
-    pub fn manager_win_rates(&self) -> impl Iterator<Item = (&str, &str, f64)> {
-        self.managers.iter().filter_map(|(id, manager)| {
-            manager
-                .last_win_rate
-                .map(|rate| (id.as_str(), manager.team.as_str(), rate))
-        })
-    }
-}
-
-fn days(seconds: u64) -> i64 {
-    (seconds as i64 + DAY - 1) / DAY
-}
-
-/// Keeps the `LOSS_EVIDENCE_KEPT` largest losses, dropping the smallest.
-fn remember_loss(losses: &mut Vec<EvidenceRef>, loss: EvidenceRef) {
-    losses.push(loss);
-    if losses.len() > LOSS_EVIDENCE_KEPT {
-        let smallest = losses
+    /// (manager, team, statistics) as of the last evaluation.
+    pub fn manager_gauges(&self) -> impl Iterator<Item = (&str, &str, &ManagerGauges)> {
+        self.managers
             .iter()
-            .enumerate()
-            .min_by(|(_, a), (_, b)| {
-                amount(a)
-                    .total_cmp(&amount(b))
-                    .then(a.occurred_at.cmp(&b.occurred_at))
-            })
-            .map(|(i, _)| i);
-        if let Some(i) = smallest {
-            losses.swap_remove(i);
-        }
+            .map(|(id, manager)| (id.as_str(), manager.team.as_str(), &manager.gauges))
     }
 }
 
-fn amount(evidence: &EvidenceRef) -> f64 {
-    evidence.amount.unwrap_or(0.0)
-}
-
-/// The largest losses before `until` first, ties by time then id, so
-/// evidence is deterministic and never cites an event after the evaluation.
-fn largest_losses(losses: &[EvidenceRef], until: Timestamp, max: usize) -> Vec<serde_json::Value> {
-    let mut sorted: Vec<&EvidenceRef> = losses
-        .iter()
-        .filter(|loss| loss.occurred_at < until)
-        .collect();
-    sorted.sort_by(|a, b| {
-        amount(b)
-            .total_cmp(&amount(a))
-            .then(a.occurred_at.cmp(&b.occurred_at))
-            .then(a.event_id.cmp(&b.event_id))
+/// The churning accounts of a book, those still visited first, each cited by
+/// its last order and latest visits.
+fn book_evidence(book: &Book, max: usize) -> Vec<serde_json::Value> {
+    let mut accounts: Vec<_> = book.churning_accounts.iter().collect();
+    accounts.sort_by(|a, b| {
+        b.visited
+            .cmp(&a.visited)
+            .then(a.p_value.total_cmp(&b.p_value))
+            .then(a.account_id.cmp(&b.account_id))
     });
-    sorted
-        .into_iter()
+    accounts
+        .iter()
+        .flat_map(|a| a.evidence.iter().map(EvidenceRef::to_json))
         .take(max)
-        .map(EvidenceRef::to_json)
         .collect()
 }

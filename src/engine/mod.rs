@@ -19,7 +19,7 @@ use crate::time::Timestamp;
 use account::AccountStage;
 use dedup::Dedup;
 use lifecycle::{ActiveAlert, Lifecycle};
-use manager::{EvaluationSettings, ManagerStage};
+use manager::{ManagerGauges, ManagerStage};
 use watermark::WatermarkTracker;
 
 /// What became of one input message (DESIGN §6: every message ends as one).
@@ -94,7 +94,8 @@ pub struct EngineStats {
     pub pending_or_firing: usize,
     pub active: Vec<ActiveAlert>,
     pub team_win_rates: Vec<(String, f64)>,
-    pub manager_win_rates: Vec<(String, String, f64)>,
+    /// (manager, team, statistics at the last evaluation).
+    pub managers_detail: Vec<(String, String, ManagerGauges)>,
 }
 
 /// The detection engine for one instance.
@@ -169,7 +170,7 @@ impl Engine {
             return Outcome::Duplicate;
         }
 
-        self.accounts.apply(&event, &mut self.facts);
+        self.accounts.apply(&event, &self.config, &mut self.facts);
         for fact in self.facts.drain(..) {
             self.managers.apply(fact);
         }
@@ -229,10 +230,10 @@ impl Engine {
                 .team_win_rates()
                 .map(|(t, r)| (t.to_owned(), r))
                 .collect(),
-            manager_win_rates: self
+            managers_detail: self
                 .managers
-                .manager_win_rates()
-                .map(|(m, t, r)| (m.to_owned(), t.to_owned(), r))
+                .manager_gauges()
+                .map(|(m, t, g)| (m.to_owned(), t.to_owned(), g.clone()))
                 .collect(),
         }
     }
@@ -253,19 +254,30 @@ impl Engine {
 
     fn evaluate_at(&mut self, at: Timestamp, out: &mut Vec<Alert>) {
         let first_new = out.len();
-        let settings = EvaluationSettings {
-            win_rate: &self.config.detect.win_rate,
-            max_evidence: self.config.alerts.max_evidence,
-        };
-        self.managers
-            .evaluate(at, &settings, &mut self.lifecycle, out);
-        // Managers are held in a hash map: order one evaluation's transitions
+        let report = self
+            .accounts
+            .evaluate(at, &self.config, &mut self.lifecycle, out);
+        for fact in report.facts {
+            self.managers.apply(fact);
+        }
+        self.managers.evaluate(
+            at,
+            &report.books,
+            &self.config,
+            self.config.alerts.max_evidence,
+            &mut self.lifecycle,
+            out,
+        );
+        // Entities are held in hash maps: order one evaluation's transitions
         // so that every replay emits them in the same order.
         out[first_new..].sort_by(|a, b| a.alert_id.cmp(&b.alert_id));
 
         self.dedup.expire(at);
-        let history = self.config.detect.win_rate.history + self.config.detect.win_rate.window;
+        let detect = &self.config.detect;
+        let reach = (detect.win_rate.history + detect.win_rate.window)
+            .max(detect.leakage.history + detect.leakage.window)
+            .max(detect.churn.business_baseline * 2);
         self.accounts
-            .expire_open_before(at.plus(-(history.as_secs() as i64)));
+            .expire_before(at.plus(-(reach.as_secs() as i64)));
     }
 }

@@ -5,48 +5,58 @@
 use std::collections::BTreeMap;
 use std::ops::{Add, AddAssign, Range, Sub};
 
-/// Won and lost deal counts.
+/// A proportion's counts: `hits` of `total` (won of closed deals, leaked
+/// of deals leaving the pipeline).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WinLoss {
-    pub won: u64,
-    pub lost: u64,
+pub struct Tally {
+    pub hits: u64,
+    pub total: u64,
 }
 
-impl WinLoss {
-    pub fn closed(self) -> u64 {
-        self.won + self.lost
+impl Tally {
+    pub fn hit() -> Tally {
+        Tally { hits: 1, total: 1 }
     }
 
-    /// Won / closed, or `None` when nothing closed.
+    pub fn miss() -> Tally {
+        Tally { hits: 0, total: 1 }
+    }
+
+    pub fn misses(self) -> u64 {
+        self.total - self.hits
+    }
+
+    /// hits / total, or `None` when the total is zero.
     pub fn rate(self) -> Option<f64> {
-        (self.closed() > 0).then(|| self.won as f64 / self.closed() as f64)
+        (self.total > 0).then(|| self.hits as f64 / self.total as f64)
     }
 }
 
-impl Add for WinLoss {
-    type Output = WinLoss;
-    fn add(self, other: WinLoss) -> WinLoss {
-        WinLoss {
-            won: self.won + other.won,
-            lost: self.lost + other.lost,
+impl Add for Tally {
+    type Output = Tally;
+    fn add(self, other: Tally) -> Tally {
+        Tally {
+            hits: self.hits + other.hits,
+            total: self.total + other.total,
         }
     }
 }
 
-impl AddAssign for WinLoss {
-    fn add_assign(&mut self, other: WinLoss) {
+impl AddAssign for Tally {
+    fn add_assign(&mut self, other: Tally) {
         *self = *self + other;
     }
 }
 
-impl Sub for WinLoss {
-    type Output = WinLoss;
+impl Sub for Tally {
+    type Output = Tally;
     /// Saturating: a part is never more than its whole here, but a bucket
     /// pruned on one side and not the other must not wrap around.
-    fn sub(self, other: WinLoss) -> WinLoss {
-        WinLoss {
-            won: self.won.saturating_sub(other.won),
-            lost: self.lost.saturating_sub(other.lost),
+    fn sub(self, other: Tally) -> Tally {
+        let total = self.total.saturating_sub(other.total);
+        Tally {
+            hits: self.hits.saturating_sub(other.hits).min(total),
+            total,
         }
     }
 }
@@ -112,14 +122,14 @@ mod tests {
         ) {
             let mut buckets = DailyBuckets::default();
             for (day, won) in &events {
-                buckets.add(*day, WinLoss { won: u64::from(*won), lost: u64::from(!*won) });
+                buckets.add(*day, if *won { Tally::hit() } else { Tally::miss() });
             }
             buckets.prune_before(prune);
             let range = start..start + len;
             let naive = events
                 .iter()
                 .filter(|(day, _)| range.contains(day) && *day >= prune)
-                .fold(WinLoss::default(), |acc, (_, won)| acc + WinLoss { won: u64::from(*won), lost: u64::from(!*won) });
+                .fold(Tally::default(), |acc, (_, won)| acc + if *won { Tally::hit() } else { Tally::miss() });
             prop_assert_eq!(buckets.sum(range), naive);
         }
     }

@@ -28,6 +28,11 @@ for k, n, a, b in [(3,30,14.1,15.9),(0,10,2,2),(5,40,20,20),(2,25,50.5,30.2),(10
     rows.append(("betabinom_lower", k, n, a, b, st.betabinom.cdf(k, n, a, b)))
 for k, n, a, b in [(8,10,2,8),(20,40,5,15),(3,5,1,1),(50,100,10,40),(12,30,2.5,22.5),(9,9,3,3),(25,60,4,36),(70,200,20,180)]:
     rows.append(("betabinom_upper", k, n, a, b, st.betabinom.sf(k - 1, n, a, b)))
+# gamma_survival: columns k=t (as x), n=shape, p_or_a=scale; chi2_upper: k=x, n=df.
+for t, shape, scale in [(30.0, 4.0, 5.0), (60.5, 4.0, 5.0), (10.0, 1.0, 10.0), (100.0, 2.5, 7.3), (3.0, 10.0, 1.5), (45.25, 6.2, 2.1)]:
+    rows.append(("gamma_survival", t, shape, scale, "", m.gammainc(m.mpf(shape), m.mpf(t) / m.mpf(scale), m.inf, regularized=True)))
+for x, df in [(10.0, 4), (32.2, 6), (3.0, 2), (50.0, 8), (0.5, 2), (80.1, 10)]:
+    rows.append(("chi2_upper", x, df, "", "", m.gammainc(m.mpf(df) / 2, m.mpf(x) / 2, m.inf, regularized=True)))
 print("test,k,n,p_or_a,b,value")
 for r in rows:
     r = r[:5] + (float(r[5]),)

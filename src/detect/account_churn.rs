@@ -1,0 +1,163 @@
+//! Account churn, on the clock (DESIGN §4): each account's usual gap between
+//! orders is learnt from its own history as a gamma distribution (moments of
+//! the gaps, exponentially weighted); the account is overdue when the time
+//! since its last order is improbable under that fit — `gamma_survival`
+//! below `alpha` — judged as the watermark passes, not when the next order
+//! finally comes.
+//!
+//! Time since the last order is measured in company business time: when the
+//! whole company orders at half its usual rate (a holiday), the clock runs at
+//! half speed, so a company-wide lull does not make every account overdue.
+//!
+//! A manager who keeps visiting an account that has stopped ordering is the
+//! strongest single sign of diversion, and a contract that was not renewed
+//! says the customer is leaving: either makes the account judged at
+//! `signal_alpha`, looser than `alpha`.
+
+use crate::alert::{Severity, StatTest};
+use crate::config::ChurnConfig;
+use crate::time::Timestamp;
+
+use super::Finding;
+
+/// The state of one account's ordering, as the account stage sees it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OrderSilence {
+    /// Days since the last order, on the wall of event time.
+    pub elapsed_days: f64,
+    /// The same in company business time (≤ elapsed when the company is slow).
+    pub business_days: f64,
+    /// Mean gap between the account's orders, days.
+    pub mean_gap: f64,
+    /// Gamma shape of the gaps.
+    pub shape: f64,
+    /// Activities the manager logged on the account since its last order.
+    pub visits_since: u32,
+    pub contract_lapsed: bool,
+    pub last_order: Timestamp,
+}
+
+/// The most gamma shape assumed: more regular than this is not believed.
+pub fn gamma_shape(mean: f64, variance: f64, max_shape: f64) -> f64 {
+    if variance <= 0.0 {
+        return max_shape;
+    }
+    (mean * mean / variance).clamp(0.5, max_shape)
+}
+
+/// Assesses one account with a learnt rhythm.
+pub fn assess(silence: &OrderSilence, config: &ChurnConfig) -> Finding {
+    let shape = round4(silence.shape);
+    let scale = round4(silence.mean_gap / silence.shape);
+    let t = round4(silence.business_days);
+    let test = StatTest::GammaSurvival { t, shape, scale };
+    let p_value = test.p_value();
+    let visited = silence.visits_since >= config.min_visits;
+    let alpha = if visited || silence.contract_lapsed {
+        config.signal_alpha
+    } else {
+        config.alpha
+    };
+    let mut signals = Vec::new();
+    if visited {
+        signals.push(format!(
+            "the manager logged {} activities on it since",
+            silence.visits_since
+        ));
+    }
+    if silence.contract_lapsed {
+        signals.push("its contract was not renewed".to_owned());
+    }
+    let lull = if silence.business_days + 0.5 < silence.elapsed_days {
+        format!(
+            " ({:.0} in business time, the company being slower than usual)",
+            silence.business_days
+        )
+    } else {
+        String::new()
+    };
+    let summary = format!(
+        "no order for {:.0} days{lull} since {}; usual gap {:.0} days{}",
+        silence.elapsed_days,
+        silence.last_order.date_string(),
+        silence.mean_gap,
+        if signals.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", signals.join(" and "))
+        }
+    );
+    Finding {
+        alerting: p_value < alpha,
+        holding: p_value < alpha * 10.0,
+        observed: silence.elapsed_days,
+        expected: silence.mean_gap,
+        test,
+        p_value,
+        severity: if p_value < config.critical_p_value {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        },
+        summary,
+    }
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn silence(days: f64) -> OrderSilence {
+        OrderSilence {
+            elapsed_days: days,
+            business_days: days,
+            mean_gap: 14.0,
+            shape: 4.0,
+            visits_since: 0,
+            contract_lapsed: false,
+            last_order: Timestamp(0),
+        }
+    }
+
+    #[test]
+    fn overdue_only_when_improbable() {
+        let config = Config::defaults().detect.churn;
+        assert!(!assess(&silence(20.0), &config).alerting);
+        assert!(assess(&silence(70.0), &config).alerting);
+    }
+
+    #[test]
+    fn visits_without_orders_are_judged_sooner() {
+        let config = Config::defaults().detect.churn;
+        let days = (10..100)
+            .map(f64::from)
+            .find(|d| assess(&silence(*d), &config).alerting)
+            .unwrap();
+        let visited = (10..100)
+            .map(f64::from)
+            .find(|d| {
+                assess(
+                    &OrderSilence {
+                        visits_since: 3,
+                        ..silence(*d)
+                    },
+                    &config,
+                )
+                .alerting
+            })
+            .unwrap();
+        assert!(visited < days, "{visited} vs {days}");
+    }
+
+    #[test]
+    fn the_published_parameters_recompute_the_p_value() {
+        let config = Config::defaults().detect.churn;
+        let f = assess(&silence(41.37), &config);
+        assert_eq!(f.test.p_value(), f.p_value);
+    }
+}

@@ -1,0 +1,151 @@
+//! A proportion against what was to be expected of this manager: the shared
+//! core of the win-rate and leakage detectors.
+//!
+//! Expected rate:
+//! 1. the manager's own history before the window, shrunk toward the team's
+//!    historical rate with a weight of at most `prior_strength` deals, and no
+//!    more than the team's history rests on (empirical Bayes: a new hire
+//!    starts at the team's rate, a veteran at their own);
+//! 2. moved by however much the rest of the team moved between its history
+//!    and the same window, on the log-odds scale, so a market-wide change is
+//!    not counted against one manager.
+//!
+//! Test: the beta-binomial tail in the direction of concern, with a + b the
+//! weight of the baseline (capped): the expected rate is itself an estimate,
+//! and a thin history must not make a confident accusation. Team figures
+//! exclude the manager (leave-one-out), so a manager cannot drag their own
+//! yardstick along.
+
+use crate::alert::{Severity, StatTest};
+use crate::engine::window::Tally;
+
+/// However long a manager's history, a rate drifts over years, so the
+/// baseline is never treated as exact.
+const MAX_BASELINE_WEIGHT: f64 = 200.0;
+
+/// Which way is suspicious.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// The rate fell (win rate).
+    Drop,
+    /// The rate rose (leakage).
+    Rise,
+}
+
+/// Thresholds of one rate detector.
+#[derive(Clone, Copy, Debug)]
+pub struct RateParams {
+    pub alpha: f64,
+    pub resolve_alpha: f64,
+    pub min_change: f64,
+    pub min_sample: u64,
+    pub prior_strength: f64,
+    pub critical_p_value: f64,
+}
+
+/// The counts one evaluation needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RateInputs {
+    /// The manager, recent window.
+    pub recent: Tally,
+    /// The manager, history before the window.
+    pub history: Tally,
+    /// The rest of the team, same window.
+    pub team_recent: Tally,
+    /// The rest of the team, same history.
+    pub team_history: Tally,
+}
+
+/// The numbers of one assessment, before a detector words them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RateAssessment {
+    pub observed: f64,
+    pub expected: f64,
+    pub test: StatTest,
+    pub p_value: f64,
+    pub alerting: bool,
+    pub holding: bool,
+    pub severity: Severity,
+    /// The rest of the team's smoothed rate (history, recent) when it moved
+    /// the expectation.
+    pub team_shift: Option<(f64, f64)>,
+}
+
+/// Assesses one manager; `None` when the sample or the baseline is too
+/// small to judge.
+pub fn assess(
+    inputs: &RateInputs,
+    params: &RateParams,
+    direction: Direction,
+) -> Option<RateAssessment> {
+    let n = inputs.recent.total;
+    if n < params.min_sample {
+        return None;
+    }
+    let k = inputs.recent.hits;
+    let observed = k as f64 / n as f64;
+
+    let team_history_rate = smoothed_rate(inputs.team_history);
+    let team_weight = params.prior_strength.min(inputs.team_history.total as f64);
+    let weight = team_weight + inputs.history.total as f64;
+    if weight < params.min_sample as f64 {
+        // No baseline to speak of yet (a new team of new hires): no judgement.
+        return None;
+    }
+    let baseline = (inputs.history.hits as f64 + team_weight * team_history_rate) / weight;
+
+    let team_moved = inputs.team_recent.total >= params.min_sample
+        && inputs.team_history.total >= params.min_sample;
+    let team_recent_rate = smoothed_rate(inputs.team_recent);
+    let shift = if team_moved {
+        logit(team_recent_rate) - logit(team_history_rate)
+    } else {
+        0.0
+    };
+    let expected = sigmoid(logit(baseline.clamp(1e-6, 1.0 - 1e-6)) + shift).clamp(1e-6, 1.0 - 1e-6);
+
+    let strength = weight.min(MAX_BASELINE_WEIGHT);
+    let (a, b) = (
+        round6(expected * strength),
+        round6((1.0 - expected) * strength),
+    );
+    let (test, change) = match direction {
+        Direction::Drop => (StatTest::BetabinomLower { k, n, a, b }, expected - observed),
+        Direction::Rise => (StatTest::BetabinomUpper { k, n, a, b }, observed - expected),
+    };
+    let p_value = test.p_value();
+    Some(RateAssessment {
+        observed,
+        expected,
+        alerting: p_value < params.alpha && change >= params.min_change,
+        holding: p_value < params.resolve_alpha && change >= params.min_change / 2.0,
+        severity: if p_value < params.critical_p_value {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        },
+        test,
+        p_value,
+        team_shift: team_moved.then_some((team_history_rate, team_recent_rate)),
+    })
+}
+
+/// Hits / total with one pseudo-hit and one pseudo-miss, so an empty or
+/// perfect record does not give a rate of exactly 0 or 1.
+fn smoothed_rate(counts: Tally) -> f64 {
+    (counts.hits as f64 + 1.0) / (counts.total as f64 + 2.0)
+}
+
+fn logit(p: f64) -> f64 {
+    (p / (1.0 - p)).ln()
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Parameters are published rounded; the p-value is computed from the
+/// rounded values so that it recomputes exactly.
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
