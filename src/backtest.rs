@@ -107,6 +107,14 @@ pub struct GroundTruth {
     pub days: i64,
     pub managers: Vec<LabelledManager>,
     pub diverters: Vec<LabelledDiverter>,
+    #[serde(default)]
+    pub churned_accounts: Vec<LabelledChurn>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LabelledChurn {
+    pub account_id: String,
+    pub at: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,6 +209,62 @@ pub fn score_managers(alerts: &[Alert], truth: &GroundTruth) -> ManagerScore {
             0.0
         },
         median_delay_days,
+    }
+}
+
+/// How account-churn alerts compare with the ground truth.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccountScore {
+    /// Churned accounts that churned at least `DETECTABLE_DAYS` before the end.
+    pub churned: usize,
+    pub detected: usize,
+    pub alerts: usize,
+    /// Alerts on accounts that had not churned (yet).
+    pub false_alerts: usize,
+    pub recall: f64,
+    pub precision: f64,
+}
+
+/// A churn this close to the end of the data cannot be expected to be seen.
+const DETECTABLE_DAYS: i64 = 60;
+
+/// Scores the firing account-churn transitions against labelled churn.
+pub fn score_accounts(alerts: &[Alert], truth: &GroundTruth) -> AccountScore {
+    let churned: BTreeMap<&str, Timestamp> = truth
+        .churned_accounts
+        .iter()
+        .filter_map(|c| Timestamp::parse_rfc3339(&c.at).map(|t| (c.account_id.as_str(), t)))
+        .collect();
+    let end =
+        Timestamp::parse_rfc3339(&truth.start).map_or(Timestamp(0), |s| s.plus(truth.days * DAY));
+    let mut detected = BTreeSet::new();
+    let (mut total, mut false_alerts) = (0, 0);
+    for alert in alerts {
+        if alert.status != Status::Firing || alert.kind != AlertKind::AccountChurn {
+            continue;
+        }
+        total += 1;
+        let account = alert.account_id.as_deref().unwrap_or_default();
+        match churned.get(account) {
+            Some(at) if alert.detected_at >= *at => {
+                detected.insert(account);
+            }
+            _ => false_alerts += 1,
+        }
+    }
+    let eligible: BTreeSet<&str> = churned
+        .iter()
+        .filter(|(_, at)| at.plus(DETECTABLE_DAYS * DAY) <= end)
+        .map(|(account, _)| *account)
+        .collect();
+    let found = eligible.intersection(&detected).count();
+    AccountScore {
+        churned: eligible.len(),
+        detected: found,
+        alerts: total,
+        false_alerts,
+        recall: ratio(found, eligible.len()),
+        precision: ratio(total - false_alerts, total),
     }
 }
 

@@ -170,6 +170,8 @@ pub struct ChurnConfig {
     pub reassign_grace: Duration,
     #[serde(with = "duration")]
     pub business_baseline: Duration,
+    #[serde(with = "duration")]
+    pub order_window: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -347,6 +349,9 @@ impl DetectConfig {
             return r.fail("churn.max_shape", "must be at least 1");
         }
         r.fraction("churn.value_fall_ratio", c.value_fall_ratio)?;
+        if c.order_window < Duration::from_secs(2 * 86_400) {
+            return r.fail("churn.order_window", "must be at least 2d");
+        }
         let b = &self.book_churn;
         r.thresholds("book_churn", b.alpha, b.resolve_alpha, b.critical_p_value)?;
         r.at_least_one("book_churn.min_accounts", b.min_accounts)?;

@@ -436,6 +436,12 @@ fn run_backtest(
             score.false_per_100_manager_years,
             score.median_delay_days.map_or("n/a".to_owned(), |d| format!("{d:.0} days"))
         )?;
+        let accounts = backtest::score_accounts(&report.alerts, &truth);
+        writeln!(
+            stdout,
+            "Accounts: {} of {} churned accounts detected (recall {:.2}); {} alerts, {} false (precision {:.2}).",
+            accounts.detected, accounts.churned, accounts.recall, accounts.alerts, accounts.false_alerts, accounts.precision
+        )?;
     }
     Ok(())
 }

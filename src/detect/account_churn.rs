@@ -94,6 +94,7 @@ pub fn assess(silence: &OrderSilence, config: &ChurnConfig) -> Finding {
         expected: silence.mean_gap,
         test,
         p_value,
+        component_p: p_value,
         severity: if p_value < config.critical_p_value {
             Severity::Critical
         } else {

@@ -1,17 +1,25 @@
-//! Book churn (DESIGN §4): how many of a manager's accounts are churning —
-//! overdue on their order rhythm, sharply down in order value, or not
-//! renewing — against what the company-wide churn rate predicts for a book
-//! that size (`binomial_upper`). Accounts that stopped ordering while the
-//! manager kept logging visits are tested the same way against the company
-//! rate of such accounts; the stronger of the two tests is reported, and
-//! must clear `alpha` / 2 (Bonferroni over the two).
+//! Book churn (DESIGN §4): is a manager losing their customers faster than
+//! the company? Three tests, the strongest reported (Bonferroni over all):
+//! 1. churning accounts — overdue on their rhythm, sharply down in order
+//!    value, or not renewing — against what the company-wide churn share
+//!    predicts for a book that size (`binomial_upper`);
+//! 2. the same for accounts that stopped ordering while the manager kept
+//!    logging visits, the strongest single sign of diversion
+//!    (`binomial_upper` against the company's share of such accounts);
+//! 3. order volume: the book's orders over half, one and two order windows
+//!    against the rest of the team's, each side expected from its accounts'
+//!    rhythms — the classic conditional test of two Poisson rates
+//!    (`binomial_lower`: k = the manager's orders, n = all orders, p = the
+//!    manager's expected share). A company-wide lull or a team's slow season
+//!    moves both sides alike and changes nothing.
 
 use crate::alert::{Severity, StatTest};
 use crate::config::BookChurnConfig;
 
 use super::Finding;
 
-/// One manager's book and the company around it (excluding the manager).
+/// One manager's book and the company and team around it (each excluding
+/// the manager).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct BookInputs {
     /// Accounts with a learnt order rhythm, not recently reassigned.
@@ -22,61 +30,130 @@ pub struct BookInputs {
     pub company_judged: u64,
     pub company_churning: u64,
     pub company_visited: u64,
+    /// Orders over half, one and two order windows, and expected ones.
+    pub orders: [u64; 3],
+    pub expected_orders: [f64; 3],
+    pub team_orders: [u64; 3],
+    pub team_expected_orders: [f64; 3],
 }
 
+/// Tests behind one finding: two count tests and three order windows.
+const TESTS: f64 = 5.0;
+
 pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<Finding> {
-    if book.judged < config.min_accounts || book.churning < config.min_churning {
+    if book.judged < config.min_accounts {
         return None;
     }
     // Half a pseudo-account so that a company without churn is not certainty.
     let rate = |k: u64, n: u64| (k as f64 + 0.5) / (n as f64 + 1.0);
     let churn_rate = rate(book.company_churning, book.company_judged);
     let visited_rate = rate(book.company_visited, book.company_judged);
-    let all = StatTest::BinomialUpper {
-        k: book.churning,
-        n: book.judged,
-        p: round6(churn_rate),
-    };
-    let visited = StatTest::BinomialUpper {
-        k: book.visited,
-        n: book.judged,
-        p: round6(visited_rate),
-    };
-    let (p_all, p_visited) = (all.p_value(), visited.p_value());
-    let (test, p_value, observed, expected) = if p_visited < p_all && book.visited > 0 {
-        (visited, p_visited, book.visited, visited_rate)
-    } else {
-        (all, p_all, book.churning, churn_rate)
-    };
-    let share = observed as f64 / book.judged as f64;
-    let summary = format!(
-        "{} of {} accounts churning ({} of them still visited by the manager); a book this size would have {:.1} churning at the company's rate of {:.1}%{}",
-        book.churning,
-        book.judged,
-        book.visited,
-        churn_rate * book.judged as f64,
-        100.0 * churn_rate,
-        if book.visited > 0 {
-            format!(", and {:.1} visited-but-silent at the company's {:.1}%", visited_rate * book.judged as f64, 100.0 * visited_rate)
-        } else {
-            String::new()
+    let mut candidates: Vec<Candidate> = Vec::new();
+    if book.churning >= config.min_churning {
+        let share = book.churning as f64 / book.judged as f64;
+        candidates.push(Candidate::new(
+            StatTest::BinomialUpper {
+                k: book.churning,
+                n: book.judged,
+                p: round6(churn_rate),
+            },
+            share,
+            churn_rate,
+            share - churn_rate >= config.min_excess,
+        ));
+        let visited_share = book.visited as f64 / book.judged as f64;
+        candidates.push(Candidate::new(
+            StatTest::BinomialUpper {
+                k: book.visited,
+                n: book.judged,
+                p: round6(visited_rate),
+            },
+            visited_share,
+            visited_rate,
+            book.visited >= config.min_churning
+                && visited_share - visited_rate >= config.min_excess,
+        ));
+    }
+    for i in 0..3 {
+        let (own, rest) = (book.expected_orders[i], book.team_expected_orders[i]);
+        let n = book.orders[i] + book.team_orders[i];
+        if own < 1.0 || rest < 1.0 || n == 0 {
+            continue;
         }
-    );
-    let excess = share - expected >= config.min_excess;
+        let p = round6(own / (own + rest));
+        let k = book.orders[i];
+        // Orders this far below the rhythms' prediction, relative to the team.
+        let shortfall = k as f64 / (n as f64 * p);
+        candidates.push(Candidate::new(
+            StatTest::BinomialLower { k, n, p },
+            shortfall,
+            1.0,
+            shortfall <= 1.0 - 2.0 * config.min_excess,
+        ));
+    }
+    let best = candidates
+        .into_iter()
+        .min_by(|a, b| a.p_value.total_cmp(&b.p_value))?;
+    let adjusted = (best.p_value * TESTS).min(1.0);
+    let summary = match best.test {
+        StatTest::BinomialLower { k, .. } => {
+            let i = (0..3).find(|i| book.orders[*i] == k).unwrap_or(1);
+            format!(
+                "the book placed {k} orders where its accounts' rhythms predict {:.1} ({:.0}% of normal, against the rest of the team's pace); {} of {} accounts churning, {} of them still visited",
+                book.expected_orders[i],
+                100.0 * best.observed,
+                book.churning,
+                book.judged,
+                book.visited
+            )
+        }
+        _ => format!(
+            "{} of {} accounts churning ({} of them still visited by the manager); a book this size would have {:.1} churning at the company's rate of {:.1}% and {:.1} visited-but-silent at {:.1}%",
+            book.churning,
+            book.judged,
+            book.visited,
+            churn_rate * book.judged as f64,
+            100.0 * churn_rate,
+            visited_rate * book.judged as f64,
+            100.0 * visited_rate
+        ),
+    };
     Some(Finding {
-        alerting: 2.0 * p_value < config.alpha && excess,
-        holding: 2.0 * p_value < config.resolve_alpha,
-        observed: share,
-        expected,
-        test,
-        p_value,
-        severity: if p_value < config.critical_p_value {
+        alerting: adjusted < config.alpha && best.effect,
+        holding: adjusted < config.resolve_alpha,
+        observed: best.observed,
+        expected: best.expected,
+        test: best.test,
+        p_value: best.p_value,
+        component_p: adjusted,
+        severity: if adjusted < config.critical_p_value {
             Severity::Critical
         } else {
             Severity::Warning
         },
         summary,
     })
+}
+
+struct Candidate {
+    test: StatTest,
+    p_value: f64,
+    observed: f64,
+    expected: f64,
+    /// Whether the effect is large enough to matter, besides significant.
+    effect: bool,
+}
+
+impl Candidate {
+    fn new(test: StatTest, observed: f64, expected: f64, effect: bool) -> Candidate {
+        Candidate {
+            p_value: test.p_value(),
+            test,
+            observed,
+            expected,
+            effect,
+        }
+    }
 }
 
 fn round6(x: f64) -> f64 {
@@ -88,25 +165,51 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    #[test]
-    fn a_book_churning_far_above_the_company_alerts() {
-        let config = Config::defaults().detect.book_churn;
-        let book = BookInputs {
+    fn book() -> BookInputs {
+        BookInputs {
             judged: 10,
-            churning: 5,
-            visited: 4,
+            churning: 1,
+            visited: 0,
             company_judged: 4000,
             company_churning: 80,
             company_visited: 8,
+            orders: [8, 15, 30],
+            expected_orders: [7.5, 15.0, 30.0],
+            team_orders: [50, 100, 200],
+            team_expected_orders: [50.0, 100.0, 200.0],
+        }
+    }
+
+    #[test]
+    fn a_book_churning_far_above_the_company_alerts() {
+        let config = Config::defaults().detect.book_churn;
+        let churning = BookInputs {
+            churning: 5,
+            visited: 4,
+            ..book()
         };
-        let f = assess(&book, &config).unwrap();
+        let f = assess(&churning, &config).unwrap();
         assert!(f.alerting, "{f:?}");
         assert_eq!(f.test.p_value(), f.p_value);
-        let ordinary = BookInputs {
-            churning: 1,
-            visited: 0,
-            ..book
+        assert!(!assess(&book(), &config).unwrap().alerting);
+    }
+
+    #[test]
+    fn orders_far_below_the_rhythms_alert_and_a_lull_does_not() {
+        let config = Config::defaults().detect.book_churn;
+        let silent = BookInputs {
+            orders: [0, 1, 4],
+            ..book()
         };
-        assert!(assess(&ordinary, &config).is_none_or(|f| !f.alerting));
+        let f = assess(&silent, &config).unwrap();
+        assert!(f.alerting, "{f:?}");
+        assert!(matches!(f.test, StatTest::BinomialLower { .. }));
+        // Everyone orders half as much: the team comparison absorbs it.
+        let lull = BookInputs {
+            orders: [4, 7, 15],
+            team_orders: [25, 50, 100],
+            ..book()
+        };
+        assert!(!assess(&lull, &config).unwrap().alerting);
     }
 }

@@ -61,6 +61,7 @@ pub fn assess(
         expected: team_share,
         test,
         p_value,
+        component_p: (p_value * tested).min(1.0),
         severity: if p_value * tested < config.critical_p_value {
             Severity::Critical
         } else {

@@ -52,6 +52,7 @@ pub fn assess(components: &[Component], config: &DiversionRiskConfig) -> Option<
         expected: 2.0 * components.len() as f64,
         test: StatTest::FisherCombined { p_values },
         p_value,
+        component_p: p_value,
         severity: if p_value < config.critical_p_value {
             Severity::Critical
         } else {

@@ -22,15 +22,17 @@ impl LeakageConfig {
     }
 }
 
-/// Assesses one manager. `recent.hits` are leaked deals, `recent.total`
+/// Assesses one manager over the recent `windows` (inputs and length in
+/// days; see [`rate::assess_windows`]). `recent.hits` are leaked deals, `recent.total`
 /// every deal that left the pipeline.
 pub fn assess(
-    inputs: &RateInputs,
+    windows: &[(RateInputs, i64)],
     config: &LeakageConfig,
     team: &str,
-    window_days: i64,
 ) -> Option<Finding> {
-    let a = rate::assess(inputs, &config.params(), Direction::Rise)?;
+    let inputs: Vec<RateInputs> = windows.iter().map(|(inputs, _)| *inputs).collect();
+    let (a, chosen) = rate::assess_windows(&inputs, &config.params(), Direction::Rise)?;
+    let (inputs, window_days) = (&windows[chosen].0, windows[chosen].1);
     let movement = match a.team_shift {
         Some((before, now)) => format!(
             ", adjusted for the rest of {team} moving from {:.0}% to {:.0}%",
@@ -55,6 +57,7 @@ pub fn assess(
         expected: a.expected,
         test: a.test,
         p_value: a.p_value,
+        component_p: a.component_p,
         severity: a.severity,
         summary,
     })
@@ -88,7 +91,7 @@ mod tests {
                 total: 1600,
             },
         };
-        let finding = assess(&inputs, &config, "t", 90).unwrap();
+        let finding = assess(&[(inputs, 90)], &config, "t").unwrap();
         assert!(finding.alerting, "{finding:?}");
         assert!(matches!(
             finding.test,

@@ -24,6 +24,9 @@ pub struct Finding {
     pub expected: f64,
     pub test: StatTest,
     pub p_value: f64,
+    /// The p-value this finding brings to diversion risk: `p_value` after
+    /// any correction for the several tests behind it.
+    pub component_p: f64,
     pub severity: Severity,
     /// One sentence stating observed and expected plainly.
     pub summary: String,

@@ -63,6 +63,10 @@ pub struct RateAssessment {
     pub expected: f64,
     pub test: StatTest,
     pub p_value: f64,
+    /// `p_value` corrected for the windows tried.
+    pub component_p: f64,
+    /// How far the rate moved in the suspicious direction.
+    pub change: f64,
     pub alerting: bool,
     pub holding: bool,
     pub severity: Severity,
@@ -71,8 +75,37 @@ pub struct RateAssessment {
     pub team_shift: Option<(f64, f64)>,
 }
 
-/// Assesses one manager; `None` when the sample or the baseline is too
-/// small to judge.
+/// Assesses one manager over several recent windows (shortest first, each
+/// against the same history before the longest) and keeps the most
+/// significant: a short window sees an abrupt change soon, a long one a
+/// gradual change at all. Thresholds apply to the p-value times the number
+/// of windows (Bonferroni). Returns the assessment and the window's index;
+/// `None` when no window has the sample and baseline to judge.
+pub fn assess_windows(
+    windows: &[RateInputs],
+    params: &RateParams,
+    direction: Direction,
+) -> Option<(RateAssessment, usize)> {
+    let tests = windows.len() as f64;
+    let (index, mut best) = windows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, inputs)| assess(inputs, params, direction).map(|a| (i, a)))
+        .min_by(|a, b| a.1.p_value.total_cmp(&b.1.p_value))?;
+    let adjusted = (best.p_value * tests).min(1.0);
+    best.component_p = adjusted;
+    best.alerting = adjusted < params.alpha && best.change >= params.min_change;
+    best.holding = adjusted < params.resolve_alpha && best.change >= params.min_change / 2.0;
+    best.severity = if adjusted < params.critical_p_value {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
+    Some((best, index))
+}
+
+/// Assesses one manager over one window; `None` when the sample or the
+/// baseline is too small to judge.
 pub fn assess(
     inputs: &RateInputs,
     params: &RateParams,
@@ -117,6 +150,8 @@ pub fn assess(
     Some(RateAssessment {
         observed,
         expected,
+        component_p: p_value,
+        change,
         alerting: p_value < params.alpha && change >= params.min_change,
         holding: p_value < params.resolve_alpha && change >= params.min_change / 2.0,
         severity: if p_value < params.critical_p_value {

@@ -20,15 +20,17 @@ impl WinRateConfig {
     }
 }
 
-/// Assesses one manager; `None` when too few deals closed to judge.
+/// Assesses one manager over the recent `windows` (inputs and length in
+/// days; see [`rate::assess_windows`]); `None` when too few deals closed.
 /// `recent.hits` are won deals, `recent.total` closed (won + lost) ones.
 pub fn assess(
-    inputs: &RateInputs,
+    windows: &[(RateInputs, i64)],
     config: &WinRateConfig,
     team: &str,
-    window_days: i64,
 ) -> Option<Finding> {
-    let a = rate::assess(inputs, &config.params(), Direction::Drop)?;
+    let inputs: Vec<RateInputs> = windows.iter().map(|(inputs, _)| *inputs).collect();
+    let (a, chosen) = rate::assess_windows(&inputs, &config.params(), Direction::Drop)?;
+    let (inputs, window_days) = (&windows[chosen].0, windows[chosen].1);
     let movement = match a.team_shift {
         Some((before, now)) => format!(
             ", adjusted for the rest of {team} moving from {:.0}% to {:.0}%",
@@ -53,6 +55,7 @@ pub fn assess(
         expected: a.expected,
         test: a.test,
         p_value: a.p_value,
+        component_p: a.component_p,
         severity: a.severity,
         summary,
     })
@@ -83,7 +86,7 @@ mod tests {
             team_recent: wl(200, 200),
             team_history: wl(800, 800),
         };
-        let finding = assess(&inputs, &config(), "team-3", 90).unwrap();
+        let finding = assess(&[(inputs, 90)], &config(), "team-3").unwrap();
         assert!(finding.alerting, "{finding:?}");
         assert!((finding.observed - 0.1).abs() < 1e-12);
         assert!((finding.expected - 0.5).abs() < 0.01);
@@ -106,7 +109,7 @@ mod tests {
             team_recent: wl(60, 340),
             team_history: wl(800, 800),
         };
-        let finding = assess(&inputs, &config(), "team-3", 90).unwrap();
+        let finding = assess(&[(inputs, 90)], &config(), "team-3").unwrap();
         assert!(!finding.alerting, "{finding:?}");
         assert!(finding.expected < 0.2);
     }
@@ -120,7 +123,7 @@ mod tests {
             team_recent: wl(100, 100),
             team_history: wl(3, 0),
         };
-        assert_eq!(assess(&inputs, &config(), "t", 90), None);
+        assert_eq!(assess(&[(inputs, 90)], &config(), "t"), None);
     }
 
     #[test]
@@ -130,7 +133,7 @@ mod tests {
             history: wl(60, 60),
             ..Default::default()
         };
-        assert_eq!(assess(&inputs, &config(), "t", 90), None);
+        assert_eq!(assess(&[(inputs, 90)], &config(), "t"), None);
     }
 
     #[test]
@@ -145,8 +148,8 @@ mod tests {
             history: wl(0, 0),
             ..veteran
         };
-        let v = assess(&veteran, &config(), "t", 90).unwrap();
-        let n = assess(&new_hire, &config(), "t", 90).unwrap();
+        let v = assess(&[(veteran, 90)], &config(), "t").unwrap();
+        let n = assess(&[(new_hire, 90)], &config(), "t").unwrap();
         assert!((v.expected - n.expected).abs() < 0.02);
         assert!(n.p_value > v.p_value, "thin history must weaken the test");
     }
@@ -159,7 +162,7 @@ mod tests {
             team_recent: wl(150, 170),
             team_history: wl(500, 530),
         };
-        let finding = assess(&inputs, &config(), "t", 90).unwrap();
+        let finding = assess(&[(inputs, 90)], &config(), "t").unwrap();
         assert_eq!(finding.test.p_value(), finding.p_value);
     }
 }

@@ -23,6 +23,10 @@ use super::window::DailyBuckets;
 /// Activities kept per account as evidence of visits without orders.
 const VISITS_KEPT: usize = 4;
 
+/// Order times kept per account: enough to count orders over the longest
+/// order-volume window for all but the busiest accounts.
+const RECENT_ORDERS: usize = 12;
+
 /// All accounts this instance owns, and the company's order rate as they see it.
 #[derive(Debug, Default)]
 pub struct AccountStage {
@@ -44,6 +48,8 @@ struct AccountState {
     /// Activities logged since the last order.
     visits_since: u32,
     recent_visits: Vec<EvidenceRef>,
+    /// Times of the latest orders, newest first (0: none), for order volume.
+    recent_orders: [i64; RECENT_ORDERS],
     /// The latest contract that ended without renewal.
     lapsed: Option<EvidenceRef>,
     /// Whether the lifecycle holds an account-churn entry for this account.
@@ -97,6 +103,15 @@ impl Rhythm {
         self.orders += 1;
     }
 
+    /// The gamma shape judged by: the moment estimate taken one standard
+    /// error toward irregular (the estimate is noisy and an overconfident
+    /// rhythm accuses), at most half the gaps seen and at most `max_shape`.
+    fn believed_shape(&self, max_shape: f64) -> f64 {
+        let n = f64::from(self.gaps).min(RHYTHM_MEMORY);
+        let estimate = account_churn::gamma_shape(self.gap_mean, self.gap_var, max_shape);
+        (estimate / (1.0 + (2.0 / n).sqrt())).clamp(0.5, max_shape.min(n / 2.0).max(0.5))
+    }
+
     /// Whether the last three orders average below `ratio` of the usual value.
     fn value_fell(&self, ratio: f64, min_orders: u32) -> bool {
         self.orders >= min_orders + 3
@@ -115,6 +130,11 @@ pub struct Book {
     pub visited: u64,
     /// The churning accounts, for evidence.
     pub churning_accounts: Vec<ChurningAccount>,
+    /// Orders placed by the judged accounts over the order windows
+    /// (half, one and two `order_window`s back from the evaluation) ...
+    pub orders: [u64; 3],
+    /// ... and how many their rhythms would have placed.
+    pub expected_orders: [f64; 3],
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +169,7 @@ impl AccountStage {
                 last_order: None,
                 visits_since: 0,
                 recent_visits: Vec::new(),
+                recent_orders: [0; RECENT_ORDERS],
                 lapsed: None,
                 watched: false,
             });
@@ -170,6 +191,8 @@ impl AccountStage {
                         account.rhythm.add_order(gap, *amount);
                     }
                     account.last_order = Some(evidence_of(event, None));
+                    account.recent_orders.rotate_right(1);
+                    account.recent_orders[0] = at.0;
                     account.visits_since = 0;
                     account.recent_visits.clear();
                 }
@@ -443,11 +466,7 @@ fn judge_rhythm(
                 elapsed_days,
                 business_days,
                 mean_gap: account.rhythm.gap_mean,
-                shape: account_churn::gamma_shape(
-                    account.rhythm.gap_mean,
-                    account.rhythm.gap_var,
-                    churn.max_shape,
-                ),
+                shape: account.rhythm.believed_shape(churn.max_shape),
                 visits_since: account.visits_since,
                 contract_lapsed: lapsed.is_some(),
                 last_order: last_order.occurred_at,
@@ -496,6 +515,18 @@ fn judge_rhythm(
             ..Book::default()
         });
     book.judged += 1;
+    if judged {
+        let window = churn.order_window.as_secs() as i64;
+        for (i, span) in [window / 2, window, 2 * window].into_iter().enumerate() {
+            let since = at.0 - span;
+            book.orders[i] += account
+                .recent_orders
+                .iter()
+                .filter(|t| **t > 0 && **t >= since && **t < at.0)
+                .count() as u64;
+            book.expected_orders[i] += span as f64 / DAY as f64 / account.rhythm.gap_mean.max(1.0);
+        }
+    }
     if churning {
         let visited = account.visits_since >= churn.min_visits;
         book.churning += 1;

@@ -223,6 +223,7 @@ mod tests {
                 p: 0.5,
             },
             p_value: 1e-5,
+            component_p: 1e-5,
             severity: Severity::Warning,
             summary: "s".into(),
         }

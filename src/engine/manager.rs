@@ -5,6 +5,7 @@
 //! findings to the lifecycle.
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 
 use crate::alert::{Alert, AlertKind};
 use crate::config::{Config, DetectConfig};
@@ -67,23 +68,30 @@ pub struct ManagerGauges {
 
 /// Windows of one detect configuration, as day ranges ending at an evaluation.
 struct Windows {
-    win_recent: std::ops::Range<i64>,
-    win_history: std::ops::Range<i64>,
-    leak_recent: std::ops::Range<i64>,
-    leak_history: std::ops::Range<i64>,
+    /// Recent windows of the win rate: a third, two thirds and all of `window`.
+    win_recent: [Range<i64>; 3],
+    /// Its history, before the longest recent window.
+    win_history: Range<i64>,
+    leak_recent: [Range<i64>; 3],
+    leak_history: Range<i64>,
     rivals_from: i64,
 }
 
 impl Windows {
     fn new(end_day: i64, detect: &DetectConfig) -> Windows {
         let days = |d: std::time::Duration| (d.as_secs() as i64 + DAY - 1) / DAY;
-        let win_start = end_day - days(detect.win_rate.window);
-        let leak_start = end_day - days(detect.leakage.window);
+        let recent = |window: i64| {
+            std::array::from_fn(|i| end_day - (window * (i as i64 + 1) / 3).max(1)..end_day)
+        };
+        let win: [Range<i64>; 3] = recent(days(detect.win_rate.window));
+        let leak: [Range<i64>; 3] = recent(days(detect.leakage.window));
+        let win_start = win[2].start;
+        let leak_start = leak[2].start;
         Windows {
-            win_recent: win_start..end_day,
             win_history: win_start - days(detect.win_rate.history)..win_start,
-            leak_recent: leak_start..end_day,
             leak_history: leak_start - days(detect.leakage.history)..leak_start,
+            win_recent: win,
+            leak_recent: leak,
             rivals_from: end_day - days(detect.competitor.window),
         }
     }
@@ -97,13 +105,47 @@ impl Windows {
     }
 }
 
-/// A team's sums over the windows.
+/// Per-window rate inputs: the manager's counts against the rest of the team's.
+fn rate_windows(
+    own: &DailyBuckets<Tally>,
+    team: &[Tally; 4],
+    recent: &[Range<i64>; 3],
+    history: &Range<i64>,
+) -> [(RateInputs, i64); 3] {
+    let own_history = own.sum(history.clone());
+    std::array::from_fn(|i| {
+        let own_recent = own.sum(recent[i].clone());
+        let inputs = RateInputs {
+            recent: own_recent,
+            history: own_history,
+            team_recent: team[i] - own_recent,
+            team_history: team[3] - own_history,
+        };
+        (inputs, recent[i].end - recent[i].start)
+    })
+}
+
+/// A team's sums over the windows: the three recent ones, then the history.
 #[derive(Default, Clone)]
 struct TeamSums {
-    closes: (Tally, Tally),
-    exits: (Tally, Tally),
+    closes: [Tally; 4],
+    exits: [Tally; 4],
     rivals: HashMap<u32, u64>,
     named: u64,
+}
+
+/// A series' sums over three recent windows and a history.
+fn sums_over(
+    series: &DailyBuckets<Tally>,
+    recent: &[Range<i64>; 3],
+    history: &Range<i64>,
+) -> [Tally; 4] {
+    [
+        series.sum(recent[0].clone()),
+        series.sum(recent[1].clone()),
+        series.sum(recent[2].clone()),
+        series.sum(history.clone()),
+    ]
 }
 
 impl ManagerStage {
@@ -183,14 +225,8 @@ impl ManagerStage {
                 team.rivals.pop_front();
             }
             let mut sums = TeamSums {
-                closes: (
-                    team.closes.sum(w.win_recent.clone()),
-                    team.closes.sum(w.win_history.clone()),
-                ),
-                exits: (
-                    team.exits.sum(w.leak_recent.clone()),
-                    team.exits.sum(w.leak_history.clone()),
-                ),
+                closes: sums_over(&team.closes, &w.win_recent, &w.win_history),
+                exits: sums_over(&team.exits, &w.leak_recent, &w.leak_history),
                 ..TeamSums::default()
             };
             for (day, rival) in &team.rivals {
@@ -199,7 +235,7 @@ impl ManagerStage {
                     sums.named += 1;
                 }
             }
-            team.last_win_rate = sums.closes.0.rate();
+            team.last_win_rate = sums.closes[2].rate();
             team_sums.insert(name.clone(), sums);
         }
         let company = books
@@ -210,6 +246,15 @@ impl ManagerStage {
                 company_visited: acc.company_visited + b.visited,
                 ..acc
             });
+        // Orders and expected orders per team, over the three order windows.
+        let mut team_orders: HashMap<&str, ([u64; 3], [f64; 3])> = HashMap::new();
+        for book in books.values() {
+            let entry = team_orders.entry(book.team.as_str()).or_default();
+            for i in 0..3 {
+                entry.0[i] += book.orders[i];
+                entry.1[i] += book.expected_orders[i];
+            }
+        }
 
         let competitors = &self.competitors;
         for (manager_id, manager) in self.managers.iter_mut() {
@@ -224,11 +269,11 @@ impl ManagerStage {
             {
                 manager.rivals.pop_front();
             }
-            let window_start = |range: &std::ops::Range<i64>| Timestamp::from_day(range.start);
+            let window_start = |ranges: &[Range<i64>; 3]| Timestamp::from_day(ranges[2].start);
             let oldest = Timestamp::from_day(
-                w.win_recent
+                w.win_recent[2]
                     .start
-                    .min(w.leak_recent.start)
+                    .min(w.leak_recent[2].start)
                     .min(w.rivals_from),
             );
             manager.losses.retain(|e| e.occurred_at >= oldest);
@@ -236,55 +281,38 @@ impl ManagerStage {
 
             let team = team_sums.get(&manager.team).cloned().unwrap_or_default();
             let team_name = manager.team.clone();
-            let window_days = |range: &std::ops::Range<i64>| range.end - range.start;
 
-            // Win rate.
-            let own = (
-                manager.closes.sum(w.win_recent.clone()),
-                manager.closes.sum(w.win_history.clone()),
-            );
-            let inputs = RateInputs {
-                recent: own.0,
-                history: own.1,
-                team_recent: team.closes.0 - own.0,
-                team_history: team.closes.1 - own.1,
-            };
-            manager.gauges.win_rate = own.0.rate();
-            let win = win_rate::assess(
-                &inputs,
-                &detect.win_rate,
-                &team_name,
-                window_days(&w.win_recent),
-            );
-
-            // Leakage.
-            let own = (
-                manager.exits.sum(w.leak_recent.clone()),
-                manager.exits.sum(w.leak_history.clone()),
-            );
-            let inputs = RateInputs {
-                recent: own.0,
-                history: own.1,
-                team_recent: team.exits.0 - own.0,
-                team_history: team.exits.1 - own.1,
-            };
-            manager.gauges.leakage_ratio = own.0.rate();
-            let leak = leakage::assess(
-                &inputs,
-                &detect.leakage,
-                &team_name,
-                window_days(&w.leak_recent),
-            );
+            // Win rate and leakage, each over three recent windows.
+            let windows =
+                rate_windows(&manager.closes, &team.closes, &w.win_recent, &w.win_history);
+            manager.gauges.win_rate = windows[2].0.recent.rate();
+            let win = win_rate::assess(&windows, &detect.win_rate, &team_name);
+            let windows =
+                rate_windows(&manager.exits, &team.exits, &w.leak_recent, &w.leak_history);
+            manager.gauges.leakage_ratio = windows[2].0.recent.rate();
+            let leak = leakage::assess(&windows, &detect.leakage, &team_name);
 
             // Book churn.
             let book = books.get(manager_id);
-            let own_book = book.map_or(BookInputs::default(), |b| BookInputs {
-                judged: b.judged,
-                churning: b.churning,
-                visited: b.visited,
-                company_judged: company.company_judged - b.judged,
-                company_churning: company.company_churning - b.churning,
-                company_visited: company.company_visited - b.visited,
+            let own_book = book.map_or(BookInputs::default(), |b| {
+                let (orders, expected) = team_orders
+                    .get(b.team.as_str())
+                    .copied()
+                    .unwrap_or_default();
+                BookInputs {
+                    judged: b.judged,
+                    churning: b.churning,
+                    visited: b.visited,
+                    company_judged: company.company_judged - b.judged,
+                    company_churning: company.company_churning - b.churning,
+                    company_visited: company.company_visited - b.visited,
+                    orders: b.orders,
+                    expected_orders: b.expected_orders,
+                    team_orders: std::array::from_fn(|i| orders[i].saturating_sub(b.orders[i])),
+                    team_expected_orders: std::array::from_fn(|i| {
+                        (expected[i] - b.expected_orders[i]).max(0.0)
+                    }),
+                }
             });
             manager.gauges.overdue_accounts = own_book.churning;
             let churn = book_churn::assess(&own_book, &detect.book_churn);
@@ -327,7 +355,7 @@ impl ManagerStage {
                 if let Some(f) = finding {
                     components.push(Component {
                         name,
-                        p_value: f.p_value,
+                        p_value: f.component_p,
                         observed: f.observed,
                         expected: f.expected,
                     });
@@ -336,13 +364,7 @@ impl ManagerStage {
             push("win rate", win.as_ref());
             push("leakage", leak.as_ref());
             push("book churn", churn.as_ref());
-            let rival_finding = rival.as_ref().map(|(f, _)| {
-                // Bonferroni over the competitors tested, as the detector decides.
-                let mut adjusted = f.clone();
-                adjusted.p_value = (f.p_value * counts.len().max(1) as f64).min(1.0);
-                adjusted
-            });
-            push("competitor share", rival_finding.as_ref());
+            push("competitor share", rival.as_ref().map(|(f, _)| f));
             let risk = diversion_risk::assess(&components, &detect.diversion_risk);
             manager.gauges.risk_score = risk.as_ref().map_or(0.0, |r| stats::score(r.p_value));
 
