@@ -182,6 +182,7 @@ impl Metrics {
             ("managers", stats.managers),
             ("teams", stats.teams),
             ("event_ids", stats.remembered_event_ids),
+            ("buffered_events", stats.buffered_events),
             ("alerts", stats.pending_or_firing),
         ] {
             self.state_entities

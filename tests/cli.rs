@@ -103,7 +103,8 @@ fn simulate_then_backtest_writes_alerts_and_a_summary() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(stdout.contains("Replayed"), "{stdout}");
-    assert!(stdout.contains("win_rate_drop"), "{stdout}");
+    assert!(stdout.contains("  alerts "), "{stdout}");
+    assert!(stdout.contains("churned accounts detected"), "{stdout}");
     assert!(stdout.contains("diverters detected"), "{stdout}");
     let written = std::fs::read_to_string(&alerts).unwrap();
     assert!(written.lines().count() >= 2);

@@ -11,6 +11,9 @@ pub mod manager;
 pub mod watermark;
 pub mod window;
 
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
 use crate::alert::Alert;
 use crate::config::Config;
 use crate::event::{decode, DecodeError, DecodeLimits, Event};
@@ -90,6 +93,8 @@ pub struct EngineStats {
     pub managers: usize,
     pub teams: usize,
     pub remembered_event_ids: usize,
+    /// On-time events waiting for the watermark to pass them.
+    pub buffered_events: usize,
     pub dedup_evictions: u64,
     pub pending_or_firing: usize,
     pub active: Vec<ActiveAlert>,
@@ -113,6 +118,32 @@ pub struct Engine {
     next_evaluation: Option<Timestamp>,
     /// Scratch space for the facts of one event, reused to avoid allocation.
     facts: Vec<fact::Fact>,
+    /// On-time events not yet behind the watermark, applied in event-time
+    /// order as it passes them.
+    pending: BinaryHeap<Reverse<InEventTime>>,
+}
+
+/// An event ordered by event time, then id (ids are unique once deduplicated).
+struct InEventTime(Event);
+
+impl PartialEq for InEventTime {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for InEventTime {}
+
+impl PartialOrd for InEventTime {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for InEventTime {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.0.occurred_at, &self.0.event_id).cmp(&(other.0.occurred_at, &other.0.event_id))
+    }
 }
 
 impl Engine {
@@ -132,6 +163,7 @@ impl Engine {
             lifecycle: Lifecycle::new(config.alerts.for_evaluations, config.alerts.resolve_after),
             next_evaluation: None,
             facts: Vec::new(),
+            pending: BinaryHeap::new(),
         }
     }
 
@@ -170,12 +202,13 @@ impl Engine {
             return Outcome::Duplicate;
         }
 
-        self.accounts.apply(&event, &self.config, &mut self.facts);
-        for fact in self.facts.drain(..) {
-            self.managers.apply(fact);
+        let at = event.occurred_at;
+        if late {
+            self.apply_now(&event);
+        } else {
+            self.pending.push(Reverse(InEventTime(event)));
         }
-
-        if let Some(watermark) = self.watermark.observe(partition, event.occurred_at) {
+        if let Some(watermark) = self.watermark.observe(partition, at) {
             self.evaluate_until(watermark, out);
         }
         if late {
@@ -222,6 +255,7 @@ impl Engine {
             managers: self.managers.managers(),
             teams: self.managers.teams(),
             remembered_event_ids: self.dedup.len(),
+            buffered_events: self.pending.len(),
             dedup_evictions: self.dedup.evicted(),
             pending_or_firing: self.lifecycle.len(),
             active,
@@ -239,17 +273,39 @@ impl Engine {
     }
 
     /// Runs every evaluation whose boundary the watermark has passed.
+    /// Applies the buffered events the watermark has passed, in event-time
+    /// order, running each evaluation once the events before its boundary
+    /// are in: so state and alerts are the same however the input was
+    /// partitioned or interleaved.
     fn evaluate_until(&mut self, watermark: Timestamp, out: &mut Vec<Alert>) {
         let step = self.evaluate_every;
-        let next = *self
+        let mut boundary = *self
             .next_evaluation
             .get_or_insert_with(|| Timestamp(watermark.0.div_euclid(step) * step + step));
-        let mut boundary = next;
-        while boundary <= watermark {
+        loop {
+            let until = boundary.min(watermark);
+            while let Some(Reverse(InEventTime(event))) = self.pending.peek() {
+                if event.occurred_at >= until {
+                    break;
+                }
+                if let Some(Reverse(InEventTime(event))) = self.pending.pop() {
+                    self.apply_now(&event);
+                }
+            }
+            if boundary > watermark {
+                break;
+            }
             self.evaluate_at(boundary, out);
             boundary = boundary.plus(step);
         }
         self.next_evaluation = Some(boundary);
+    }
+
+    fn apply_now(&mut self, event: &Event) {
+        self.accounts.apply(event, &self.config, &mut self.facts);
+        for fact in self.facts.drain(..) {
+            self.managers.apply(fact);
+        }
     }
 
     fn evaluate_at(&mut self, at: Timestamp, out: &mut Vec<Alert>) {
