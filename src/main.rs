@@ -104,6 +104,10 @@ enum Command {
         /// Write every alert transition here, one JSON line each.
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Replay once per combination of values and print a table, e.g.
+        /// `--sweep detect.win_rate.alpha=0.001,0.0001` (repeatable: a grid).
+        #[arg(long, value_name = "KEY=V1,V2,…")]
+        sweep: Vec<String>,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -214,8 +218,15 @@ fn run(cli: Cli) -> Result<()> {
             input,
             labels,
             output,
-            ..
-        } => run_backtest(&config, &input, labels.as_deref(), output.as_deref()),
+            sweep,
+            config: config_args,
+        } => {
+            if sweep.is_empty() {
+                run_backtest(&config, &input, labels.as_deref(), output.as_deref())
+            } else {
+                run_sweep(&config_args, &sweep, &input, labels.as_deref())
+            }
+        }
     }
 }
 
@@ -378,6 +389,7 @@ fn run_backtest(
         None => None,
     };
     let file = File::open(input).with_context(|| format!("while opening {}", input.display()))?;
+    let progress = progress_bar(&file);
     let mut writer: Option<BufWriter<File>> = match output {
         Some(path) => {
             Some(BufWriter::new(File::create(path).with_context(|| {
@@ -387,14 +399,19 @@ fn run_backtest(
         None => None,
     };
     let started = Instant::now();
-    let report = backtest::replay(config, BufReader::with_capacity(1 << 20, file), |alert| {
-        if let Some(writer) = writer.as_mut() {
-            serde_json::to_writer(&mut *writer, &alert.to_json())?;
-            writer.write_all(b"\n")?;
-        }
-        Ok(())
-    })
+    let report = backtest::replay(
+        config,
+        BufReader::with_capacity(1 << 20, progress.wrap_read(file)),
+        |alert| {
+            if let Some(writer) = writer.as_mut() {
+                serde_json::to_writer(&mut *writer, &alert.to_json())?;
+                writer.write_all(b"\n")?;
+            }
+            Ok(())
+        },
+    )
     .with_context(|| format!("while replaying {}", input.display()))?;
+    progress.finish_and_clear();
     if let Some(mut writer) = writer {
         writer.flush().context("while writing the alerts")?;
     }
@@ -423,7 +440,34 @@ fn run_backtest(
         writeln!(stdout, "  alerts {kind:<26} {status:<9} {count}")?;
     }
     if let Some(truth) = truth {
-        let score = backtest::score_managers(&report.alerts, &truth);
+        print_scores(&mut stdout, &report, &truth)?;
+    }
+    Ok(())
+}
+
+/// A progress bar over the bytes of `file`, shown only on a terminal and
+/// for files big enough to take more than a moment.
+fn progress_bar(file: &File) -> indicatif::ProgressBar {
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if size < 50 << 20 {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(size);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn print_scores(
+    stdout: &mut impl Write,
+    report: &backtest::BacktestReport,
+    truth: &GroundTruth,
+) -> Result<()> {
+    {
+        let score = backtest::score_managers(&report.alerts, truth);
         writeln!(
             stdout,
             "Managers: {} of {} diverters detected (recall {:.2}); {} accused, {} falsely (precision {:.2}, {:.2} per 100 manager-years); median delay {}.",
@@ -436,12 +480,102 @@ fn run_backtest(
             score.false_per_100_manager_years,
             score.median_delay_days.map_or("n/a".to_owned(), |d| format!("{d:.0} days"))
         )?;
-        let accounts = backtest::score_accounts(&report.alerts, &truth);
+        let accounts = backtest::score_accounts(&report.alerts, truth);
         writeln!(
             stdout,
             "Accounts: {} of {} churned accounts detected (recall {:.2}); {} alerts, {} false (precision {:.2}).",
             accounts.detected, accounts.churned, accounts.recall, accounts.alerts, accounts.false_alerts, accounts.precision
         )?;
     }
+    Ok(())
+}
+
+/// Replays the input once per combination of the sweep values and prints
+/// one table row each.
+fn run_sweep(
+    base: &ConfigArgs,
+    sweep: &[String],
+    input: &Path,
+    labels: Option<&Path>,
+) -> Result<()> {
+    let mut axes: Vec<(String, Vec<String>)> = Vec::new();
+    for item in sweep {
+        let (key, values) = item
+            .split_once('=')
+            .with_context(|| format!("--sweep {item} is not KEY=V1,V2,…"))?;
+        axes.push((
+            key.trim().to_owned(),
+            values.split(',').map(|v| v.trim().to_owned()).collect(),
+        ));
+    }
+    let truth = match labels {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("while reading {}", path.display()))?;
+            Some(
+                GroundTruth::parse(&text)
+                    .with_context(|| format!("while reading {}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let events =
+        std::fs::read(input).with_context(|| format!("while reading {}", input.display()))?;
+    let combinations = axes
+        .iter()
+        .map(|(_, values)| values.len())
+        .product::<usize>();
+    let progress = indicatif::ProgressBar::new(combinations as u64);
+
+    let mut stdout = io::stdout().lock();
+    let header: Vec<&str> = axes.iter().map(|(key, _)| key.as_str()).collect();
+    writeln!(
+        stdout,
+        "{}\tmanager_recall\tmanager_precision\tfalse_per_100_manager_years\tmedian_delay_days\taccount_recall\taccount_precision\talerts",
+        header.join("\t")
+    )?;
+    for index in 0..combinations {
+        let mut rest = index;
+        let mut chosen = Vec::new();
+        for (key, values) in &axes {
+            chosen.push(format!("{key}={}", values[rest % values.len()]));
+            rest /= values.len();
+        }
+        let mut overrides = base.overrides.clone();
+        overrides.extend(chosen.iter().cloned());
+        let config = Config::load(base.config.as_deref(), &overrides, std::env::vars())
+            .with_context(|| format!("while applying {}", chosen.join(" ")))?;
+        let report = backtest::replay(&config, events.as_slice(), |_| Ok(()))?;
+        progress.inc(1);
+        let values: Vec<&str> = chosen
+            .iter()
+            .map(|c| c.split_once('=').map_or("", |(_, v)| v))
+            .collect();
+        let firing = report
+            .alerts
+            .iter()
+            .filter(|a| a.status == feidan::alert::Status::Firing)
+            .count();
+        match &truth {
+            Some(truth) => {
+                let m = backtest::score_managers(&report.alerts, truth);
+                let a = backtest::score_accounts(&report.alerts, truth);
+                writeln!(
+                    stdout,
+                    "{}\t{:.2}\t{:.2}\t{:.2}\t{}\t{:.2}\t{:.2}\t{firing}",
+                    values.join("\t"),
+                    m.recall,
+                    m.precision,
+                    m.false_per_100_manager_years,
+                    m.median_delay_days
+                        .map_or("n/a".to_owned(), |d| format!("{d:.0}")),
+                    a.recall,
+                    a.precision
+                )?;
+            }
+            None => writeln!(stdout, "{}\t-\t-\t-\t-\t-\t-\t{firing}", values.join("\t"))?,
+        }
+    }
+    progress.finish_and_clear();
     Ok(())
 }
