@@ -172,6 +172,8 @@ pub struct ChurnConfig {
     pub business_baseline: Duration,
     #[serde(with = "duration")]
     pub order_window: Duration,
+    #[serde(with = "duration")]
+    pub min_silence: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -17,6 +17,7 @@
 //! - [`metrics`]: Prometheus metrics and the HTTP server for `/metrics`, `/healthz`, `/readyz`.
 //! - [`backtest`]: replay of a JSONL file through the engine.
 //! - [`simulate`]: a simulated sales organisation with planted diversion.
+//! - [`import`]: public CRM data converted to schema-v1 events.
 //! - [`demo`]: everything on one machine: mock broker, simulator, service.
 //! - [`config`]: typed configuration, its layers and validation.
 //! - [`time`]: event-time timestamps.
@@ -28,6 +29,7 @@ pub mod demo;
 pub mod detect;
 pub mod engine;
 pub mod event;
+pub mod import;
 pub mod kafka;
 pub mod metrics;
 pub mod service;

@@ -113,6 +113,17 @@ enum Command {
     },
     /// Validate and print the effective configuration (secrets masked).
     CheckConfig(ConfigArgs),
+    /// Convert Maven Analytics' public CRM sample into schema-v1 events.
+    ImportMavenCrm {
+        /// The folder with sales_pipeline.csv, sales_teams.csv and products.csv.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// JSONL file of events.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 impl ConfigArgs {
@@ -143,7 +154,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run(c) | Command::CheckConfig(c) => c,
         Command::Demo { config, .. }
         | Command::Simulate { config, .. }
-        | Command::Backtest { config, .. } => config,
+        | Command::Backtest { config, .. }
+        | Command::ImportMavenCrm { config, .. } => config,
     };
     let config = config_args.load()?;
     init_logging(
@@ -213,6 +225,29 @@ fn run(cli: Cli) -> Result<()> {
                 let out = out.context("--out FILE or --kafka is required")?;
                 simulate_to_file(sim, &out, labels)
             }
+        }
+        Command::ImportMavenCrm { dir, out, .. } => {
+            let imported = feidan::import::maven_crm(&dir)
+                .with_context(|| format!("while importing {}", dir.display()))?;
+            let mut writer = BufWriter::new(
+                File::create(&out).with_context(|| format!("while creating {}", out.display()))?,
+            );
+            for event in &imported.events {
+                serde_json::to_writer(&mut writer, &event.to_json())?;
+                writer.write_all(b"\n")?;
+            }
+            writer
+                .flush()
+                .with_context(|| format!("while writing {}", out.display()))?;
+            eprintln!(
+                "Wrote {} events from {} rows to {}; skipped {} rows without an account and {} without an engage date.",
+                imported.events.len(),
+                imported.rows,
+                out.display(),
+                imported.skipped_no_account,
+                imported.skipped_no_engage_date
+            );
+            Ok(())
         }
         Command::Backtest {
             input,

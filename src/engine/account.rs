@@ -460,7 +460,10 @@ fn judge_rhythm(
     if let (true, Some(last_order)) = (judged, &account.last_order) {
         let elapsed_days = (at.0 - last_order.occurred_at.0) as f64 / DAY as f64;
         // Cheap first: an account within its usual gap is not overdue.
-        if elapsed_days > account.rhythm.gap_mean || account.watched {
+        let min_silence = churn.min_silence.as_secs() as f64 / DAY as f64;
+        if (elapsed_days > account.rhythm.gap_mean && elapsed_days >= min_silence)
+            || account.watched
+        {
             let business_days = elapsed_days * pace.ratio(last_order.occurred_at.day(), at.day());
             let silence = OrderSilence {
                 elapsed_days,
