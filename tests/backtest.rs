@@ -1,11 +1,16 @@
-//! Backtests on fixed simulated worlds, small enough for CI: the win-rate
-//! detector accuses no honest manager and finds diverters.
+//! Backtests on fixed simulated worlds, small enough for CI (40 managers,
+//! 450 days, every diversion style and every confounder of the simulator).
+//! They pin the detection quality measured when the detectors were tuned,
+//! so a change that accuses honest managers or loses diverters fails here.
+//! (The targets and where feidan stands against them: README.)
 
-use feidan::backtest::{replay, score_managers, GroundTruth};
+use feidan::backtest::{
+    replay, score_accounts, score_managers, AccountScore, GroundTruth, ManagerScore,
+};
 use feidan::config::Config;
 use feidan::simulate::{SimConfig, Simulation};
 
-fn backtest(seed: u64) -> feidan::backtest::ManagerScore {
+fn backtest(seed: u64) -> (ManagerScore, AccountScore) {
     let mut simulation = Simulation::new(SimConfig {
         seed,
         managers: 40,
@@ -21,18 +26,25 @@ fn backtest(seed: u64) -> feidan::backtest::ManagerScore {
     }
     let truth = GroundTruth::parse(&serde_json::to_string(simulation.labels()).unwrap()).unwrap();
     let report = replay(&Config::defaults(), lines.as_slice(), |_| Ok(())).unwrap();
-    score_managers(&report.alerts, &truth)
+    (
+        score_managers(&report.alerts, &truth),
+        score_accounts(&report.alerts, &truth),
+    )
 }
 
 #[test]
-fn no_honest_manager_is_accused_and_diverters_are_found() {
+fn no_honest_manager_is_accused_and_most_diverters_are_found() {
     for seed in [11, 12] {
-        let score = backtest(seed);
-        assert_eq!(score.falsely_accused, 0, "seed {seed}: {score:?}");
-        assert!(score.detected >= 1, "seed {seed}: {score:?}");
+        let (managers, accounts) = backtest(seed);
+        // Downturns, holiday lulls, leave, new hires and reassignments are all
+        // in these worlds: none of them may page anyone.
+        assert_eq!(managers.falsely_accused, 0, "seed {seed}: {managers:?}");
+        assert!(managers.recall >= 0.75, "seed {seed}: {managers:?}");
         assert!(
-            score.median_delay_days.unwrap() <= 150.0,
-            "seed {seed}: {score:?}"
+            managers.median_delay_days.unwrap() <= 70.0,
+            "seed {seed}: {managers:?}"
         );
+        assert!(accounts.precision >= 0.85, "seed {seed}: {accounts:?}");
+        assert!(accounts.recall >= 0.7, "seed {seed}: {accounts:?}");
     }
 }

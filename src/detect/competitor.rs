@@ -20,18 +20,21 @@ pub struct CompetitorCounts {
 }
 
 /// `named` is the manager's losses naming any competitor; `team_named` the
-/// rest of the team's. Returns the finding and the competitor it is about.
+/// rest of the team's; `candidates` how many competitors the team's losses
+/// name (the Bonferroni count: any of them could have been the one).
+/// Returns the finding and the competitor it is about.
 pub fn assess(
     counts: &[CompetitorCounts],
     named: u64,
     team_named: u64,
+    candidates: usize,
     config: &CompetitorConfig,
     window_days: i64,
 ) -> Option<(Finding, String)> {
     if named < config.min_losses || counts.is_empty() {
         return None;
     }
-    let tested = counts.len() as f64;
+    let tested = candidates.max(counts.len()) as f64;
     let mut best: Option<(f64, StatTest, &CompetitorCounts, f64)> = None;
     for c in counts {
         let share = (c.team_losses as f64 + 0.5) / (team_named as f64 + 1.0);
@@ -97,10 +100,10 @@ mod tests {
     fn one_competitor_taking_most_losses_alerts() {
         let config = Config::defaults().detect.competitor;
         let c = counts(&[14, 1, 1, 0, 0], &[40, 40, 40, 40, 40]);
-        let (f, name) = assess(&c, 16, 200, &config, 180).unwrap();
+        let (f, name) = assess(&c, 16, 200, 5, &config, 180).unwrap();
         assert!(f.alerting, "{f:?}");
         assert_eq!(name, "c0");
         let even = counts(&[4, 3, 3, 3, 3], &[40, 40, 40, 40, 40]);
-        assert!(!assess(&even, 16, 200, &config, 180).unwrap().0.alerting);
+        assert!(!assess(&even, 16, 200, 5, &config, 180).unwrap().0.alerting);
     }
 }

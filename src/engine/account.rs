@@ -660,3 +660,171 @@ pub fn evidence_of(event: &Event, note: Option<&'static str>) -> EvidenceRef {
         note,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::ActivityKind;
+
+    fn event(id: &str, account: &str, day: i64, body: EventBody) -> Event {
+        Event {
+            event_id: id.to_owned(),
+            occurred_at: Timestamp(day * DAY + 43_200),
+            manager_id: "kam-1".to_owned(),
+            account_id: account.to_owned(),
+            team: "t".to_owned(),
+            body,
+        }
+    }
+
+    #[test]
+    fn a_deal_stalls_as_the_watermark_passes_with_no_further_event() {
+        let config = Config::defaults();
+        let mut stage = AccountStage::default();
+        let mut facts = Vec::new();
+        let created = EventBody::OpportunityCreated {
+            opportunity_id: "o1".into(),
+            amount: 100.0,
+        };
+        stage.apply(&event("e1", "a", 0, created), &config, &mut facts);
+        let mut life = Lifecycle::new(3, 7);
+        let mut out = Vec::new();
+        let report = stage.evaluate(Timestamp::from_day(40), &config, &mut life, &mut out);
+        assert!(report.facts.is_empty(), "not stalled after 40 days");
+        let report = stage.evaluate(Timestamp::from_day(46), &config, &mut life, &mut out);
+        assert_eq!(report.facts.len(), 1);
+        assert_eq!(
+            report.facts[0].kind,
+            FactKind::DealExited {
+                leak: Some(LeakRoute::Stalled)
+            }
+        );
+        assert_eq!(
+            report.facts[0].at,
+            Timestamp(45 * DAY + 43_200),
+            "stalls at its due time"
+        );
+        // Closing a stalled deal later does not make it leave the pipeline twice.
+        let lost = EventBody::OpportunityLost {
+            opportunity_id: "o1".into(),
+            amount: 100.0,
+            reason: LossReason::Price,
+            competitor: None,
+        };
+        stage.apply(&event("e2", "a", 50, lost), &config, &mut facts);
+        assert!(facts
+            .iter()
+            .all(|f| !matches!(f.kind, FactKind::DealExited { .. })));
+        assert!(stage
+            .evaluate(Timestamp::from_day(60), &config, &mut life, &mut out)
+            .facts
+            .is_empty());
+    }
+
+    #[test]
+    fn a_cut_quote_leaks_even_when_won() {
+        let config = Config::defaults();
+        let mut stage = AccountStage::default();
+        let mut facts = Vec::new();
+        let created = EventBody::OpportunityCreated {
+            opportunity_id: "o1".into(),
+            amount: 100.0,
+        };
+        stage.apply(&event("e1", "a", 0, created), &config, &mut facts);
+        let won = EventBody::OpportunityWon {
+            opportunity_id: "o1".into(),
+            amount: 50.0,
+        };
+        stage.apply(&event("e2", "a", 10, won), &config, &mut facts);
+        assert!(facts.contains(&Fact {
+            manager_id: "kam-1".into(),
+            team: "t".into(),
+            at: Timestamp(10 * DAY + 43_200),
+            kind: FactKind::DealExited {
+                leak: Some(LeakRoute::Cut)
+            },
+            evidence: evidence_of(
+                &event(
+                    "e2",
+                    "a",
+                    10,
+                    EventBody::OpportunityWon {
+                        opportunity_id: "o1".into(),
+                        amount: 50.0
+                    }
+                ),
+                Some("cut")
+            ),
+        }));
+    }
+
+    #[test]
+    fn business_time_runs_slow_while_the_company_orders_less() {
+        let mut orders = DailyBuckets::default();
+        for day in 0..800 {
+            // 100 orders a day, 50 during days 700..721.
+            orders.add(day, if (700..721).contains(&day) { 50 } else { 100 });
+        }
+        let pace = CompanyPace::new(&orders, Timestamp::from_day(800), 365);
+        assert!((pace.ratio(700, 721) - 0.5).abs() < 1e-9);
+        assert!((pace.ratio(690, 731) - (20.0 * 100.0 + 21.0 * 50.0) / 41.0 / 100.0).abs() < 1e-9);
+        assert_eq!(pace.ratio(740, 800), 1.0);
+    }
+
+    #[test]
+    fn a_reassigned_account_leaves_its_old_owners_book_and_is_not_counted_in_the_new_one_at_first()
+    {
+        let config = Config::defaults();
+        let mut stage = AccountStage::default();
+        let mut facts = Vec::new();
+        for i in 0..10 {
+            let order = EventBody::OrderPlaced {
+                order_id: format!("o{i}"),
+                amount: 10.0,
+            };
+            stage.apply(
+                &event(&format!("e{i}"), "a", i * 10, order),
+                &config,
+                &mut facts,
+            );
+        }
+        let mut moved = event(
+            "m",
+            "a",
+            95,
+            EventBody::AccountAssigned {
+                previous_manager_id: Some("kam-1".into()),
+            },
+        );
+        moved.manager_id = "kam-2".into();
+        stage.apply(&moved, &config, &mut facts);
+        stage.apply(
+            &event(
+                "v",
+                "a",
+                96,
+                EventBody::ActivityLogged {
+                    activity: ActivityKind::Visit,
+                },
+            ),
+            &config,
+            &mut facts,
+        );
+        assert_eq!(stage.owner("a"), Some("kam-2"));
+        let mut life = Lifecycle::new(3, 7);
+        let report = stage.evaluate(
+            Timestamp::from_day(100),
+            &config,
+            &mut life,
+            &mut Vec::new(),
+        );
+        assert!(
+            !report.books.contains_key("kam-1"),
+            "the old owner's book no longer has it"
+        );
+        assert!(
+            !report.books.contains_key("kam-2"),
+            "the new owner's book counts it only after the grace period"
+        );
+    }
+}

@@ -345,6 +345,7 @@ impl ManagerStage {
                 &counts,
                 named,
                 team_named,
+                team.rivals.len(),
                 &detect.competitor,
                 end_day - w.rivals_from,
             );
@@ -361,8 +362,24 @@ impl ManagerStage {
                     });
                 }
             };
-            push("win rate", win.as_ref());
-            push("leakage", leak.as_ref());
+            // Win rate and leakage share their lost deals (a no-decision loss
+            // counts in both): one component, the stronger, Bonferroni × 2,
+            // so Fisher's independence is not assumed where it fails.
+            let deals = match (win.as_ref(), leak.as_ref()) {
+                (Some(w), Some(l)) => Some(if w.component_p <= l.component_p {
+                    ("win rate", w)
+                } else {
+                    ("leakage", l)
+                }),
+                (Some(w), None) => Some(("win rate", w)),
+                (None, Some(l)) => Some(("leakage", l)),
+                (None, None) => None,
+            };
+            if let Some((name, finding)) = deals {
+                let mut merged = finding.clone();
+                merged.component_p = (finding.component_p * 2.0).min(1.0);
+                push(name, Some(&merged));
+            }
             push("book churn", churn.as_ref());
             push("competitor share", rival.as_ref().map(|(f, _)| f));
             let risk = diversion_risk::assess(&components, &detect.diversion_risk);
