@@ -1,13 +1,20 @@
 //! Competitor concentration (DESIGN §4): of a manager's losses that name a
 //! competitor, the share going to one competitor, against that competitor's
-//! share of the rest of the team's such losses (`binomial_upper`). Every
-//! competitor is tested; the smallest p-value is reported and must clear
-//! `alpha` divided by the number of competitors tested (Bonferroni).
+//! usual share in the team: the mean of the teammates' own shares, without
+//! the teammate most given to that rival, so that one busy or diverting
+//! teammate cannot set everyone's yardstick. The usual share is an estimate
+//! from the teammates' losses, so the test is the beta-binomial upper tail
+//! (`betabinom_upper`) weighted by how many losses it rests on. Every competitor is
+//! tested; the smallest p-value is reported and must clear `alpha` divided by
+//! the number of competitors the team's losses name (Bonferroni).
 
 use crate::alert::{Severity, StatTest};
 use crate::config::CompetitorConfig;
 
 use super::Finding;
+
+/// The most losses the team's share is weighted with: shares drift.
+const MAX_WEIGHT: f64 = 200.0;
 
 /// One competitor's counts.
 #[derive(Clone, Debug, PartialEq)]
@@ -15,18 +22,20 @@ pub struct CompetitorCounts {
     pub competitor: String,
     /// The manager's losses to this competitor in the window.
     pub losses: u64,
-    /// The rest of the team's losses to it.
-    pub team_losses: u64,
+    /// Its usual share of the team's competitor-named losses (see the module).
+    pub team_share: f64,
+    /// How many of the teammates' losses that share rests on: the test's
+    /// beta weight, so a share estimated from few losses accuses less.
+    pub team_weight: f64,
 }
 
-/// `named` is the manager's losses naming any competitor; `team_named` the
-/// rest of the team's; `candidates` how many competitors the team's losses
-/// name (the Bonferroni count: any of them could have been the one).
-/// Returns the finding and the competitor it is about.
+/// `named` is the manager's losses naming any competitor; `candidates` how
+/// many competitors the team's losses name (the Bonferroni count: any of
+/// them could have been the one). Returns the finding and the competitor it
+/// is about.
 pub fn assess(
     counts: &[CompetitorCounts],
     named: u64,
-    team_named: u64,
     candidates: usize,
     config: &CompetitorConfig,
     window_days: i64,
@@ -37,11 +46,13 @@ pub fn assess(
     let tested = candidates.max(counts.len()) as f64;
     let mut best: Option<(f64, StatTest, &CompetitorCounts, f64)> = None;
     for c in counts {
-        let share = (c.team_losses as f64 + 0.5) / (team_named as f64 + 1.0);
-        let test = StatTest::BinomialUpper {
+        let share = c.team_share.clamp(0.01, 0.99);
+        let weight = c.team_weight.clamp(2.0, MAX_WEIGHT);
+        let test = StatTest::BetabinomUpper {
             k: c.losses,
             n: named,
-            p: round6(share),
+            a: round6(share * weight),
+            b: round6((1.0 - share) * weight),
         };
         let p = test.p_value();
         if best.as_ref().is_none_or(|(bp, ..)| p < *bp) {
@@ -51,7 +62,7 @@ pub fn assess(
     let (p_value, test, c, team_share) = best?;
     let share = c.losses as f64 / named as f64;
     let summary = format!(
-        "{} of {named} losses naming a competitor went to {} ({:.0}%) over {window_days} days; the rest of the team loses {:.0}% of such deals to it",
+        "{} of {named} losses naming a competitor went to {} ({:.0}%) over {window_days} days; teammates usually lose {:.0}% of such deals to it",
         c.losses,
         c.competitor,
         100.0 * share,
@@ -85,13 +96,15 @@ mod tests {
     use crate::config::Config;
 
     fn counts(mine: &[u64], team: &[u64]) -> Vec<CompetitorCounts> {
+        let total: u64 = team.iter().sum();
         mine.iter()
             .zip(team)
             .enumerate()
             .map(|(i, (m, t))| CompetitorCounts {
                 competitor: format!("c{i}"),
                 losses: *m,
-                team_losses: *t,
+                team_share: *t as f64 / total as f64,
+                team_weight: total as f64,
             })
             .collect()
     }
@@ -100,10 +113,10 @@ mod tests {
     fn one_competitor_taking_most_losses_alerts() {
         let config = Config::defaults().detect.competitor;
         let c = counts(&[14, 1, 1, 0, 0], &[40, 40, 40, 40, 40]);
-        let (f, name) = assess(&c, 16, 200, 5, &config, 180).unwrap();
+        let (f, name) = assess(&c, 16, 5, &config, 180).unwrap();
         assert!(f.alerting, "{f:?}");
         assert_eq!(name, "c0");
         let even = counts(&[4, 3, 3, 3, 3], &[40, 40, 40, 40, 40]);
-        assert!(!assess(&even, 16, 200, 5, &config, 180).unwrap().0.alerting);
+        assert!(!assess(&even, 16, 5, &config, 180).unwrap().0.alerting);
     }
 }

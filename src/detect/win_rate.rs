@@ -81,20 +81,20 @@ mod tests {
     #[test]
     fn a_sharp_personal_drop_alerts() {
         let inputs = RateInputs {
-            recent: wl(3, 27),
+            recent: wl(2, 28),
             history: wl(60, 60),
             team_recent: wl(200, 200),
             team_history: wl(800, 800),
         };
         let finding = assess(&[(inputs, 90)], &config(), "team-3").unwrap();
         assert!(finding.alerting, "{finding:?}");
-        assert!((finding.observed - 0.1).abs() < 1e-12);
+        assert!((finding.observed - 2.0 / 30.0).abs() < 1e-12);
         assert!((finding.expected - 0.5).abs() < 0.01);
         assert!(finding.p_value < 1e-4);
         assert!(
             finding
                 .summary
-                .starts_with("win rate 10% (3 of 30 closed) over 90 days; expected 50%"),
+                .starts_with("win rate 7% (2 of 30 closed) over 90 days; expected 50%"),
             "{}",
             finding.summary
         );

@@ -256,6 +256,26 @@ impl ManagerStage {
             }
         }
 
+        // Each manager's competitor-named losses in their window, by team.
+        let mut rival_counts: HashMap<String, Vec<(String, HashMap<u32, u64>, u64)>> =
+            HashMap::new();
+        for (manager_id, manager) in &self.managers {
+            let from = Windows::new(end_day, config.detect_for(&manager.team)).rivals_from;
+            let mut counts: HashMap<u32, u64> = HashMap::new();
+            let mut named = 0;
+            for (day, rival) in &manager.rivals {
+                if (from..end_day).contains(day) {
+                    *counts.entry(*rival).or_default() += 1;
+                    named += 1;
+                }
+            }
+            rival_counts.entry(manager.team.clone()).or_default().push((
+                manager_id.clone(),
+                counts,
+                named,
+            ));
+        }
+
         let competitors = &self.competitors;
         for (manager_id, manager) in self.managers.iter_mut() {
             let detect = config.detect_for(&manager.team);
@@ -331,20 +351,20 @@ impl ManagerStage {
                 .map(|(rival, losses)| CompetitorCounts {
                     competitor: competitors[*rival as usize].clone(),
                     losses: *losses,
-                    team_losses: team
-                        .rivals
-                        .get(rival)
-                        .copied()
-                        .unwrap_or(0)
-                        .saturating_sub(*losses),
+                    team_share: usual_share(
+                        &rival_counts,
+                        &team_name,
+                        manager_id,
+                        *rival,
+                        team.rivals.len(),
+                    ),
+                    team_weight: team.named.saturating_sub(named) as f64,
                 })
                 .collect();
             counts.sort_by(|a, b| a.competitor.cmp(&b.competitor));
-            let team_named = team.named.saturating_sub(named);
             let rival = competitor::assess(
                 &counts,
                 named,
-                team_named,
                 team.rivals.len(),
                 &detect.competitor,
                 end_day - w.rivals_from,
@@ -515,6 +535,42 @@ impl ManagerStage {
             .iter()
             .map(|(id, manager)| (id.as_str(), manager.team.as_str(), &manager.gauges))
     }
+}
+
+/// A competitor's usual share of competitor-named losses among `manager`'s
+/// teammates: the mean of the teammates' own shares (each smoothed toward an
+/// even split by two pseudo-losses), leaving out the teammate most given to
+/// that rival when there are three or more. Averaging shares rather than
+/// pooling losses keeps one busy teammate — above all one diverting to
+/// another rival — from setting everyone's yardstick.
+fn usual_share(
+    by_team: &HashMap<String, Vec<(String, HashMap<u32, u64>, u64)>>,
+    team: &str,
+    manager: &str,
+    rival: u32,
+    candidates: usize,
+) -> f64 {
+    const PSEUDO: f64 = 2.0;
+    let even = 1.0 / candidates.max(1) as f64;
+    let mut shares: Vec<f64> = by_team
+        .get(team)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|(id, _, named)| id != manager && *named > 0)
+        .map(|(_, counts, named)| {
+            (counts.get(&rival).copied().unwrap_or(0) as f64 + PSEUDO * even)
+                / (*named as f64 + PSEUDO)
+        })
+        .collect();
+    if shares.is_empty() {
+        return even;
+    }
+    if shares.len() >= 3 {
+        shares.sort_by(f64::total_cmp);
+        shares.pop();
+    }
+    shares.iter().sum::<f64>() / shares.len() as f64
 }
 
 /// The churning accounts of a book, those still visited first, each cited by
