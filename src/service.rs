@@ -199,6 +199,11 @@ pub async fn run(
     info!("Shutting down: draining in-flight sends.");
     health.set_ready(false);
     metrics.ready.set(0);
+    // The lag task holds the consumer: let it finish, so the consumer closes
+    // here, while the broker is surely still there to hear it leave the group.
+    if let Some(handle) = lag_refresh.take() {
+        let _ = handle.await;
+    }
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, state.settle(true)).await;
     if drained.is_err() {
         warn!(
