@@ -53,6 +53,15 @@ pub enum Severity {
 impl Severity {
     pub const ALL: [Severity; 3] = [Severity::Info, Severity::Warning, Severity::Critical];
 
+    /// Critical below `critical_p_value`, a warning otherwise.
+    pub fn for_p_value(p_value: f64, critical_p_value: f64) -> Severity {
+        if p_value < critical_p_value {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",

@@ -412,17 +412,7 @@ fn run_backtest(
     labels: Option<&Path>,
     output: Option<&Path>,
 ) -> Result<()> {
-    let truth = match labels {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("while reading {}", path.display()))?;
-            Some(
-                GroundTruth::parse(&text)
-                    .with_context(|| format!("while reading {}", path.display()))?,
-            )
-        }
-        None => None,
-    };
+    let truth = labels.map(read_labels).transpose()?;
     let file = File::open(input).with_context(|| format!("while opening {}", input.display()))?;
     let progress = progress_bar(&file);
     let mut writer: Option<BufWriter<File>> = match output {
@@ -543,17 +533,7 @@ fn run_sweep(
             values.split(',').map(|v| v.trim().to_owned()).collect(),
         ));
     }
-    let truth = match labels {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("while reading {}", path.display()))?;
-            Some(
-                GroundTruth::parse(&text)
-                    .with_context(|| format!("while reading {}", path.display()))?,
-            )
-        }
-        None => None,
-    };
+    let truth = labels.map(read_labels).transpose()?;
     let events =
         std::fs::read(input).with_context(|| format!("while reading {}", input.display()))?;
     let combinations = axes
@@ -613,4 +593,11 @@ fn run_sweep(
     }
     progress.finish_and_clear();
     Ok(())
+}
+
+/// Reads a ground-truth labels file from `simulate`.
+fn read_labels(path: &Path) -> Result<GroundTruth> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("while reading {}", path.display()))?;
+    GroundTruth::parse(&text).with_context(|| format!("while reading {}", path.display()))
 }

@@ -95,11 +95,7 @@ pub fn assess(silence: &OrderSilence, config: &ChurnConfig) -> Finding {
         test,
         p_value,
         component_p: p_value,
-        severity: if p_value < config.critical_p_value {
-            Severity::Critical
-        } else {
-            Severity::Warning
-        },
+        severity: Severity::for_p_value(p_value, config.critical_p_value),
         summary,
     }
 }

@@ -126,11 +126,7 @@ pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<Finding> {
         test: best.test,
         p_value: best.p_value,
         component_p: adjusted,
-        severity: if adjusted < config.critical_p_value {
-            Severity::Critical
-        } else {
-            Severity::Warning
-        },
+        severity: Severity::for_p_value(adjusted, config.critical_p_value),
         summary,
     })
 }

@@ -76,11 +76,7 @@ pub fn assess(
         test,
         p_value,
         component_p: (p_value * tested).min(1.0),
-        severity: if p_value * tested < config.critical_p_value {
-            Severity::Critical
-        } else {
-            Severity::Warning
-        },
+        severity: Severity::for_p_value(p_value * tested, config.critical_p_value),
         summary,
     };
     Some((finding, c.competitor.clone()))

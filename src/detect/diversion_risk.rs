@@ -53,11 +53,7 @@ pub fn assess(components: &[Component], config: &DiversionRiskConfig) -> Option<
         test: StatTest::FisherCombined { p_values },
         p_value,
         component_p: p_value,
-        severity: if p_value < config.critical_p_value {
-            Severity::Critical
-        } else {
-            Severity::Warning
-        },
+        severity: Severity::for_p_value(p_value, config.critical_p_value),
         summary,
     })
 }

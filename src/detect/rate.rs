@@ -19,6 +19,8 @@
 use crate::alert::{Severity, StatTest};
 use crate::engine::window::Tally;
 
+use super::Finding;
+
 /// However long a manager's history, a rate drifts over years, so the
 /// baseline is never treated as exact.
 const MAX_BASELINE_WEIGHT: f64 = 200.0;
@@ -96,11 +98,7 @@ pub fn assess_windows(
     best.component_p = adjusted;
     best.alerting = adjusted < params.alpha && best.change >= params.min_change;
     best.holding = adjusted < params.resolve_alpha && best.change >= params.min_change / 2.0;
-    best.severity = if adjusted < params.critical_p_value {
-        Severity::Critical
-    } else {
-        Severity::Warning
-    };
+    best.severity = Severity::for_p_value(adjusted, params.critical_p_value);
     Some((best, index))
 }
 
@@ -154,11 +152,7 @@ pub fn assess(
         change,
         alerting: p_value < params.alpha && change >= params.min_change,
         holding: p_value < params.resolve_alpha && change >= params.min_change / 2.0,
-        severity: if p_value < params.critical_p_value {
-            Severity::Critical
-        } else {
-            Severity::Warning
-        },
+        severity: Severity::for_p_value(p_value, params.critical_p_value),
         test,
         p_value,
         team_shift: team_moved.then_some((team_history_rate, team_recent_rate)),
@@ -183,4 +177,51 @@ fn sigmoid(x: f64) -> f64 {
 /// rounded values so that it recomputes exactly.
 fn round6(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
+}
+
+/// What a detector's summary sentence needs: the chosen window's counts and
+/// length, the assessment, and how the team moved (empty when it did not).
+pub struct Wording<'a> {
+    pub inputs: &'a RateInputs,
+    pub window_days: i64,
+    pub assessment: &'a RateAssessment,
+    pub movement: String,
+}
+
+/// Assesses the `windows` (inputs and length in days) and words the result
+/// with `summary`: the whole of a rate detector but its sentence.
+pub fn finding(
+    windows: &[(RateInputs, i64)],
+    params: &RateParams,
+    direction: Direction,
+    team: &str,
+    summary: impl Fn(&Wording<'_>) -> String,
+) -> Option<Finding> {
+    let inputs: Vec<RateInputs> = windows.iter().map(|(inputs, _)| *inputs).collect();
+    let (a, chosen) = assess_windows(&inputs, params, direction)?;
+    let movement = match a.team_shift {
+        Some((before, now)) => format!(
+            ", adjusted for the rest of {team} moving from {:.0}% to {:.0}%",
+            100.0 * before,
+            100.0 * now
+        ),
+        None => String::new(),
+    };
+    let summary = summary(&Wording {
+        inputs: &windows[chosen].0,
+        window_days: windows[chosen].1,
+        assessment: &a,
+        movement,
+    });
+    Some(Finding {
+        alerting: a.alerting,
+        holding: a.holding,
+        observed: a.observed,
+        expected: a.expected,
+        test: a.test,
+        p_value: a.p_value,
+        component_p: a.component_p,
+        severity: a.severity,
+        summary,
+    })
 }

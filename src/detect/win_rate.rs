@@ -28,36 +28,18 @@ pub fn assess(
     config: &WinRateConfig,
     team: &str,
 ) -> Option<Finding> {
-    let inputs: Vec<RateInputs> = windows.iter().map(|(inputs, _)| *inputs).collect();
-    let (a, chosen) = rate::assess_windows(&inputs, &config.params(), Direction::Drop)?;
-    let (inputs, window_days) = (&windows[chosen].0, windows[chosen].1);
-    let movement = match a.team_shift {
-        Some((before, now)) => format!(
-            ", adjusted for the rest of {team} moving from {:.0}% to {:.0}%",
-            100.0 * before,
-            100.0 * now
-        ),
-        None => String::new(),
-    };
-    let summary = format!(
-        "win rate {:.0}% ({} of {} closed) over {window_days} days; expected {:.0}% from own history ({} of {} won before) and {team}{movement}",
-        100.0 * a.observed,
-        inputs.recent.hits,
-        inputs.recent.total,
-        100.0 * a.expected,
-        inputs.history.hits,
-        inputs.history.total,
-    );
-    Some(Finding {
-        alerting: a.alerting,
-        holding: a.holding,
-        observed: a.observed,
-        expected: a.expected,
-        test: a.test,
-        p_value: a.p_value,
-        component_p: a.component_p,
-        severity: a.severity,
-        summary,
+    rate::finding(windows, &config.params(), Direction::Drop, team, |w| {
+        format!(
+            "win rate {:.0}% ({} of {} closed) over {} days; expected {:.0}% from own history ({} of {} won before) and {team}{}",
+            100.0 * w.assessment.observed,
+            w.inputs.recent.hits,
+            w.inputs.recent.total,
+            w.window_days,
+            100.0 * w.assessment.expected,
+            w.inputs.history.hits,
+            w.inputs.history.total,
+            w.movement,
+        )
     })
 }
 
