@@ -142,3 +142,33 @@ fn a_missing_input_file_is_named() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn the_shipped_example_configurations_are_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = feidan(
+        &[
+            "check-config",
+            "--config",
+            root.join("deploy/feidan.example.toml").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // The configuration inside the Kubernetes ConfigMap.
+    let manifest = std::fs::read_to_string(root.join("deploy/kubernetes/feidan.yaml")).unwrap();
+    let block: String = manifest
+        .lines()
+        .skip_while(|l| !l.contains("feidan.toml: |"))
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+        .collect();
+    assert!(block.contains("[kafka]"), "{block}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("k8s.toml");
+    std::fs::write(&file, block).unwrap();
+    let out = feidan(&["check-config", "--config", file.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
