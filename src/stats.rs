@@ -42,7 +42,19 @@ pub fn betabinom_lower(k: u64, n: u64, a: f64, b: f64) -> f64 {
     if k >= n {
         return 1.0;
     }
-    log_sum_exp((0..=k).map(|i| betabinom_ln_pmf(i, n, a, b)))
+    // From pmf(k) down to pmf(0) by the ratio of neighbouring terms:
+    // pmf(i-1) / pmf(i) = i (n-i+b) / ((n-i+1) (i-1+a)). One log-gamma
+    // evaluation in all, and no underflow: the sum is relative to pmf(k).
+    let (nf, mut term, mut sum) = (n as f64, 1.0f64, 1.0f64);
+    for i in (1..=k).rev() {
+        let i = i as f64;
+        term *= i * (nf - i + b) / ((nf - i + 1.0) * (i - 1.0 + a));
+        sum += term;
+        if term < sum * 1e-17 {
+            break;
+        }
+    }
+    (betabinom_ln_pmf(k, n, a, b) + sum.ln())
         .exp()
         .clamp(0.0, 1.0)
 }
@@ -55,7 +67,17 @@ pub fn betabinom_upper(k: u64, n: u64, a: f64, b: f64) -> f64 {
     if k > n {
         return 0.0;
     }
-    log_sum_exp((k..=n).map(|i| betabinom_ln_pmf(i, n, a, b)))
+    // From pmf(k) up to pmf(n): pmf(i+1) / pmf(i) = (n-i) (i+a) / ((i+1) (n-i-1+b)).
+    let (nf, mut term, mut sum) = (n as f64, 1.0f64, 1.0f64);
+    for i in k..n {
+        let i = i as f64;
+        term *= (nf - i) * (i + a) / ((i + 1.0) * (nf - i - 1.0 + b));
+        sum += term;
+        if term < sum * 1e-17 {
+            break;
+        }
+    }
+    (betabinom_ln_pmf(k, n, a, b) + sum.ln())
         .exp()
         .clamp(0.0, 1.0)
 }
@@ -106,14 +128,6 @@ fn ln_choose(n: f64, k: f64) -> f64 {
 
 fn ln_beta(a: f64, b: f64) -> f64 {
     ln_gamma(a) + ln_gamma(b) - ln_gamma(a + b)
-}
-
-fn log_sum_exp(terms: impl Iterator<Item = f64> + Clone) -> f64 {
-    let max = terms.clone().fold(f64::NEG_INFINITY, f64::max);
-    if max == f64::NEG_INFINITY {
-        return max;
-    }
-    max + terms.map(|t| (t - max).exp()).sum::<f64>().ln()
 }
 
 #[cfg(test)]
