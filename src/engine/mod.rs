@@ -299,6 +299,11 @@ impl Engine {
             boundary = boundary.plus(step);
         }
         self.next_evaluation = Some(boundary);
+        // A burst (a partition far ahead, a backlog) must not hold its
+        // memory once applied.
+        if self.pending.is_empty() && self.pending.capacity() > 4096 {
+            self.pending.shrink_to_fit();
+        }
     }
 
     fn apply_now(&mut self, event: &Event) {
