@@ -9,7 +9,11 @@ use feidan::time::Timestamp;
 
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -28,7 +32,9 @@ fn measure(n: usize, event: impl Fn(usize, &str) -> String) -> f64 {
     for i in 0..n {
         engine.ingest(event(i, &at).as_bytes(), 0, &mut out);
     }
-    let push = format!(r#"{{"event_id":"push","type":"activity_logged","occurred_at":"{later}","manager_id":"m","account_id":"push","activity":"call"}}"#);
+    let push = format!(
+        r#"{{"event_id":"push","type":"activity_logged","occurred_at":"{later}","manager_id":"m","account_id":"push","activity":"call"}}"#
+    );
     engine.ingest(push.as_bytes(), 0, &mut out);
     let after = resident_bytes();
     let stats = engine.stats();
@@ -41,17 +47,30 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let scale: usize = std::env::var("FEIDAN_BENCH_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
-    let (accounts, managers, opportunities) = (1_000_000 / scale, 100_000 / scale, 1_000_000 / scale);
+    let scale: usize = std::env::var("FEIDAN_BENCH_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let (accounts, managers, opportunities) =
+        (1_000_000 / scale, 100_000 / scale, 1_000_000 / scale);
 
     let per_account = measure(accounts, |i, at| {
-        format!(r#"{{"event_id":"a{i}","type":"order_placed","occurred_at":"{at}","manager_id":"kam-{}","account_id":"acc-{i:07}","order_id":"o{i}","amount":100}}"#, i % 1000)
+        format!(
+            r#"{{"event_id":"a{i}","type":"order_placed","occurred_at":"{at}","manager_id":"kam-{}","account_id":"acc-{i:07}","order_id":"o{i}","amount":100}}"#,
+            i % 1000
+        )
     });
     let per_manager = measure(managers, |i, at| {
-        format!(r#"{{"event_id":"m{i}","type":"opportunity_won","occurred_at":"{at}","manager_id":"kam-{i:06}","account_id":"acc-{i:06}","team":"team-{}","opportunity_id":"w{i}","amount":100}}"#, i % 100)
+        format!(
+            r#"{{"event_id":"m{i}","type":"opportunity_won","occurred_at":"{at}","manager_id":"kam-{i:06}","account_id":"acc-{i:06}","team":"team-{}","opportunity_id":"w{i}","amount":100}}"#,
+            i % 100
+        )
     });
     let per_opportunity = measure(opportunities, |i, at| {
-        format!(r#"{{"event_id":"p{i}","type":"opportunity_created","occurred_at":"{at}","manager_id":"kam-1","account_id":"acc-{}","opportunity_id":"opp-{i:07}","amount":100}}"#, i % 1000)
+        format!(
+            r#"{{"event_id":"p{i}","type":"opportunity_created","occurred_at":"{at}","manager_id":"kam-1","account_id":"acc-{}","opportunity_id":"opp-{i:07}","amount":100}}"#,
+            i % 1000
+        )
     });
     println!("memory/account          {per_account:>8.0} bytes  ({accounts} accounts)");
     println!("memory/manager          {per_manager:>8.0} bytes  ({managers} managers, each with one account)");

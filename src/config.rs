@@ -526,6 +526,9 @@ impl Config {
 
     /// The detector settings for `team`: `detect` with the team's overrides.
     pub fn detect_for(&self, team: &str) -> &DetectConfig {
+        if self.team_detect.is_empty() {
+            return &self.detect;
+        }
         self.team_detect.get(team).unwrap_or(&self.detect)
     }
 

@@ -112,13 +112,12 @@ fn rate_windows(
     recent: &[Range<i64>; 3],
     history: &Range<i64>,
 ) -> [(RateInputs, i64); 3] {
-    let own_history = own.sum(history.clone());
+    let (own_history, own_recent) = own.sums(history, recent);
     std::array::from_fn(|i| {
-        let own_recent = own.sum(recent[i].clone());
         let inputs = RateInputs {
-            recent: own_recent,
+            recent: own_recent[i],
             history: own_history,
-            team_recent: team[i] - own_recent,
+            team_recent: team[i] - own_recent[i],
             team_history: team[3] - own_history,
         };
         (inputs, recent[i].end - recent[i].start)
@@ -140,12 +139,8 @@ fn sums_over(
     recent: &[Range<i64>; 3],
     history: &Range<i64>,
 ) -> [Tally; 4] {
-    [
-        series.sum(recent[0].clone()),
-        series.sum(recent[1].clone()),
-        series.sum(recent[2].clone()),
-        series.sum(history.clone()),
-    ]
+    let (history, recent) = series.sums(history, recent);
+    [recent[0], recent[1], recent[2], history]
 }
 
 impl ManagerStage {

@@ -94,7 +94,48 @@ impl<T: Copy + Default + AddAssign> DailyBuckets<T> {
 
     /// Drops every bucket before `day`.
     pub fn prune_before(&mut self, day: i64) {
-        self.buckets = self.buckets.split_off(&day);
+        while let Some(entry) = self.buckets.first_entry() {
+            if *entry.key() >= day {
+                break;
+            }
+            entry.remove();
+        }
+    }
+
+    /// The sums over `history` and over each of `recent` (ranges ending at
+    /// the same day), in one pass over the buckets.
+    pub fn sums<const N: usize>(
+        &self,
+        history: &Range<i64>,
+        recent: &[Range<i64>; N],
+    ) -> (T, [T; N]) {
+        let start = recent
+            .iter()
+            .map(|r| r.start)
+            .min()
+            .unwrap_or(history.end)
+            .min(history.start);
+        let end = recent
+            .iter()
+            .map(|r| r.end)
+            .max()
+            .unwrap_or(history.end)
+            .max(history.end);
+        let mut history_sum = T::default();
+        let mut recent_sums = [T::default(); N];
+        if start < end {
+            for (day, value) in self.buckets.range(start..end) {
+                if history.contains(day) {
+                    history_sum += *value;
+                }
+                for (sum, range) in recent_sums.iter_mut().zip(recent) {
+                    if range.contains(day) {
+                        *sum += *value;
+                    }
+                }
+            }
+        }
+        (history_sum, recent_sums)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -130,7 +171,10 @@ mod tests {
                 .iter()
                 .filter(|(day, _)| range.contains(day) && *day >= prune)
                 .fold(Tally::default(), |acc, (_, won)| acc + if *won { Tally::hit() } else { Tally::miss() });
-            prop_assert_eq!(buckets.sum(range), naive);
+            prop_assert_eq!(buckets.sum(range.clone()), naive);
+            let (history, [recent]) = buckets.sums(&(0..start), &[range]);
+            prop_assert_eq!(recent, naive);
+            prop_assert_eq!(history, buckets.sum(0..start));
         }
     }
 }
