@@ -107,6 +107,7 @@ pub struct EngineConfig {
     #[serde(with = "duration")]
     pub late_horizon: Duration,
     pub max_event_bytes: usize,
+    pub max_buffered_events: usize,
     pub dedup_capacity: usize,
     #[serde(with = "duration")]
     pub dedup_horizon: Duration,
@@ -494,6 +495,9 @@ impl Config {
         }
         if self.engine.max_event_bytes < 64 {
             return invalid("engine.max_event_bytes", "must be at least 64");
+        }
+        if self.engine.max_buffered_events == 0 {
+            return invalid("engine.max_buffered_events", "must be at least 1");
         }
         if self.engine.dedup_capacity == 0 {
             return invalid("engine.dedup_capacity", "must be at least 1");

@@ -49,6 +49,7 @@ pub struct Metrics {
     pub series_dropped: IntCounter,
     pub ready: IntGauge,
     pub sink_errors: IntCounterVec,
+    pub forced_events: IntCounter,
     /// Label sets currently exported, so series that went away are removed.
     exported: Mutex<Exported>,
     manager_series: bool,
@@ -60,6 +61,7 @@ struct Exported {
     active: BTreeSet<[String; 4]>,
     managers: BTreeSet<[String; 2]>,
     dedup_evictions: u64,
+    forced_events: u64,
 }
 
 /// Health shared between the service and the HTTP endpoints.
@@ -115,6 +117,7 @@ impl Metrics {
             series_dropped: build(r, IntCounter::new("feidan_metrics_series_dropped_total", "Per-manager series not exported because metrics.max_manager_series was reached, counted per refresh.")),
             ready: build(r, IntGauge::new("feidan_ready", "1 while the service is ready (assigned, connected and caught up), else 0.")),
             sink_errors: build(r, IntCounterVec::new(Opts::new("feidan_sink_errors_total", "Failed deliveries to Kafka, retried, by sink."), &["sink"])),
+            forced_events: build(r, IntCounter::new("feidan_engine_forced_events_total", "On-time events applied before the watermark passed them because engine.max_buffered_events was reached.")),
             exported: Mutex::new(Exported::default()),
             manager_series,
             max_manager_series,
@@ -198,6 +201,9 @@ impl Metrics {
             .with_label_values(&["event_ids"])
             .inc_by(evicted);
         exported.dedup_evictions = stats.dedup_evictions;
+        self.forced_events
+            .inc_by(stats.forced_events.saturating_sub(exported.forced_events));
+        exported.forced_events = stats.forced_events;
 
         for kind in AlertKind::ALL {
             for severity in [Severity::Warning, Severity::Critical] {

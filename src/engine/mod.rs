@@ -95,6 +95,8 @@ pub struct EngineStats {
     pub remembered_event_ids: usize,
     /// On-time events waiting for the watermark to pass them.
     pub buffered_events: usize,
+    /// Events applied before the watermark passed them (buffer full).
+    pub forced_events: u64,
     pub dedup_evictions: u64,
     pub pending_or_firing: usize,
     pub active: Vec<ActiveAlert>,
@@ -121,6 +123,9 @@ pub struct Engine {
     /// On-time events not yet behind the watermark, applied in event-time
     /// order as it passes them.
     pending: BinaryHeap<Reverse<InEventTime>>,
+    max_buffered: usize,
+    /// Events applied ahead of the watermark because the buffer was full.
+    forced: u64,
 }
 
 /// An event ordered by event time, then id (ids are unique once deduplicated).
@@ -164,6 +169,8 @@ impl Engine {
             next_evaluation: None,
             facts: Vec::new(),
             pending: BinaryHeap::new(),
+            max_buffered: engine.max_buffered_events,
+            forced: 0,
         }
     }
 
@@ -207,6 +214,12 @@ impl Engine {
             self.apply_now(&event);
         } else {
             self.pending.push(Reverse(InEventTime(event)));
+            if self.pending.len() > self.max_buffered {
+                if let Some(Reverse(InEventTime(oldest))) = self.pending.pop() {
+                    self.forced += 1;
+                    self.apply_now(&oldest);
+                }
+            }
         }
         if let Some(watermark) = self.watermark.observe(partition, at) {
             self.evaluate_until(watermark, out);
@@ -256,6 +269,7 @@ impl Engine {
             teams: self.managers.teams(),
             remembered_event_ids: self.dedup.len(),
             buffered_events: self.pending.len(),
+            forced_events: self.forced,
             dedup_evictions: self.dedup.evicted(),
             pending_or_firing: self.lifecycle.len(),
             active,
@@ -340,5 +354,39 @@ impl Engine {
             .max(detect.churn.business_baseline * 2);
         self.accounts
             .expire_before(at.plus(-(reach.as_secs() as i64)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn activity(i: usize) -> Vec<u8> {
+        format!(
+            r#"{{"event_id":"e{i}","type":"activity_logged","occurred_at":"2025-01-01T10:{:02}:00Z","manager_id":"m","account_id":"a","activity":"call"}}"#,
+            i % 60
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn the_event_buffer_is_bounded_when_a_partition_holds_the_watermark_back() {
+        let mut config = Config::defaults();
+        config.engine.max_buffered_events = 3;
+        let mut engine = Engine::new(&config);
+        let mut out = Vec::new();
+        // Partition 1 never delivers: the watermark cannot move.
+        engine.assign_partitions(&[0, 1], &mut out);
+        for i in 0..10 {
+            assert_eq!(
+                engine.ingest(&activity(i), 0, &mut out).outcome,
+                Outcome::Processed
+            );
+        }
+        let stats = engine.stats();
+        assert_eq!(stats.watermark, None);
+        assert_eq!(stats.buffered_events, 3);
+        assert_eq!(stats.forced_events, 7);
+        assert_eq!(stats.accounts, 1, "forced events were applied");
     }
 }
