@@ -108,6 +108,10 @@ pub struct EngineConfig {
     pub late_horizon: Duration,
     pub max_event_bytes: usize,
     pub max_buffered_events: usize,
+    #[serde(with = "duration")]
+    pub entity_ttl: Duration,
+    pub max_accounts: usize,
+    pub max_managers: usize,
     pub dedup_capacity: usize,
     #[serde(with = "duration")]
     pub dedup_horizon: Duration,
@@ -495,6 +499,15 @@ impl Config {
         }
         if self.engine.max_event_bytes < 64 {
             return invalid("engine.max_event_bytes", "must be at least 64");
+        }
+        if self.engine.max_accounts == 0 {
+            return invalid("engine.max_accounts", "must be at least 1");
+        }
+        if self.engine.max_managers == 0 {
+            return invalid("engine.max_managers", "must be at least 1");
+        }
+        if self.engine.entity_ttl < Duration::from_secs(86_400) {
+            return invalid("engine.entity_ttl", "must be at least 1d");
         }
         if self.engine.max_buffered_events == 0 {
             return invalid("engine.max_buffered_events", "must be at least 1");

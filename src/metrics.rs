@@ -60,7 +60,7 @@ pub struct Metrics {
 struct Exported {
     active: BTreeSet<[String; 4]>,
     managers: BTreeSet<[String; 2]>,
-    dedup_evictions: u64,
+    evictions: std::collections::HashMap<&'static str, u64>,
     forced_events: u64,
 }
 
@@ -156,7 +156,9 @@ impl Metrics {
                     .with_label_values(&[kind.as_str(), severity.as_str()]);
             }
         }
-        metrics.state_evictions.with_label_values(&["event_ids"]);
+        for kind in ["event_ids", "accounts", "managers"] {
+            metrics.state_evictions.with_label_values(&[kind]);
+        }
         for sink in ["alerts", "dead_letters"] {
             metrics.sink_errors.with_label_values(&[sink]);
         }
@@ -194,13 +196,12 @@ impl Metrics {
         }
 
         let mut exported = self.exported.lock().unwrap_or_else(|e| e.into_inner());
-        let evicted = stats
-            .dedup_evictions
-            .saturating_sub(exported.dedup_evictions);
-        self.state_evictions
-            .with_label_values(&["event_ids"])
-            .inc_by(evicted);
-        exported.dedup_evictions = stats.dedup_evictions;
+        for (kind, total) in &stats.evictions {
+            let previous = exported.evictions.insert(kind, *total).unwrap_or(0);
+            self.state_evictions
+                .with_label_values(&[kind])
+                .inc_by(total.saturating_sub(previous));
+        }
         self.forced_events
             .inc_by(stats.forced_events.saturating_sub(exported.forced_events));
         exported.forced_events = stats.forced_events;

@@ -31,6 +31,10 @@ const RECENT_ORDERS: usize = 12;
 #[derive(Debug, Default)]
 pub struct AccountStage {
     accounts: HashMap<String, AccountState>,
+    /// Accounts forgotten because they were idle past `engine.entity_ttl` ...
+    pub expired: u64,
+    /// ... or because `engine.max_accounts` was reached.
+    pub evicted: u64,
     /// Orders per day over all accounts: the company's pace, for business time.
     company_orders: DailyBuckets<u64>,
 }
@@ -54,6 +58,8 @@ struct AccountState {
     lapsed: Option<EvidenceRef>,
     /// Whether the lifecycle holds an account-churn entry for this account.
     watched: bool,
+    /// The newest event time seen on the account, for expiry.
+    last_seen: Timestamp,
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +163,11 @@ pub struct AccountReport {
 impl AccountStage {
     /// Applies one event to its account and appends the facts it yields.
     pub fn apply(&mut self, event: &Event, config: &Config, facts: &mut Vec<Fact>) {
+        if !self.accounts.contains_key(&event.account_id)
+            && self.accounts.len() >= config.engine.max_accounts
+        {
+            self.evict_one();
+        }
         let account = self
             .accounts
             .entry(event.account_id.clone())
@@ -172,8 +183,10 @@ impl AccountStage {
                 recent_orders: [0; RECENT_ORDERS],
                 lapsed: None,
                 watched: false,
+                last_seen: event.occurred_at,
             });
         let at = event.occurred_at;
+        account.last_seen = account.last_seen.max(at);
         match &event.body {
             EventBody::AccountAssigned { .. } => {
                 account.manager_id.clone_from(&event.manager_id);
@@ -343,6 +356,32 @@ impl AccountStage {
     /// The manager who owns `account_id` now, if the account is known.
     pub fn owner(&self, account_id: &str) -> Option<&str> {
         self.accounts.get(account_id).map(|a| a.manager_id.as_str())
+    }
+
+    /// Forgets accounts with no event since before `cutoff`, unless an
+    /// account-churn alert about them is pending or firing.
+    pub fn expire_idle(&mut self, cutoff: Timestamp) {
+        let before = self.accounts.len();
+        self.accounts
+            .retain(|_, a| a.last_seen >= cutoff || a.watched);
+        self.expired += (before - self.accounts.len()) as u64;
+    }
+
+    /// Makes room for a new account at the cap: forgets the longest idle of
+    /// a small sample (approximately the least recently seen, in constant
+    /// time), preferring accounts no alert is about.
+    fn evict_one(&mut self) {
+        const SAMPLE: usize = 16;
+        let victim = self
+            .accounts
+            .iter()
+            .take(SAMPLE)
+            .min_by_key(|(_, a)| (a.watched, a.last_seen))
+            .map(|(id, _)| id.clone());
+        if let Some(id) = victim {
+            self.accounts.remove(&id);
+            self.evicted += 1;
+        }
     }
 
     /// Drops open deals that have not moved since before `cutoff`, and the

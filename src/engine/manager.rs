@@ -32,6 +32,11 @@ pub struct ManagerStage {
     /// Competitor names, interned: losses store an index.
     competitors: Vec<String>,
     competitor_index: HashMap<String, u32>,
+    max_managers: usize,
+    /// Managers forgotten because they were idle past `engine.entity_ttl` ...
+    pub expired: u64,
+    /// ... or because `engine.max_managers` was reached.
+    pub evicted: u64,
 }
 
 #[derive(Debug, Default)]
@@ -46,6 +51,8 @@ struct ManagerState {
     losses: Vec<EvidenceRef>,
     leaks: Vec<EvidenceRef>,
     gauges: ManagerGauges,
+    /// The newest fact or book report about the manager, for expiry.
+    last_seen: Timestamp,
 }
 
 #[derive(Debug, Default)]
@@ -144,9 +151,23 @@ fn sums_over(
 }
 
 impl ManagerStage {
+    /// A stage holding at most `max_managers` managers.
+    pub fn with_cap(max_managers: usize) -> ManagerStage {
+        ManagerStage {
+            max_managers,
+            ..ManagerStage::default()
+        }
+    }
+
     pub fn apply(&mut self, fact: Fact) {
+        if !self.managers.contains_key(&fact.manager_id)
+            && self.managers.len() >= self.max_managers.max(1)
+        {
+            self.evict_one();
+        }
         let manager = self.managers.entry(fact.manager_id.clone()).or_default();
         manager.team.clone_from(&fact.team);
+        manager.last_seen = manager.last_seen.max(fact.at);
         let team = self.teams.entry(fact.team.clone()).or_default();
         let day = fact.at.day();
         match fact.kind {
@@ -199,12 +220,19 @@ impl ManagerStage {
     ) {
         let end_day = at.day() + i64::from(at.0 % DAY != 0);
         for (manager_id, book) in books {
-            self.managers
+            if !self.managers.contains_key(manager_id)
+                && self.managers.len() >= self.max_managers.max(1)
+            {
+                self.evict_one();
+            }
+            let manager = self
+                .managers
                 .entry(manager_id.clone())
                 .or_insert_with(|| ManagerState {
                     team: book.team.clone(),
                     ..ManagerState::default()
                 });
+            manager.last_seen = manager.last_seen.max(at);
         }
 
         let mut team_sums: HashMap<String, TeamSums> = HashMap::new();
@@ -511,6 +539,34 @@ impl ManagerStage {
 
     pub fn managers(&self) -> usize {
         self.managers.len()
+    }
+
+    /// Forgets managers with no fact or book since before `cutoff`, unless
+    /// an alert about them is pending or firing.
+    pub fn expire_idle(&mut self, cutoff: Timestamp, lifecycle: &Lifecycle) {
+        let before = self.managers.len();
+        self.managers.retain(|id, m| {
+            m.last_seen >= cutoff
+                || AlertKind::ALL
+                    .iter()
+                    .any(|kind| lifecycle.contains(*kind, id))
+        });
+        self.expired += (before - self.managers.len()) as u64;
+    }
+
+    /// Makes room at the cap: forgets the longest idle of a small sample.
+    fn evict_one(&mut self) {
+        const SAMPLE: usize = 16;
+        let victim = self
+            .managers
+            .iter()
+            .take(SAMPLE)
+            .min_by_key(|(_, m)| m.last_seen)
+            .map(|(id, _)| id.clone());
+        if let Some(id) = victim {
+            self.managers.remove(&id);
+            self.evicted += 1;
+        }
     }
 
     pub fn teams(&self) -> usize {

@@ -97,7 +97,8 @@ pub struct EngineStats {
     pub buffered_events: usize,
     /// Events applied before the watermark passed them (buffer full).
     pub forced_events: u64,
-    pub dedup_evictions: u64,
+    /// Entities forgotten so far, by kind (idle past the TTL or over a cap).
+    pub evictions: Vec<(&'static str, u64)>,
     pub pending_or_firing: usize,
     pub active: Vec<ActiveAlert>,
     pub team_win_rates: Vec<(String, f64)>,
@@ -164,7 +165,7 @@ impl Engine {
             watermark: WatermarkTracker::new(engine.allowed_lateness.as_secs() as i64),
             dedup: Dedup::new(engine.dedup_capacity, engine.dedup_horizon.as_secs() as i64),
             accounts: AccountStage::default(),
-            managers: ManagerStage::default(),
+            managers: ManagerStage::with_cap(engine.max_managers),
             lifecycle: Lifecycle::new(config.alerts.for_evaluations, config.alerts.resolve_after),
             next_evaluation: None,
             facts: Vec::new(),
@@ -270,7 +271,11 @@ impl Engine {
             remembered_event_ids: self.dedup.len(),
             buffered_events: self.pending.len(),
             forced_events: self.forced,
-            dedup_evictions: self.dedup.evicted(),
+            evictions: vec![
+                ("event_ids", self.dedup.evicted()),
+                ("accounts", self.accounts.expired + self.accounts.evicted),
+                ("managers", self.managers.expired + self.managers.evicted),
+            ],
             pending_or_firing: self.lifecycle.len(),
             active,
             team_win_rates: self
@@ -354,6 +359,9 @@ impl Engine {
             .max(detect.churn.business_baseline * 2);
         self.accounts
             .expire_before(at.plus(-(reach.as_secs() as i64)));
+        let idle_cutoff = at.plus(-(self.config.engine.entity_ttl.as_secs() as i64));
+        self.accounts.expire_idle(idle_cutoff);
+        self.managers.expire_idle(idle_cutoff, &self.lifecycle);
     }
 }
 
@@ -388,5 +396,33 @@ mod tests {
         assert_eq!(stats.buffered_events, 3);
         assert_eq!(stats.forced_events, 7);
         assert_eq!(stats.accounts, 1, "forced events were applied");
+    }
+
+    #[test]
+    fn a_flood_of_new_accounts_stays_within_the_cap_and_idle_ones_expire() {
+        let mut config = Config::defaults();
+        config.engine.max_accounts = 100;
+        config.engine.entity_ttl = std::time::Duration::from_secs(10 * 86_400);
+        let mut engine = Engine::new(&config);
+        let mut out = Vec::new();
+        let event = |i: usize, day: u32| {
+            format!(
+                r#"{{"event_id":"e{i}","type":"activity_logged","occurred_at":"2025-01-{day:02}T10:00:00Z","manager_id":"m","account_id":"acc-{i}","activity":"call"}}"#
+            )
+        };
+        for i in 0..1_000 {
+            engine.ingest(event(i, 1).as_bytes(), 0, &mut out);
+            assert!(engine.stats().accounts <= 100);
+        }
+        // Push the watermark on: the flood is applied, then idles out.
+        engine.ingest(event(5_000, 3).as_bytes(), 0, &mut out);
+        let stats = engine.stats();
+        assert_eq!(stats.accounts, 100);
+        assert_eq!(stats.evictions[1], ("accounts", 900));
+        engine.ingest(event(5_001, 20).as_bytes(), 0, &mut out);
+        engine.ingest(event(5_002, 21).as_bytes(), 0, &mut out);
+        let stats = engine.stats();
+        assert!(stats.accounts <= 2, "{} accounts left", stats.accounts);
+        assert!(stats.evictions[1].1 >= 998);
     }
 }
