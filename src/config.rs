@@ -69,9 +69,19 @@ pub struct KafkaConfig {
     pub dead_letter_topic: String,
     pub state_topic: String,
     pub max_in_flight: usize,
+    pub topics: TopicsConfig,
     /// librdkafka properties, flattened to `name = value` strings.
     #[serde(deserialize_with = "flatten_client_properties")]
     pub client: BTreeMap<String, String>,
+}
+
+/// How feidan creates the topics it owns when they are missing.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    pub create: bool,
+    pub partitions: i32,
+    pub replication_factor: i32,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -490,6 +500,12 @@ impl Config {
                 "kafka.input_topic",
                 "must differ from the alert and dead-letter topics",
             );
+        }
+        if k.topics.partitions < 1 {
+            return invalid("kafka.topics.partitions", "must be at least 1");
+        }
+        if k.topics.replication_factor < 1 {
+            return invalid("kafka.topics.replication_factor", "must be at least 1");
         }
         if k.max_in_flight == 0 {
             return invalid("kafka.max_in_flight", "must be at least 1");

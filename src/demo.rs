@@ -96,6 +96,8 @@ pub async fn run(
             .map_err(DemoError::Broker)?;
     }
     config.metrics.manager_series = true;
+    // The demo made its topics on the embedded broker above.
+    config.kafka.topics.create = false;
 
     let stop = CancellationToken::new();
     let metrics = Arc::new(Metrics::new(true, config.metrics.max_manager_series));

@@ -41,6 +41,8 @@ pub enum ServiceError {
     Consumer { topic: String, source: KafkaError },
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Topics(#[from] crate::kafka::topics::TopicError),
 }
 
 /// What one run did, for the caller's closing log line.
@@ -74,6 +76,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunSummary, ServiceError> {
     let kafka = &config.kafka;
+    if kafka.topics.create {
+        crate::kafka::topics::ensure_topics(kafka).await?;
+    }
     let (consumer, context) =
         source::subscribe(kafka).map_err(|source| ServiceError::Consumer {
             topic: kafka.input_topic.clone(),

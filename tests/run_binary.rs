@@ -56,7 +56,7 @@ fn run_serves_health_and_metrics_and_stops_cleanly_on_sigterm() {
     );
 
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_feidan"))
+    let child = Command::new(env!("CARGO_BIN_EXE_feidan"))
         .arg("run")
         .args(["--set", &format!("metrics.addr=127.0.0.1:{port}")])
         .args([
@@ -72,6 +72,8 @@ fn run_serves_health_and_metrics_and_stops_cleanly_on_sigterm() {
             &format!("kafka.dead_letter_topic={}", config.kafka.dead_letter_topic),
         ])
         .env("FEIDAN__KAFKA__BROKERS", &config.kafka.brokers)
+        // The mock cluster cannot describe topic configurations.
+        .env("FEIDAN__KAFKA__TOPICS__CREATE", "false")
         .env("FEIDAN__KAFKA__GROUP_ID", &config.kafka.group_id)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())

@@ -243,3 +243,54 @@ async fn offsets_are_committed_at_shutdown_across_partitions() {
     );
     drop(broker);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a broker that implements CreateTopics (tansu, issue 5): librdkafka's mock cluster times out"]
+async fn feidan_creates_the_topics_it_owns_and_never_the_input() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    let mut config = test_config();
+    let broker = feidan::kafka::embedded::EmbeddedBroker::start().unwrap();
+    config.kafka.brokers = broker.bootstrap_servers();
+    config.kafka.input_topic = unique("input");
+    config.kafka.alert_topic = unique("alerts");
+    config.kafka.dead_letter_topic = unique("dead");
+    config.kafka.state_topic = unique("state");
+    config.kafka.topics.partitions = 3;
+    let report = feidan::kafka::topics::ensure_topics(&config.kafka)
+        .await
+        .unwrap();
+    assert_eq!(report.created.len(), 3, "{report:?}");
+    let again = feidan::kafka::topics::ensure_topics(&config.kafka)
+        .await
+        .unwrap();
+    assert!(again.created.is_empty(), "{again:?}");
+
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
+    let partitions = |name: &str| {
+        metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == name && t.error().is_none())
+            .map(|t| t.partitions().len())
+    };
+    for topic in [
+        &config.kafka.alert_topic,
+        &config.kafka.dead_letter_topic,
+        &config.kafka.state_topic,
+    ] {
+        assert_eq!(partitions(topic), Some(3), "{topic}");
+    }
+    assert_eq!(
+        partitions(&config.kafka.input_topic),
+        None,
+        "the input topic is the user's"
+    );
+    drop(broker);
+}

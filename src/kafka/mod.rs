@@ -1,5 +1,6 @@
 //! The Kafka edges: client configuration, the input consumer, the alert and
-//! dead-letter producers, and the embedded broker of the demo and the tests.
+//! dead-letter producers, the topics feidan owns, and the embedded broker of
+//! the demo and the tests.
 //!
 //! Nothing here decides anything: the consumer turns messages into
 //! `(payload, partition, offset)`, the sinks turn alerts and dead letters into
@@ -8,6 +9,7 @@
 pub mod embedded;
 pub mod sink;
 pub mod source;
+pub mod topics;
 
 use rdkafka::ClientConfig;
 

@@ -35,6 +35,8 @@ pub fn broker_with_topics(config: &mut Config, input_partitions: i32) -> Embedde
     config.kafka.alert_topic = unique("alerts");
     config.kafka.dead_letter_topic = unique("dead");
     config.kafka.state_topic = unique("state");
+    // Created here: the mock cluster cannot describe topic configurations.
+    config.kafka.topics.create = false;
     broker
         .create_topic(&config.kafka.input_topic, input_partitions)
         .unwrap();

@@ -1,0 +1,129 @@
+//! The topics feidan owns: created when missing — alerts, dead letters, and
+//! the state topic (compacted) — with partitions and replication from
+//! `kafka.topics`; an existing state topic must be compacted. The input topic
+//! is the user's: it is never created or altered.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use tracing::{info, warn};
+
+use crate::config::KafkaConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("cannot reach the Kafka cluster to check topics: {0}")]
+    Admin(KafkaError),
+    #[error("cannot create topic `{topic}`: {code}")]
+    Create {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error("state topic `{topic}` has cleanup.policy={policy}; it must be compacted (cleanup.policy=compact)")]
+    NotCompacted { topic: String, policy: String },
+}
+
+/// What [`ensure_topics`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TopicReport {
+    pub created: Vec<String>,
+    pub existing: Vec<String>,
+}
+
+/// Creates feidan's own topics where missing and checks the state topic.
+///
+/// # Errors
+///
+/// When the cluster cannot be asked, a topic cannot be created, or the state
+/// topic exists without compaction.
+pub async fn ensure_topics(kafka: &KafkaConfig) -> Result<TopicReport, TopicError> {
+    let admin: AdminClient<DefaultClientContext> = super::client_config(kafka)
+        .create()
+        .map_err(TopicError::Admin)?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .map_err(TopicError::Admin)?;
+    let exists = |name: &str| {
+        metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == name && t.error().is_none())
+    };
+
+    let partitions = kafka.topics.partitions;
+    let replication = kafka.topics.replication_factor;
+    let owned = [
+        (kafka.alert_topic.as_str(), false),
+        (kafka.dead_letter_topic.as_str(), false),
+        (kafka.state_topic.as_str(), true),
+    ];
+    let mut report = TopicReport::default();
+    let missing: Vec<NewTopic<'_>> = owned
+        .iter()
+        .filter(|(name, _)| {
+            let present = exists(name);
+            if present {
+                report.existing.push((*name).to_owned());
+            }
+            !present
+        })
+        .map(|(name, compacted)| {
+            let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
+            if *compacted {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
+        .collect();
+    if !missing.is_empty() {
+        let options = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(30)))
+            .request_timeout(Some(Duration::from_secs(30)));
+        for result in admin
+            .create_topics(&missing, &options)
+            .await
+            .map_err(TopicError::Admin)?
+        {
+            match result {
+                Ok(topic) => {
+                    info!(topic = %topic, partitions, "Created topic.");
+                    report.created.push(topic);
+                }
+                // Another instance created it meanwhile.
+                Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => report.existing.push(topic),
+                Err((topic, code)) => return Err(TopicError::Create { topic, code }),
+            }
+        }
+    }
+
+    if report.existing.iter().any(|t| t == &kafka.state_topic) {
+        let resource = ResourceSpecifier::Topic(&kafka.state_topic);
+        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
+        match admin.describe_configs([&resource], &options).await {
+            Ok(results) => {
+                for result in results.into_iter().flatten() {
+                    let policy = result
+                        .get("cleanup.policy")
+                        .and_then(|entry| entry.value.clone())
+                        .unwrap_or_default();
+                    if !policy.split(',').any(|p| p.trim() == "compact") {
+                        return Err(TopicError::NotCompacted {
+                            topic: kafka.state_topic.clone(),
+                            policy,
+                        });
+                    }
+                }
+            }
+            // Not every Kafka-compatible broker answers DescribeConfigs.
+            Err(error) => {
+                warn!(topic = %kafka.state_topic, error = %error, "Cannot check the state topic's cleanup policy.")
+            }
+        }
+    }
+    Ok(report)
+}
