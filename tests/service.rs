@@ -244,14 +244,15 @@ async fn offsets_are_committed_at_shutdown_across_partitions() {
     drop(broker);
 }
 
+/// On tansu, a broker in its own process: librdkafka's mock cluster
+/// implements neither CreateTopics nor DescribeConfigs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a broker that implements CreateTopics (tansu, issue 5): librdkafka's mock cluster times out"]
 async fn feidan_creates_the_topics_it_owns_and_never_the_input() {
     use rdkafka::consumer::{BaseConsumer, Consumer};
 
+    let Some(broker) = start_tansu() else { return };
     let mut config = test_config();
-    let broker = feidan::kafka::embedded::EmbeddedBroker::start().unwrap();
-    config.kafka.brokers = broker.bootstrap_servers();
+    config.kafka.brokers = broker.bootstrap.clone();
     config.kafka.input_topic = unique("input");
     config.kafka.alert_topic = unique("alerts");
     config.kafka.dead_letter_topic = unique("dead");
@@ -292,5 +293,31 @@ async fn feidan_creates_the_topics_it_owns_and_never_the_input() {
         None,
         "the input topic is the user's"
     );
+    drop(broker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_topic_that_is_not_compacted_is_refused() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+
+    let Some(broker) = start_tansu() else { return };
+    let mut config = test_config();
+    config.kafka.brokers = broker.bootstrap.clone();
+    config.kafka.state_topic = unique("state");
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .create()
+        .unwrap();
+    let plain = NewTopic::new(&config.kafka.state_topic, 1, TopicReplication::Fixed(1))
+        .set("cleanup.policy", "delete");
+    admin
+        .create_topics([&plain], &AdminOptions::new())
+        .await
+        .unwrap();
+    let error = feidan::kafka::topics::ensure_topics(&config.kafka)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("must be compacted"), "{error}");
     drop(broker);
 }

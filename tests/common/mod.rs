@@ -182,3 +182,74 @@ pub fn small_world(seed: u64) -> Vec<Vec<u8>> {
         .map(|event| event.to_json().to_string().into_bytes())
         .collect()
 }
+
+/// A Kafka-compatible broker in its own process (tansu, DESIGN §10), killed
+/// when dropped.
+pub struct Tansu {
+    child: std::process::Child,
+    pub bootstrap: String,
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts tansu on a free loopback port with in-memory storage, or `None`
+/// (outside CI) when it is not installed.
+pub fn start_tansu() -> Option<Tansu> {
+    let candidates = std::env::var_os("PATH")
+        .map(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("tansu"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .chain(
+            std::env::var_os("HOME")
+                .map(|home| std::path::PathBuf::from(home).join(".cargo/bin/tansu")),
+        );
+    let Some(binary) = candidates.into_iter().find(|p| p.is_file()) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "tansu is not installed; .ci/run installs it"
+        );
+        eprintln!("skipping: tansu is not installed (cargo install tansu --locked --features dynostore,libsql)");
+        return None;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = std::process::Command::new(binary)
+        .args([
+            "broker",
+            "--storage-engine",
+            "memory://tansu/",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tansu starts");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "tansu did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some(Tansu {
+        child,
+        bootstrap: format!("127.0.0.1:{port}"),
+    })
+}
