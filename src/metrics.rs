@@ -50,6 +50,11 @@ pub struct Metrics {
     pub ready: IntGauge,
     pub sink_errors: IntCounterVec,
     pub forced_events: IntCounter,
+    /// `feidan_events_total` handles by (type, outcome), looked up once.
+    message_counters:
+        std::collections::HashMap<(&'static str, &'static str), IntCounter, ahash::RandomState>,
+    /// `feidan_dead_letters_total` handles by reason, looked up once.
+    dead_letter_counters: std::collections::HashMap<&'static str, IntCounter, ahash::RandomState>,
     /// Label sets currently exported, so series that went away are removed.
     exported: Mutex<Exported>,
     manager_series: bool,
@@ -97,7 +102,7 @@ impl Metrics {
         let registry = Registry::new();
         let shared = registry.clone();
         let r = &shared;
-        let metrics = Metrics {
+        let mut metrics = Metrics {
             events: build(r, IntCounterVec::new(Opts::new("feidan_events_total", "Input messages by event type and outcome (processed, duplicate, late, dead_letter)."), &["type", "outcome"])),
             dead_letters: build(r, IntCounterVec::new(Opts::new("feidan_dead_letters_total", "Messages sent to the dead-letter topic, by reason."), &["reason"])),
             watermark: build(r, Gauge::new("feidan_watermark_timestamp_seconds", "Event-time watermark, Unix seconds.")),
@@ -118,6 +123,8 @@ impl Metrics {
             ready: build(r, IntGauge::new("feidan_ready", "1 while the service is ready (assigned, connected and caught up), else 0.")),
             sink_errors: build(r, IntCounterVec::new(Opts::new("feidan_sink_errors_total", "Failed deliveries to Kafka, retried, by sink."), &["sink"])),
             forced_events: build(r, IntCounter::new("feidan_engine_forced_events_total", "On-time events applied before the watermark passed them because engine.max_buffered_events was reached.")),
+            message_counters: Default::default(),
+            dead_letter_counters: Default::default(),
             exported: Mutex::new(Exported::default()),
             manager_series,
             max_manager_series,
@@ -134,17 +141,23 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
-        // Pre-register the fixed label sets so every series exists from the start.
+        // Pre-register the fixed label sets so every series exists from the
+        // start, and keep their handles: no label lookup per message.
+
         for event_type in EVENT_TYPES.iter().chain(["invalid"].iter()) {
             for outcome in Outcome::LABELS {
                 if *event_type == "invalid" && outcome != "dead_letter" {
                     continue;
                 }
-                metrics.events.with_label_values(&[event_type, outcome]);
+                let counter = metrics.events.with_label_values(&[event_type, outcome]);
+                metrics
+                    .message_counters
+                    .insert((event_type, outcome), counter);
             }
         }
         for reason in DecodeError::CODES.iter().chain(["late"].iter()) {
-            metrics.dead_letters.with_label_values(&[reason]);
+            let counter = metrics.dead_letters.with_label_values(&[reason]);
+            metrics.dead_letter_counters.insert(reason, counter);
         }
         for kind in AlertKind::ALL {
             for severity in [Severity::Warning, Severity::Critical] {
@@ -166,12 +179,19 @@ impl Metrics {
     }
 
     /// Counts one input message.
-    pub fn count_message(&self, event_type: &str, outcome: &Outcome) {
-        self.events
-            .with_label_values(&[event_type, outcome.label()])
-            .inc();
+    pub fn count_message(&self, event_type: &'static str, outcome: &Outcome) {
+        match self.message_counters.get(&(event_type, outcome.label())) {
+            Some(counter) => counter.inc(),
+            None => self
+                .events
+                .with_label_values(&[event_type, outcome.label()])
+                .inc(),
+        }
         if let Outcome::DeadLetter(reason) = outcome {
-            self.dead_letters.with_label_values(&[reason.code()]).inc();
+            match self.dead_letter_counters.get(reason.code()) {
+                Some(counter) => counter.inc(),
+                None => self.dead_letters.with_label_values(&[reason.code()]).inc(),
+            }
         }
     }
 

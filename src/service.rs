@@ -95,6 +95,7 @@ pub async fn run(
         in_flight: VecDeque::new(),
         summary: RunSummary::default(),
         alerts: Vec::new(),
+        settled: Default::default(),
     };
     info!(brokers = %kafka.brokers, topic = %kafka.input_topic, group = %kafka.group_id, "Consuming.");
 
@@ -158,6 +159,7 @@ pub async fn run(
                     }
                 }
                 state.send_alerts(None).await?;
+                state.store_settled();
                 metrics.refresh(&engine.stats(), unix_now());
 
                 if let Some(handle) = lag_refresh.take_if(|h| h.is_finished()) {
@@ -216,6 +218,7 @@ pub async fn run(
             "Gave up waiting for the broker; those messages will be consumed again."
         );
     }
+    state.store_settled();
     if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
         // Nothing stored since the last background commit is not an error.
         debug!(error = %error, "Final commit.");
@@ -242,6 +245,9 @@ struct Loop<'a> {
     summary: RunSummary,
     /// Alert transitions from the engine not yet handed to the producer.
     alerts: Vec<Alert>,
+    /// The highest settled offset per partition not yet handed to the
+    /// consumer: offsets are stored in batches, not one call per message.
+    settled: std::collections::BTreeMap<i32, i64>,
 }
 
 impl Loop<'_> {
@@ -362,12 +368,33 @@ impl Loop<'_> {
             return;
         };
         self.summary.settled += 1;
-        if let Err(error) =
-            self.consumer
-                .store_offset(&self.config.kafka.input_topic, partition, offset)
-        {
-            // The partition was revoked meanwhile; its new owner re-reads it.
-            debug!(partition, offset, error = %error, "Cannot store an offset.");
+        let entry = self.settled.entry(partition).or_insert(offset);
+        *entry = (*entry).max(offset);
+        if self.settled.len() > 1_000 {
+            self.store_settled();
+        }
+    }
+
+    /// Stores the settled offsets with the consumer (committed in the
+    /// background every second, and at shutdown).
+    fn store_settled(&mut self) {
+        if self.settled.is_empty() {
+            return;
+        }
+        let mut list = rdkafka::TopicPartitionList::with_capacity(self.settled.len());
+        for (partition, offset) in std::mem::take(&mut self.settled) {
+            // The offset to resume from: the one after the last settled.
+            if let Err(error) = list.add_partition_offset(
+                &self.config.kafka.input_topic,
+                partition,
+                rdkafka::Offset::Offset(offset + 1),
+            ) {
+                debug!(partition, offset, error = %error, "Cannot list an offset.");
+            }
+        }
+        if let Err(error) = self.consumer.store_offsets(&list) {
+            // A partition was revoked meanwhile; its new owner re-reads it.
+            debug!(error = %error, "Cannot store offsets.");
         }
     }
 }
