@@ -61,10 +61,15 @@ impl Sub for Tally {
     }
 }
 
-/// Daily buckets of `T`, keyed by day number.
+/// Daily buckets of `T`, keyed by day number. Each bucket also keeps the
+/// running total up to and including it, so a sum over any day range is two
+/// lookups (O(log n)), not a walk over the days. Adding to the newest day —
+/// the usual case, events arrive in time order — touches one bucket; a late
+/// event updates the running totals of the days after it.
 #[derive(Clone, Debug)]
 pub struct DailyBuckets<T> {
-    buckets: BTreeMap<i64, T>,
+    /// Day → (that day's value, running total through that day).
+    buckets: BTreeMap<i64, (T, T)>,
 }
 
 impl<T> Default for DailyBuckets<T> {
@@ -75,24 +80,42 @@ impl<T> Default for DailyBuckets<T> {
     }
 }
 
-impl<T: Copy + Default + AddAssign> DailyBuckets<T> {
+impl<T: Copy + Default + AddAssign + Sub<Output = T>> DailyBuckets<T> {
     /// Adds `value` to the bucket of `day`.
     pub fn add(&mut self, day: i64, value: T) {
-        *self.buckets.entry(day).or_default() += value;
+        let before = self.total_before(day);
+        let bucket = self.buckets.entry(day).or_insert((T::default(), before));
+        bucket.0 += value;
+        bucket.1 += value;
+        for (_, later) in self.buckets.range_mut(day + 1..) {
+            later.1 += value;
+        }
+    }
+
+    /// The running total of every bucket before `day`. Before the first
+    /// bucket still held, that is its running total less its own value (the
+    /// pruned buckets' share).
+    fn total_before(&self, day: i64) -> T {
+        match self.buckets.range(..day).next_back() {
+            Some((_, bucket)) => bucket.1,
+            None => self
+                .buckets
+                .values()
+                .next()
+                .map_or(T::default(), |first| first.1 - first.0),
+        }
     }
 
     /// The sum over the days in `days` (start inclusive, end exclusive).
     pub fn sum(&self, days: Range<i64>) -> T {
-        let mut total = T::default();
-        if days.start < days.end {
-            for value in self.buckets.range(days).map(|(_, v)| *v) {
-                total += value;
-            }
+        if days.start >= days.end {
+            return T::default();
         }
-        total
+        self.total_before(days.end) - self.total_before(days.start)
     }
 
-    /// Drops every bucket before `day`.
+    /// Drops every bucket before `day`. Running totals stay as they are:
+    /// only their differences are ever used.
     pub fn prune_before(&mut self, day: i64) {
         while let Some(entry) = self.buckets.first_entry() {
             if *entry.key() >= day {
@@ -102,40 +125,16 @@ impl<T: Copy + Default + AddAssign> DailyBuckets<T> {
         }
     }
 
-    /// The sums over `history` and over each of `recent` (ranges ending at
-    /// the same day), in one pass over the buckets.
+    /// The sums over `history` and over each of `recent`.
     pub fn sums<const N: usize>(
         &self,
         history: &Range<i64>,
         recent: &[Range<i64>; N],
     ) -> (T, [T; N]) {
-        let start = recent
-            .iter()
-            .map(|r| r.start)
-            .min()
-            .unwrap_or(history.end)
-            .min(history.start);
-        let end = recent
-            .iter()
-            .map(|r| r.end)
-            .max()
-            .unwrap_or(history.end)
-            .max(history.end);
-        let mut history_sum = T::default();
-        let mut recent_sums = [T::default(); N];
-        if start < end {
-            for (day, value) in self.buckets.range(start..end) {
-                if history.contains(day) {
-                    history_sum += *value;
-                }
-                for (sum, range) in recent_sums.iter_mut().zip(recent) {
-                    if range.contains(day) {
-                        *sum += *value;
-                    }
-                }
-            }
-        }
-        (history_sum, recent_sums)
+        (
+            self.sum(history.clone()),
+            std::array::from_fn(|i| self.sum(recent[i].clone())),
+        )
     }
 
     pub fn is_empty(&self) -> bool {
