@@ -37,9 +37,23 @@ pub struct ActiveAlert {
 
 #[derive(Debug)]
 enum Phase {
-    Pending { since: Timestamp, held: u32 },
-    Firing { alert: Alert, clear_for: u32 },
+    Pending {
+        since: Timestamp,
+        held: u32,
+    },
+    Firing {
+        alert: Alert,
+        clear_for: u32,
+        /// Evaluations in a row the detector could not judge (too small a
+        /// sample): not evidence of innocence, so they neither clear nor
+        /// hold, until so many pass that the alert is stale.
+        unjudged: u32,
+    },
 }
+
+/// A firing alert the detector cannot judge for `resolve_after` times this
+/// many evaluations resolves: its data has gone.
+const STALE_AFTER: u32 = 10;
 
 #[derive(Debug)]
 pub struct Lifecycle {
@@ -85,8 +99,33 @@ impl Lifecycle {
             (Some(Phase::Firing { alert, .. }), _) if holding => Some(Phase::Firing {
                 alert,
                 clear_for: 0,
+                unjudged: 0,
             }),
-            (Some(Phase::Firing { alert, clear_for }), _) => {
+            (
+                Some(Phase::Firing {
+                    alert,
+                    clear_for,
+                    unjudged,
+                }),
+                _,
+            ) if finding.is_none() => {
+                if unjudged + 1 >= self.resolve_after * STALE_AFTER {
+                    out.push(resolved(alert, at, take_draft()));
+                    None
+                } else {
+                    Some(Phase::Firing {
+                        alert,
+                        clear_for,
+                        unjudged: unjudged + 1,
+                    })
+                }
+            }
+            (
+                Some(Phase::Firing {
+                    alert, clear_for, ..
+                }),
+                _,
+            ) => {
                 if clear_for + 1 >= self.resolve_after {
                     out.push(resolved(alert, at, take_draft()));
                     None
@@ -94,6 +133,7 @@ impl Lifecycle {
                     Some(Phase::Firing {
                         alert,
                         clear_for: clear_for + 1,
+                        unjudged: 0,
                     })
                 }
             }
@@ -107,6 +147,7 @@ impl Lifecycle {
                         Some(Phase::Firing {
                             alert,
                             clear_for: 0,
+                            unjudged: 0,
                         })
                     }
                     None => Some(Phase::Pending { since, held }),
@@ -198,7 +239,7 @@ fn resolved(fired: Alert, at: Timestamp, latest: Option<AlertDraft>) -> Alert {
         }
         None => {
             alert.summary = format!(
-                "resolved: too few deals left in the window to judge; was: {}",
+                "resolved: no longer enough data to judge; was: {}",
                 alert.summary
             )
         }
@@ -317,6 +358,44 @@ mod tests {
         );
         assert_eq!(out[1].status, Status::Resolved);
         assert!(life.is_empty());
+    }
+
+    #[test]
+    fn a_firing_alert_the_detector_cannot_judge_stays_until_stale() {
+        let mut life = Lifecycle::new(1, 2);
+        let mut out = Vec::new();
+        life.observe(
+            AlertKind::WinRateDrop,
+            "m",
+            Timestamp(0),
+            Some(&finding(true)),
+            || draft(&finding(true)),
+            &mut out,
+        );
+        for day in 1..20 {
+            life.observe(
+                AlertKind::WinRateDrop,
+                "m",
+                Timestamp(day * DAY),
+                None,
+                || None,
+                &mut out,
+            );
+        }
+        assert_eq!(out.len(), 1, "a thin sample is not innocence");
+        life.observe(
+            AlertKind::WinRateDrop,
+            "m",
+            Timestamp(20 * DAY),
+            None,
+            || None,
+            &mut out,
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].status, Status::Resolved);
+        assert!(out[1]
+            .summary
+            .starts_with("resolved: no longer enough data"));
     }
 
     #[test]
