@@ -172,3 +172,67 @@ fn the_shipped_example_configurations_are_valid() {
     let out = feidan(&["check-config", "--config", file.to_str().unwrap()], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_sweep_prints_one_row_per_combination() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let out = feidan(
+        &[
+            "simulate",
+            "--out",
+            events.to_str().unwrap(),
+            "--seed",
+            "4",
+            "--managers",
+            "16",
+            "--days",
+            "300",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let labels = dir.path().join("events.labels.json");
+    let out = feidan(
+        &[
+            "backtest",
+            "--input",
+            events.to_str().unwrap(),
+            "--labels",
+            labels.to_str().unwrap(),
+            "--sweep",
+            "detect.diversion_risk.alpha=0.0001,0.00001",
+            "--sweep",
+            "alerts.for=1,3",
+        ],
+        &[],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{stdout}");
+    assert!(
+        lines[0].starts_with("detect.diversion_risk.alpha\talerts.for\tmanager_recall"),
+        "{stdout}"
+    );
+    for row in &lines[1..] {
+        assert_eq!(row.split('\t').count(), 9, "{row}");
+    }
+    // A bad sweep value is named.
+    let out = feidan(
+        &[
+            "backtest",
+            "--input",
+            events.to_str().unwrap(),
+            "--sweep",
+            "detect.win_rate.alpha=2",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("detect.win_rate.alpha"),
+        "{}",
+        text(&out.stderr)
+    );
+}
