@@ -293,6 +293,34 @@ impl Rules<'_> {
         }
     }
 
+    /// The baseline of a rate detector: a positive prior weight, a window
+    /// no shorter than an evaluation step, a history no shorter than the window.
+    fn rate_baseline(
+        &self,
+        section: &str,
+        prior_strength: f64,
+        window: Duration,
+        history: Duration,
+        evaluate_every: Duration,
+    ) -> Result<(), ConfigError> {
+        if !(prior_strength > 0.0) {
+            return self.fail(&format!("{section}.prior_strength"), "must be above 0");
+        }
+        if window < evaluate_every {
+            return self.fail(
+                &format!("{section}.window"),
+                "must be at least alerts.evaluate_every",
+            );
+        }
+        if history < window {
+            return self.fail(
+                &format!("{section}.history"),
+                &format!("must be at least as long as {section}.window"),
+            );
+        }
+        Ok(())
+    }
+
     fn at_least_one(&self, key: &str, value: u64) -> Result<(), ConfigError> {
         if value >= 1 {
             Ok(())
@@ -314,35 +342,25 @@ impl DetectConfig {
         r.thresholds("win_rate", w.alpha, w.resolve_alpha, w.critical_p_value)?;
         r.fraction("win_rate.min_drop", w.min_drop)?;
         r.at_least_one("win_rate.min_closed", w.min_closed)?;
-        if !(w.prior_strength > 0.0) {
-            return r.fail("win_rate.prior_strength", "must be above 0");
-        }
-        if w.window < evaluate_every {
-            return r.fail("win_rate.window", "must be at least alerts.evaluate_every");
-        }
-        if w.history < w.window {
-            return r.fail(
-                "win_rate.history",
-                "must be at least as long as win_rate.window",
-            );
-        }
+        r.rate_baseline(
+            "win_rate",
+            w.prior_strength,
+            w.window,
+            w.history,
+            evaluate_every,
+        )?;
         let l = &self.leakage;
         r.thresholds("leakage", l.alpha, l.resolve_alpha, l.critical_p_value)?;
         r.fraction("leakage.min_rise", l.min_rise)?;
         r.at_least_one("leakage.min_exits", l.min_exits)?;
         r.fraction("leakage.cut_ratio", l.cut_ratio)?;
-        if !(l.prior_strength > 0.0) {
-            return r.fail("leakage.prior_strength", "must be above 0");
-        }
-        if l.window < evaluate_every {
-            return r.fail("leakage.window", "must be at least alerts.evaluate_every");
-        }
-        if l.history < l.window {
-            return r.fail(
-                "leakage.history",
-                "must be at least as long as leakage.window",
-            );
-        }
+        r.rate_baseline(
+            "leakage",
+            l.prior_strength,
+            l.window,
+            l.history,
+            evaluate_every,
+        )?;
         if l.stall_after < Duration::from_secs(86_400) {
             return r.fail("leakage.stall_after", "must be at least 1d");
         }

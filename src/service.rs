@@ -370,9 +370,6 @@ impl Loop<'_> {
         self.summary.settled += 1;
         let entry = self.settled.entry(partition).or_insert(offset);
         *entry = (*entry).max(offset);
-        if self.settled.len() > 1_000 {
-            self.store_settled();
-        }
     }
 
     /// Stores the settled offsets with the consumer (committed in the

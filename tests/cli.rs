@@ -16,6 +16,12 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The command failed, and its error names `needle`.
+fn assert_fails_naming(out: &Output, needle: &str) {
+    assert!(!out.status.success(), "expected a failure naming {needle}");
+    assert!(text(&out.stderr).contains(needle), "{}", text(&out.stderr));
+}
+
 #[test]
 fn check_config_prints_the_effective_configuration_with_secrets_masked() {
     let out = feidan(
@@ -35,34 +41,19 @@ fn check_config_prints_the_effective_configuration_with_secrets_masked() {
 #[test]
 fn bad_configuration_exits_non_zero_naming_the_key() {
     let out = feidan(&["check-config", "--set", "detect.win_rate.alpa=0.1"], &[]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("detect.win_rate.alpa"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_fails_naming(&out, "detect.win_rate.alpa");
 
     let out = feidan(
         &["check-config"],
         &[("FEIDAN__DETECT__WIN_RATE__MIN_DROP", "2")],
     );
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("detect.win_rate.min_drop"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_fails_naming(&out, "detect.win_rate.min_drop");
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.toml");
     std::fs::write(&file, "[metrics]\naddress = \"x\"\n").unwrap();
     let out = feidan(&["check-config", "--config", file.to_str().unwrap()], &[]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("metrics.address"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_fails_naming(&out, "metrics.address");
 }
 
 #[test]
@@ -135,12 +126,7 @@ fn simulate_then_backtest_writes_alerts_and_a_summary() {
 #[test]
 fn a_missing_input_file_is_named() {
     let out = feidan(&["backtest", "--input", "/nonexistent/events.jsonl"], &[]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("/nonexistent/events.jsonl"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_fails_naming(&out, "/nonexistent/events.jsonl");
 }
 
 #[test]
@@ -229,10 +215,5 @@ fn a_sweep_prints_one_row_per_combination() {
         ],
         &[],
     );
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("detect.win_rate.alpha"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_fails_naming(&out, "detect.win_rate.alpha");
 }
