@@ -3,6 +3,7 @@
 //!
 //! This module owns the output contract; the sinks only move the bytes.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::stats;
@@ -11,7 +12,7 @@ use crate::time::Timestamp;
 pub const SCHEMA: &str = "feidan.alert.v1";
 
 /// What an alert is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum AlertKind {
     WinRateDrop,
     PipelineLeakage,
@@ -43,7 +44,7 @@ impl AlertKind {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Severity {
     Info,
     Warning,
@@ -71,7 +72,7 @@ impl Severity {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {
     Firing,
     Resolved,
@@ -88,7 +89,7 @@ impl Status {
 
 /// A standard statistical test with every parameter needed to recompute its
 /// p-value (scipy names in the comments).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum StatTest {
     /// P[X ≤ k], X ~ Binomial(n, p): `binom.cdf(k, n, p)`.
     BinomialLower { k: u64, n: u64, p: f64 },
@@ -143,7 +144,7 @@ impl StatTest {
 }
 
 /// One alert transition: an alert starting to fire, or resolving.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// `kind/subject/episode-start`: the same for every transition of one
     /// episode, and the same on every replay of the same input.

@@ -10,12 +10,15 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::alert::{Alert, AlertKind};
 use crate::config::{Config, DetectConfig};
 use crate::detect::account_churn::{self, OrderSilence};
 use crate::event::{Event, EventBody, LossReason};
 use crate::time::{Timestamp, DAY};
 
+use super::checkpoint::{self, RestoreError, StaticName};
 use super::fact::{DealOutcome, EvidenceRef, Fact, FactKind, LeakRoute};
 use super::lifecycle::{AlertDraft, Lifecycle};
 use super::window::DailyBuckets;
@@ -39,7 +42,7 @@ pub struct AccountStage {
     company_orders: DailyBuckets<u64>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct AccountState {
     manager_id: String,
     team: String,
@@ -62,20 +65,21 @@ struct AccountState {
     last_seen: Timestamp,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct OpenDeal {
     initial_amount: f64,
     last_update: Timestamp,
     /// The deal's latest event, cited if it stalls.
     last_event_id: String,
-    last_event_type: &'static str,
+    #[serde(with = "super::checkpoint::name")]
+    last_event_type: StaticName,
     amount: f64,
     stalled: bool,
 }
 
 /// An account's ordering: exponentially weighted moments of the gaps between
 /// orders (days) and of the order amounts.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct Rhythm {
     gaps: u32,
     gap_mean: f64,
@@ -123,6 +127,17 @@ impl Rhythm {
         self.orders >= min_orders + 3
             && self.recent.iter().sum::<f64>() / 3.0 < ratio * self.amount_mean
     }
+}
+
+/// Key prefix of account records in a checkpoint.
+pub const ACCOUNT_PREFIX: &str = "account/";
+
+/// The account stage's state besides its accounts, as checkpointed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AccountGlobals {
+    expired: u64,
+    evicted: u64,
+    company_orders: DailyBuckets<u64>,
 }
 
 /// One manager's book as the account stage sees it at an evaluation.
@@ -382,6 +397,35 @@ impl AccountStage {
             self.accounts.remove(&id);
             self.evicted += 1;
         }
+    }
+
+    /// Appends one checkpoint record per account: `account/<id>`.
+    pub fn checkpoint(&self, out: &mut Vec<(String, Vec<u8>)>) {
+        for (id, account) in &self.accounts {
+            out.push((format!("{ACCOUNT_PREFIX}{id}"), checkpoint::encode(account)));
+        }
+    }
+
+    /// What the stage keeps besides its accounts.
+    pub fn globals(&self) -> AccountGlobals {
+        AccountGlobals {
+            expired: self.expired,
+            evicted: self.evicted,
+            company_orders: self.company_orders.clone(),
+        }
+    }
+
+    pub fn restore_globals(&mut self, globals: AccountGlobals) {
+        self.expired = globals.expired;
+        self.evicted = globals.evicted;
+        self.company_orders = globals.company_orders;
+    }
+
+    /// Restores one account from its checkpoint record.
+    pub fn restore_account(&mut self, id: &str, payload: &[u8]) -> Result<(), RestoreError> {
+        let account = checkpoint::decode_payload(&format!("{ACCOUNT_PREFIX}{id}"), payload)?;
+        self.accounts.insert(id.to_owned(), account);
+        Ok(())
     }
 
     /// Drops open deals that have not moved since before `cutoff`, and the

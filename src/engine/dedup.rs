@@ -20,6 +20,16 @@ pub struct Dedup {
     order: VecDeque<(u64, Timestamp)>,
     hasher: ahash::RandomState,
     evicted: u64,
+    /// Ids forgotten so far: the arrival number of the oldest remembered id,
+    /// so a checkpoint can be written in fixed chunks of arrival order.
+    forgotten: u64,
+}
+
+/// Arrival-ordered ids of one checkpoint chunk, from arrival number `start`.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DedupChunk {
+    pub start: u64,
+    pub ids: Vec<(u64, Timestamp)>,
 }
 
 impl Dedup {
@@ -32,6 +42,7 @@ impl Dedup {
             order: VecDeque::new(),
             hasher,
             evicted: 0,
+            forgotten: 0,
         }
     }
 
@@ -75,7 +86,53 @@ impl Dedup {
         if let Some((key, _)) = self.order.pop_front() {
             self.seen.remove(&key);
             self.evicted += 1;
+            self.forgotten += 1;
         }
+    }
+
+    /// The remembered ids in chunks of `size` by arrival number: chunk `n`
+    /// holds arrivals `n·size .. (n+1)·size` still remembered. Only the
+    /// newest and oldest chunks change between checkpoints.
+    pub fn chunks(&self, size: u64) -> Vec<(u64, DedupChunk)> {
+        let mut chunks: Vec<(u64, DedupChunk)> = Vec::new();
+        for (i, id) in self.order.iter().enumerate() {
+            let arrival = self.forgotten + i as u64;
+            let n = arrival / size;
+            match chunks.last_mut() {
+                Some((last, chunk)) if *last == n => chunk.ids.push(*id),
+                _ => chunks.push((
+                    n,
+                    DedupChunk {
+                        start: arrival,
+                        ids: vec![*id],
+                    },
+                )),
+            }
+        }
+        chunks
+    }
+
+    /// The counters a checkpoint keeps besides the chunks: (forgotten, evicted).
+    pub fn counters(&self) -> (u64, u64) {
+        (self.forgotten, self.evicted)
+    }
+
+    /// Rebuilds the memory from checkpointed chunks and counters; arrivals
+    /// before `forgotten` (forgotten after their chunk was written) are left out.
+    pub fn restore(&mut self, counters: (u64, u64), mut chunks: Vec<DedupChunk>) {
+        let (forgotten, evicted) = counters;
+        chunks.sort_by_key(|c| c.start);
+        self.seen.clear();
+        self.order.clear();
+        for chunk in chunks {
+            for (i, (key, at)) in chunk.ids.into_iter().enumerate() {
+                if chunk.start + i as u64 >= forgotten && self.seen.insert(key) {
+                    self.order.push_back((key, at));
+                }
+            }
+        }
+        self.forgotten = forgotten;
+        self.evicted = evicted;
     }
 }
 
@@ -97,6 +154,28 @@ mod tests {
         );
         d.expire(Timestamp(165));
         assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn chunks_restore_the_same_memory() {
+        let mut d = Dedup::new(5, 1_000);
+        for i in 0..12 {
+            d.insert(&format!("e{i}"), Timestamp(i));
+        }
+        let chunks = d.chunks(4);
+        assert_eq!(
+            chunks.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        let mut restored = Dedup::new(5, 1_000);
+        restored.restore(d.counters(), chunks.into_iter().map(|(_, c)| c).collect());
+        assert_eq!(restored.order, d.order);
+        assert!(!restored.insert("e11", Timestamp(11)));
+        assert!(
+            restored.insert("e3", Timestamp(11)),
+            "forgotten before the checkpoint"
+        );
+        assert_eq!(restored.counters().1, d.counters().1 + 1);
     }
 
     proptest! {

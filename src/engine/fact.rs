@@ -6,10 +6,13 @@
 //! In one process facts pass in memory; scaled out they travel on an internal
 //! topic keyed by team. They hold no account state.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::event::LossReason;
 use crate::time::Timestamp;
+
+use super::checkpoint::StaticName;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Fact {
@@ -60,19 +63,22 @@ impl LeakRoute {
 }
 
 /// The event behind a fact, as an alert cites it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvidenceRef {
     pub event_id: String,
-    pub event_type: &'static str,
+    #[serde(with = "super::checkpoint::name")]
+    pub event_type: StaticName,
     pub occurred_at: Timestamp,
     pub account_id: String,
     pub opportunity_id: Option<String>,
     pub amount: Option<f64>,
-    pub reason: Option<&'static str>,
+    #[serde(with = "super::checkpoint::optional_name")]
+    pub reason: Option<StaticName>,
     pub competitor: Option<String>,
     /// Why this event is cited, when its type does not say it (`stalled`, `cut`,
     /// `visited_without_orders`).
-    pub note: Option<&'static str>,
+    #[serde(with = "super::checkpoint::optional_name")]
+    pub note: Option<StaticName>,
 }
 
 impl EvidenceRef {

@@ -14,6 +14,11 @@ use crate::alert::{Alert, AlertKind, Severity, Status};
 use crate::detect::Finding;
 use crate::time::{Timestamp, DAY};
 
+use super::checkpoint::{self, RestoreError};
+
+/// Key prefix of alert records in a checkpoint.
+pub const ALERT_PREFIX: &str = "alert/";
+
 /// Everything an alert says besides its id, status and time.
 #[derive(Clone, Debug)]
 pub struct AlertDraft {
@@ -35,7 +40,7 @@ pub struct ActiveAlert {
     pub team: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 enum Phase {
     Pending {
         since: Timestamp,
@@ -69,6 +74,25 @@ impl Lifecycle {
             resolve_after,
             entries: HashMap::new(),
         }
+    }
+
+    /// Appends one checkpoint record per pending or firing alert:
+    /// `alert/<kind>/<subject>`.
+    pub fn checkpoint(&self, out: &mut Vec<(String, Vec<u8>)>) {
+        for ((kind, subject), phase) in &self.entries {
+            out.push((
+                format!("{ALERT_PREFIX}{}/{subject}", kind.as_str()),
+                checkpoint::encode(&(kind, subject, phase)),
+            ));
+        }
+    }
+
+    /// Restores one entry from its checkpoint record.
+    pub fn restore_entry(&mut self, key: &str, payload: &[u8]) -> Result<(), RestoreError> {
+        let (kind, subject, phase): (AlertKind, String, Phase) =
+            checkpoint::decode_payload(key, payload)?;
+        self.entries.insert((kind, subject), phase);
+        Ok(())
     }
 
     /// Feeds one evaluation of `subject` for `kind` at `at`. `finding` is

@@ -7,6 +7,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 
+use serde::{Deserialize, Serialize};
+
 use crate::alert::{Alert, AlertKind};
 use crate::config::{Config, DetectConfig};
 use crate::detect::book_churn::{self, BookInputs};
@@ -18,6 +20,7 @@ use crate::stats;
 use crate::time::{Timestamp, DAY};
 
 use super::account::Book;
+use super::checkpoint::{self, RestoreError};
 use super::fact::{keep_largest, largest_between, DealOutcome, EvidenceRef, Fact, FactKind};
 use super::lifecycle::{AlertDraft, Lifecycle};
 use super::window::{DailyBuckets, Tally};
@@ -39,7 +42,7 @@ pub struct ManagerStage {
     pub evicted: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct ManagerState {
     team: String,
     /// Won of closed (won + lost) deals, by day.
@@ -55,7 +58,7 @@ struct ManagerState {
     last_seen: Timestamp,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct TeamState {
     closes: DailyBuckets<Tally>,
     exits: DailyBuckets<Tally>,
@@ -64,7 +67,7 @@ struct TeamState {
 }
 
 /// A manager's statistics at the last evaluation, for the metrics.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ManagerGauges {
     pub win_rate: Option<f64>,
     pub leakage_ratio: Option<f64>,
@@ -150,7 +153,61 @@ fn sums_over(
     [recent[0], recent[1], recent[2], history]
 }
 
+/// Key prefixes of manager and team records in a checkpoint.
+pub const MANAGER_PREFIX: &str = "manager/";
+pub const TEAM_PREFIX: &str = "team/";
+
+/// The manager stage's state besides its managers and teams, as checkpointed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ManagerGlobals {
+    competitors: Vec<String>,
+    expired: u64,
+    evicted: u64,
+}
+
 impl ManagerStage {
+    /// Appends one checkpoint record per manager and per team.
+    pub fn checkpoint(&self, out: &mut Vec<(String, Vec<u8>)>) {
+        for (id, manager) in &self.managers {
+            out.push((format!("{MANAGER_PREFIX}{id}"), checkpoint::encode(manager)));
+        }
+        for (name, team) in &self.teams {
+            out.push((format!("{TEAM_PREFIX}{name}"), checkpoint::encode(team)));
+        }
+    }
+
+    pub fn globals(&self) -> ManagerGlobals {
+        ManagerGlobals {
+            competitors: self.competitors.clone(),
+            expired: self.expired,
+            evicted: self.evicted,
+        }
+    }
+
+    pub fn restore_globals(&mut self, globals: ManagerGlobals) {
+        self.competitor_index = (0..)
+            .zip(&globals.competitors)
+            .map(|(i, name)| (name.clone(), i))
+            .collect();
+        self.competitors = globals.competitors;
+        self.expired = globals.expired;
+        self.evicted = globals.evicted;
+    }
+
+    /// Restores one manager from its checkpoint record.
+    pub fn restore_manager(&mut self, id: &str, payload: &[u8]) -> Result<(), RestoreError> {
+        let manager = checkpoint::decode_payload(&format!("{MANAGER_PREFIX}{id}"), payload)?;
+        self.managers.insert(id.to_owned(), manager);
+        Ok(())
+    }
+
+    /// Restores one team from its checkpoint record.
+    pub fn restore_team(&mut self, name: &str, payload: &[u8]) -> Result<(), RestoreError> {
+        let team = checkpoint::decode_payload(&format!("{TEAM_PREFIX}{name}"), payload)?;
+        self.teams.insert(name.to_owned(), team);
+        Ok(())
+    }
+
     /// A stage holding at most `max_managers` managers.
     pub fn with_cap(max_managers: usize) -> ManagerStage {
         ManagerStage {

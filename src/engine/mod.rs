@@ -4,6 +4,7 @@
 //! globals; `run`, `demo`, `backtest` and the tests all drive this type.
 
 pub mod account;
+pub mod checkpoint;
 pub mod dedup;
 pub mod fact;
 pub mod lifecycle;

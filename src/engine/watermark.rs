@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use crate::time::Timestamp;
 
 /// Tracks the watermark over the partitions of one input.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct WatermarkTracker {
     allowed_lateness: i64,
     /// Newest event time per partition, and whether that partition is idle.
@@ -20,7 +20,7 @@ pub struct WatermarkTracker {
     current: Option<Timestamp>,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 struct PartitionTime {
     /// `None` for an assigned partition that has not delivered an event yet:
     /// it holds the watermark back until it does or is marked idle, so that
@@ -36,6 +36,13 @@ impl WatermarkTracker {
             partitions: BTreeMap::new(),
             current: None,
         }
+    }
+
+    /// This tracker with another allowed lateness (a restart may change it);
+    /// the watermark already reached does not move back.
+    pub fn with_lateness(mut self, allowed_lateness_secs: i64) -> Self {
+        self.allowed_lateness = allowed_lateness_secs;
+        self
     }
 
     /// The watermark, or `None` before the first event.

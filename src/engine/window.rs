@@ -2,12 +2,13 @@
 //! summed over any day range and pruned as the watermark passes. Never a
 //! growing list of events.
 
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ops::{Add, AddAssign, Range, Sub};
 
 /// A proportion's counts: `hits` of `total` (won of closed deals, leaked
 /// of deals leaving the pipeline).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {
     pub hits: u64,
     pub total: u64,
@@ -66,7 +67,7 @@ impl Sub for Tally {
 /// lookups (O(log n)), not a walk over the days. Adding to the newest day —
 /// the usual case, events arrive in time order — touches one bucket; a late
 /// event updates the running totals of the days after it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DailyBuckets<T> {
     /// Day → (that day's value, running total through that day).
     buckets: BTreeMap<i64, (T, T)>,

@@ -1,0 +1,345 @@
+//! Checkpoints of the engine's state (DESIGN §7): the engine as a list of
+//! `(key, payload)` records, one per entity — `account/<id>`,
+//! `manager/<id>`, `team/<name>`, `alert/<kind>/<subject>` — plus chunks of
+//! the event buffer (`buffer/<n>`) and of the dedup memory (`dedup/<n>`),
+//! and one `engine` record with everything else (watermark, counters,
+//! evaluation boundary). Restoring the records gives an engine that goes on
+//! exactly as the checkpointed one would have.
+//!
+//! Pure: bytes in, bytes out. Where the records are kept, and how a
+//! checkpoint is made atomic, is the changelog's business
+//! ([`crate::changelog`]).
+//!
+//! Payloads are MessagePack with named fields, so a later feidan can add a
+//! field with a default and still read an older checkpoint; the `engine`
+//! record carries [`STATE_FORMAT`] for changes that need more than that.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::event::{decode, Event};
+use crate::time::Timestamp;
+
+use super::account::{AccountGlobals, ACCOUNT_PREFIX};
+use super::dedup::DedupChunk;
+use super::lifecycle::ALERT_PREFIX;
+use super::manager::{ManagerGlobals, MANAGER_PREFIX, TEAM_PREFIX};
+use super::watermark::WatermarkTracker;
+use super::{Engine, InEventTime};
+
+/// The layout of the engine's records this build writes, and the newest it reads.
+pub const STATE_FORMAT: u32 = 1;
+
+const ENGINE_KEY: &str = "engine";
+const BUFFER_PREFIX: &str = "buffer/";
+const DEDUP_PREFIX: &str = "dedup/";
+/// Buffered events per `buffer/<n>` record.
+const BUFFER_CHUNK: usize = 2_000;
+/// Remembered event ids per `dedup/<n>` record (16 bytes each).
+const DEDUP_CHUNK: u64 = 32_768;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("state record `{key}` cannot be read: {source}")]
+    Decode {
+        key: String,
+        source: rmp_serde::decode::Error,
+    },
+    #[error("state record `{key}` is of no kind this feidan knows")]
+    UnknownKey { key: String },
+    #[error("the checkpoint was written in state format {found}; this feidan reads up to {STATE_FORMAT}: upgrade it")]
+    NewerFormat { found: u32 },
+    #[error("the checkpoint has entities but no `engine` record")]
+    MissingEngine,
+    #[error("buffered event in `{key}` no longer decodes: {reason}")]
+    BufferedEvent { key: String, reason: String },
+}
+
+/// The engine's state besides its entities.
+#[derive(Serialize, Deserialize)]
+struct EngineGlobals {
+    format: u32,
+    watermark: WatermarkTracker,
+    next_evaluation: Option<Timestamp>,
+    forced: u64,
+    dedup_counters: (u64, u64),
+    accounts: AccountGlobals,
+    managers: ManagerGlobals,
+}
+
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    // Every state type serialises: no map has a key MessagePack cannot hold.
+    rmp_serde::to_vec_named(value).expect("engine state serialises to MessagePack")
+}
+
+pub(crate) fn decode_payload<T: DeserializeOwned>(
+    key: &str,
+    payload: &[u8],
+) -> Result<T, RestoreError> {
+    rmp_serde::from_slice(payload).map_err(|source| RestoreError::Decode {
+        key: key.to_owned(),
+        source,
+    })
+}
+
+impl Engine {
+    /// The whole state as checkpoint records, in no particular order.
+    pub fn checkpoint(&self) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::with_capacity(
+            self.accounts.accounts() + self.managers.managers() + self.lifecycle.len() + 8,
+        );
+        let globals = EngineGlobals {
+            format: STATE_FORMAT,
+            watermark: self.watermark.clone(),
+            next_evaluation: self.next_evaluation,
+            forced: self.forced,
+            dedup_counters: self.dedup.counters(),
+            accounts: self.accounts.globals(),
+            managers: self.managers.globals(),
+        };
+        out.push((ENGINE_KEY.to_owned(), encode(&globals)));
+        self.accounts.checkpoint(&mut out);
+        self.managers.checkpoint(&mut out);
+        self.lifecycle.checkpoint(&mut out);
+        for (n, chunk) in self.dedup.chunks(DEDUP_CHUNK) {
+            out.push((format!("{DEDUP_PREFIX}{n}"), encode(&chunk)));
+        }
+        // The buffer in event-time order, so chunks change little between
+        // checkpoints while the watermark holds.
+        let mut buffered: Vec<&Event> = self.pending.iter().map(|e| &e.0 .0).collect();
+        buffered.sort_by(|a, b| (a.occurred_at, &a.event_id).cmp(&(b.occurred_at, &b.event_id)));
+        for (n, chunk) in buffered.chunks(BUFFER_CHUNK).enumerate() {
+            let events: Vec<String> = chunk.iter().map(|e| e.to_json().to_string()).collect();
+            out.push((format!("{BUFFER_PREFIX}{n}"), encode(&events)));
+        }
+        out
+    }
+
+    /// An engine with the state of `records` (as [`Engine::checkpoint`] made
+    /// them); with no records, a new engine. Configuration comes from
+    /// `config`, not from the checkpoint: thresholds may change across a restart.
+    ///
+    /// # Errors
+    ///
+    /// A record that does not decode, of an unknown kind, or written in a
+    /// newer state format.
+    pub fn restore(
+        config: &Config,
+        records: impl IntoIterator<Item = (String, Vec<u8>)>,
+    ) -> Result<Engine, RestoreError> {
+        let mut engine = Engine::new(config);
+        let mut globals: Option<EngineGlobals> = None;
+        let mut dedup_chunks = Vec::new();
+        let mut entities = 0usize;
+        for (key, payload) in records {
+            if key == ENGINE_KEY {
+                let read: EngineGlobals = decode_payload(&key, &payload)?;
+                if read.format > STATE_FORMAT {
+                    return Err(RestoreError::NewerFormat { found: read.format });
+                }
+                globals = Some(read);
+                continue;
+            }
+            entities += 1;
+            if let Some(id) = key.strip_prefix(ACCOUNT_PREFIX) {
+                engine.accounts.restore_account(id, &payload)?;
+            } else if let Some(id) = key.strip_prefix(MANAGER_PREFIX) {
+                engine.managers.restore_manager(id, &payload)?;
+            } else if let Some(name) = key.strip_prefix(TEAM_PREFIX) {
+                engine.managers.restore_team(name, &payload)?;
+            } else if key.starts_with(ALERT_PREFIX) {
+                engine.lifecycle.restore_entry(&key, &payload)?;
+            } else if key.starts_with(DEDUP_PREFIX) {
+                dedup_chunks.push(decode_payload::<DedupChunk>(&key, &payload)?);
+            } else if key.starts_with(BUFFER_PREFIX) {
+                let events: Vec<String> = decode_payload(&key, &payload)?;
+                for json in events {
+                    let event = decode_event(&key, json.as_bytes(), &engine)?;
+                    engine.pending.push(std::cmp::Reverse(InEventTime(event)));
+                }
+            } else {
+                return Err(RestoreError::UnknownKey { key });
+            }
+        }
+        match globals {
+            Some(globals) => {
+                let lateness = config.engine.allowed_lateness.as_secs() as i64;
+                engine.watermark = globals.watermark.with_lateness(lateness);
+                engine.next_evaluation = globals.next_evaluation;
+                engine.forced = globals.forced;
+                engine.dedup.restore(globals.dedup_counters, dedup_chunks);
+                engine.accounts.restore_globals(globals.accounts);
+                engine.managers.restore_globals(globals.managers);
+            }
+            None if entities > 0 => return Err(RestoreError::MissingEngine),
+            None => {}
+        }
+        Ok(engine)
+    }
+}
+
+fn decode_event(key: &str, json: &[u8], engine: &Engine) -> Result<Event, RestoreError> {
+    decode(json, engine.limits).map_err(|error| RestoreError::BufferedEvent {
+        key: key.to_owned(),
+        reason: error.to_string(),
+    })
+}
+
+/// The fixed names state keeps as `&'static str`: event types, loss
+/// reasons, and the notes evidence carries.
+const NAMES: &[&str] = &[
+    "opportunity_created",
+    "opportunity_updated",
+    "opportunity_won",
+    "opportunity_lost",
+    "opportunity_withdrawn",
+    "order_placed",
+    "activity_logged",
+    "account_assigned",
+    "contract_ended",
+    "customer_feedback",
+    "price",
+    "competitor",
+    "no_decision",
+    "other",
+    "stalled",
+    "cut",
+    "withdrawn",
+    "activity_since_last_order",
+    "contract_not_renewed",
+    "visited_without_orders",
+];
+
+fn known_name<E: serde::de::Error>(name: &str) -> Result<&'static str, E> {
+    NAMES
+        .iter()
+        .find(|known| **known == name)
+        .copied()
+        .ok_or_else(|| E::custom(format!("unknown name `{name}` in state")))
+}
+
+/// A `&'static str` that state keeps: one of the fixed [`NAMES`]. Named by
+/// an alias so serde does not take the field for a borrowed string.
+pub type StaticName = &'static str;
+
+/// Serde for a [`StaticName`] field.
+pub(crate) mod name {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(name: &&'static str, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(name)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+        let name = String::deserialize(d)?;
+        super::known_name(&name)
+    }
+}
+
+/// Serde for an `Option<&'static str>` field holding one of the fixed [`NAMES`].
+pub(crate) mod optional_name {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(name: &Option<&'static str>, s: S) -> Result<S::Ok, S::Error> {
+        name.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'static str>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|name| super::known_name(&name))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::Alert;
+    use crate::simulate::{SimConfig, Simulation};
+
+    fn stream() -> Vec<Vec<u8>> {
+        let mut simulation = Simulation::new(SimConfig {
+            managers: 12,
+            accounts_per_manager: 10,
+            days: 240,
+            seed: 5,
+            ..SimConfig::default()
+        });
+        let mut events = Vec::new();
+        while let Some(day) = simulation.next_day() {
+            events.extend(day.iter().map(|e| e.to_json().to_string().into_bytes()));
+        }
+        events
+    }
+
+    fn feed(engine: &mut Engine, events: &[Vec<u8>], out: &mut Vec<Alert>) {
+        for (i, payload) in events.iter().enumerate() {
+            engine.ingest(payload, (i % 3) as i32, out);
+        }
+    }
+
+    #[test]
+    fn a_restored_engine_goes_on_as_the_uninterrupted_one() {
+        let config = Config::defaults();
+        let events = stream();
+        let mut whole = Engine::new(&config);
+        let mut expected = Vec::new();
+        feed(&mut whole, &events, &mut expected);
+        assert!(!expected.is_empty(), "the stream raises alerts");
+
+        for cut in [events.len() / 5, events.len() / 2, events.len() - 10] {
+            let mut first = Engine::new(&config);
+            let mut alerts = Vec::new();
+            feed(&mut first, &events[..cut], &mut alerts);
+            let records = first.checkpoint();
+            drop(first);
+            let mut second = Engine::restore(&config, records).expect("restores");
+            let rest: Vec<Vec<u8>> = events[cut..].to_vec();
+            // Partitions continue where they were: offset the index.
+            for (i, payload) in rest.iter().enumerate() {
+                second.ingest(payload, ((cut + i) % 3) as i32, &mut alerts);
+            }
+            assert_eq!(alerts, expected, "cut at {cut}");
+            let (a, b) = (second.stats(), whole.stats());
+            assert_eq!(
+                (
+                    a.accounts,
+                    a.managers,
+                    a.remembered_event_ids,
+                    a.buffered_events
+                ),
+                (
+                    b.accounts,
+                    b.managers,
+                    b.remembered_event_ids,
+                    b.buffered_events
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn no_records_is_a_new_engine_and_bad_ones_are_named() {
+        let config = Config::defaults();
+        let engine = Engine::restore(&config, Vec::new()).expect("empty");
+        assert_eq!(engine.stats().accounts, 0);
+
+        let error = Engine::restore(&config, vec![("widget/1".to_owned(), vec![1])])
+            .err()
+            .expect("unknown kind");
+        assert!(error.to_string().contains("widget/1"), "{error}");
+
+        let error = Engine::restore(&config, vec![("account/a".to_owned(), vec![0xc1])])
+            .err()
+            .expect("bad payload");
+        assert!(error.to_string().contains("account/a"), "{error}");
+
+        let mut records = Engine::new(&config).checkpoint();
+        let mut globals: EngineGlobals = decode_payload("engine", &records[0].1).expect("globals");
+        globals.format = STATE_FORMAT + 1;
+        records[0].1 = encode(&globals);
+        let error = Engine::restore(&config, records).err().expect("newer");
+        assert!(matches!(error, RestoreError::NewerFormat { .. }), "{error}");
+    }
+}
