@@ -12,7 +12,10 @@
 //! - [`detect`]: the detectors, plain functions from windowed counts to findings.
 //! - [`stats`]: the statistical tests alerts cite (binomial, beta-binomial tails).
 //! - [`alert`]: alert transitions, schema v1, and their JSON and one-line forms.
-//! - [`kafka`]: the edges — consumer, alert and dead-letter producers, embedded mock broker.
+//! - [`changelog`]: how engine checkpoints are kept in the compacted state topic
+//!   so that a crash at any moment leaves a complete checkpoint to restore.
+//! - [`kafka`]: the edges — consumer, alert, dead-letter and state producers, state
+//!   restore, embedded mock broker.
 //! - [`service`]: the live loop (`run`): source → engine → sinks, offsets, shutdown.
 //! - [`metrics`]: Prometheus metrics and the HTTP server for `/metrics`, `/healthz`, `/readyz`.
 //! - [`backtest`]: replay of a JSONL file through the engine.
@@ -24,6 +27,7 @@
 
 pub mod alert;
 pub mod backtest;
+pub mod changelog;
 pub mod config;
 pub mod demo;
 pub mod detect;
