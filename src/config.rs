@@ -125,6 +125,9 @@ pub struct EngineConfig {
     pub dedup_capacity: usize,
     #[serde(with = "duration")]
     pub dedup_horizon: Duration,
+    /// How often `run` checkpoints the state to `kafka.state_topic`.
+    #[serde(with = "duration")]
+    pub checkpoint_interval: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -548,6 +551,9 @@ impl Config {
         }
         if self.engine.dedup_capacity == 0 {
             return invalid("engine.dedup_capacity", "must be at least 1");
+        }
+        if self.engine.checkpoint_interval.is_zero() {
+            return invalid("engine.checkpoint_interval", "must be longer than zero");
         }
         if self.engine.idle_timeout.is_zero() {
             return invalid("engine.idle_timeout", "must be longer than zero");

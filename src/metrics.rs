@@ -50,6 +50,11 @@ pub struct Metrics {
     pub ready: IntGauge,
     pub sink_errors: IntCounterVec,
     pub forced_events: IntCounter,
+    pub checkpoints: IntCounter,
+    pub checkpoint_records: IntCounter,
+    pub checkpoint_seconds: Histogram,
+    pub checkpoint_timestamp: Gauge,
+    pub replay_skipped: IntCounter,
     /// `feidan_events_total` handles by (type, outcome), looked up once.
     message_counters:
         std::collections::HashMap<(&'static str, &'static str), IntCounter, ahash::RandomState>,
@@ -123,6 +128,11 @@ impl Metrics {
             ready: build(r, IntGauge::new("feidan_ready", "1 while the service is ready (assigned, connected and caught up), else 0.")),
             sink_errors: build(r, IntCounterVec::new(Opts::new("feidan_sink_errors_total", "Failed deliveries to Kafka, retried, by sink."), &["sink"])),
             forced_events: build(r, IntCounter::new("feidan_engine_forced_events_total", "On-time events applied before the watermark passed them because engine.max_buffered_events was reached.")),
+            checkpoints: build(r, IntCounter::new("feidan_checkpoints_total", "Checkpoints of the state completed (all records and the marker acknowledged, offsets committed).")),
+            checkpoint_records: build(r, IntCounter::new("feidan_checkpoint_records_total", "Records written to the state topic: changed entities, deletions and markers.")),
+            checkpoint_seconds: build(r, Histogram::with_opts(HistogramOpts::new("feidan_checkpoint_seconds", "Time to take one checkpoint: serialise, write, wait for acknowledgement, commit.").buckets(vec![0.005, 0.025, 0.1, 0.5, 2.5, 10.0, 60.0]))),
+            checkpoint_timestamp: build(r, Gauge::new("feidan_checkpoint_timestamp_seconds", "When the last checkpoint completed, Unix seconds.")),
+            replay_skipped: build(r, IntCounter::new("feidan_replay_skipped_messages_total", "Input messages consumed again after a restart that the restored checkpoint already held, skipped.")),
             message_counters: Default::default(),
             dead_letter_counters: Default::default(),
             exported: Mutex::new(Exported::default()),

@@ -1,17 +1,27 @@
-//! The live service (`feidan run`): input consumer → engine → sinks, with
-//! at-least-once offsets, idle-time watermark advance, metrics and readiness.
+//! The live service (`feidan run`): state restore → input consumer → engine
+//! → sinks, with checkpoints, idle-time watermark advance, metrics and
+//! readiness.
+//!
+//! At start the state topic is read whole and the engine restored from its
+//! last complete checkpoint ([`crate::changelog`]); input messages below the
+//! checkpoint's offsets, consumed again after a crash, are skipped.
 //!
 //! Order of a message's life: consumed → applied by the engine → its alerts
-//! and dead letter handed to the producer → all acknowledged by the broker →
-//! its offset stored → committed (in the background, and at shutdown). The
-//! in-flight queue keeps input order, so an offset is never stored before the
-//! offsets below it, and it is bounded (`kafka.max_in_flight`): when full, the
-//! loop waits for the oldest entry (backpressure) instead of consuming more.
+//! and dead letter handed to the producer → acknowledged by the broker. The
+//! in-flight queue is bounded (`kafka.max_in_flight`): when full, the loop
+//! waits for the oldest entry (backpressure) instead of consuming more.
+//!
+//! Every `engine.checkpoint_interval`: wait until every alert and dead
+//! letter so far is acknowledged → write the changed state records → wait →
+//! write the marker with the input offsets → wait → commit those offsets.
+//! So committed offsets always correspond to durable state and durable
+//! alerts; after a crash the input from the last checkpoint is replayed onto
+//! the state of that checkpoint, and re-emitted transitions are identical.
 //!
 //! Shutdown (SIGINT/SIGTERM or the caller's future): not ready → stop
-//! consuming → drain in-flight sends → store and commit offsets → flush.
+//! consuming → drain in-flight sends → checkpoint → commit → flush.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,10 +32,13 @@ use rdkafka::message::Message;
 use tracing::{debug, info, warn};
 
 use crate::alert::{Alert, Status};
+use crate::changelog::{Changelog, Marker};
 use crate::config::Config;
+use crate::engine::checkpoint::RestoreError;
 use crate::engine::{Engine, Outcome};
 use crate::kafka::sink::{DeliveryState, Pending, SinkError, Sinks, SourceRecord};
 use crate::kafka::source::{self, InputConsumer};
+use crate::kafka::state::{self as state_topic, StateError};
 use crate::metrics::{Health, Metrics};
 
 /// How long shutdown waits for unacknowledged sends before giving up on them
@@ -43,6 +56,10 @@ pub enum ServiceError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Topics(#[from] crate::kafka::topics::TopicError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cannot restore the engine from the state topic: {0}")]
+    Restore(#[from] RestoreError),
 }
 
 /// What one run did, for the caller's closing log line.
@@ -51,8 +68,12 @@ pub struct RunSummary {
     pub messages: u64,
     pub alerts: u64,
     pub dead_letters: u64,
-    /// Messages whose offsets were stored (all effects acknowledged).
+    /// Messages whose effects were all acknowledged.
     pub settled: u64,
+    /// Checkpoints completed.
+    pub checkpoints: u64,
+    /// Messages skipped after a restart: the restored state already held them.
+    pub replay_skipped: u64,
 }
 
 /// One input message's effects, waiting for the broker.
@@ -79,6 +100,10 @@ pub async fn run(
     if kafka.topics.create {
         crate::kafka::topics::ensure_topics(kafka).await?;
     }
+    tokio::pin!(shutdown);
+    let Some(restored) = restore(config, &mut shutdown).await? else {
+        return Ok(RunSummary::default());
+    };
     let (consumer, context) =
         source::subscribe(kafka).map_err(|source| ServiceError::Consumer {
             topic: kafka.input_topic.clone(),
@@ -86,7 +111,7 @@ pub async fn run(
         })?;
     let consumer = Arc::new(consumer);
     let sinks = Sinks::new(kafka)?;
-    let mut engine = Engine::new(config);
+    let mut engine = restored.engine;
     let mut state = Loop {
         config,
         consumer: consumer.clone(),
@@ -95,7 +120,12 @@ pub async fn run(
         in_flight: VecDeque::new(),
         summary: RunSummary::default(),
         alerts: Vec::new(),
-        settled: Default::default(),
+        changelog: restored.changelog,
+        state_partitions: restored.partitions,
+        replay_from: restored.offsets.clone(),
+        consumed: restored.offsets,
+        dirty: false,
+        last_checkpoint: Instant::now(),
     };
     info!(brokers = %kafka.brokers, topic = %kafka.input_topic, group = %kafka.group_id, "Consuming.");
 
@@ -108,7 +138,6 @@ pub async fn run(
         tokio::task::JoinHandle<rdkafka::error::KafkaResult<Vec<(i32, i64)>>>,
     > = None;
     let mut last_lag_refresh = Instant::now() - LAG_EVERY;
-    tokio::pin!(shutdown);
 
     loop {
         tokio::select! {
@@ -140,6 +169,7 @@ pub async fn run(
             },
             _ = tick.tick() => {
                 let now = Instant::now();
+                let watermark = engine.watermark();
                 if let Some(partitions) = context.take_assignment() {
                     assign(&mut engine, &mut state, &mut last_by_partition, &partitions, now);
                 }
@@ -159,7 +189,10 @@ pub async fn run(
                     }
                 }
                 state.send_alerts(None).await?;
-                state.store_settled();
+                state.dirty |= engine.watermark() != watermark;
+                if state.dirty && now.duration_since(state.last_checkpoint) >= config.engine.checkpoint_interval {
+                    state.checkpoint(&engine).await?;
+                }
                 metrics.refresh(&engine.stats(), unix_now());
 
                 if let Some(handle) = lag_refresh.take_if(|h| h.is_finished()) {
@@ -211,17 +244,13 @@ pub async fn run(
     if let Some(handle) = lag_refresh.take() {
         let _ = handle.await;
     }
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, state.settle(true)).await;
-    if drained.is_err() {
-        warn!(
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, state.checkpoint(&engine)).await;
+    match drained {
+        Ok(result) => result?,
+        Err(_) => warn!(
             unsettled = state.in_flight.len(),
-            "Gave up waiting for the broker; those messages will be consumed again."
-        );
-    }
-    state.store_settled();
-    if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
-        // Nothing stored since the last background commit is not an error.
-        debug!(error = %error, "Final commit.");
+            "Gave up waiting for the broker; the input since the last checkpoint will be consumed again."
+        ),
     }
     if let Err(error) = state.sinks.flush(Duration::from_secs(10)) {
         warn!(error = %error, "Producer flush at shutdown.");
@@ -245,9 +274,16 @@ struct Loop<'a> {
     summary: RunSummary,
     /// Alert transitions from the engine not yet handed to the producer.
     alerts: Vec<Alert>,
-    /// The highest settled offset per partition not yet handed to the
-    /// consumer: offsets are stored in batches, not one call per message.
-    settled: std::collections::BTreeMap<i32, i64>,
+    changelog: Changelog,
+    state_partitions: i32,
+    /// Per input partition, the offset the restored state reaches: messages
+    /// below it are already in the state.
+    replay_from: BTreeMap<i32, i64>,
+    /// Per input partition, the next offset after the last message applied.
+    consumed: BTreeMap<i32, i64>,
+    /// Whether the state changed since the last checkpoint.
+    dirty: bool,
+    last_checkpoint: Instant,
 }
 
 impl Loop<'_> {
@@ -256,6 +292,17 @@ impl Loop<'_> {
         engine: &mut Engine,
         record: &SourceRecord<'_>,
     ) -> Result<(), ServiceError> {
+        self.consumed.insert(record.partition, record.offset + 1);
+        if self
+            .replay_from
+            .get(&record.partition)
+            .is_some_and(|from| record.offset < *from)
+        {
+            self.metrics.replay_skipped.inc();
+            self.summary.replay_skipped += 1;
+            return Ok(());
+        }
+        self.dirty = true;
         let started = Instant::now();
         let ingested = engine.ingest(record.payload, record.partition, &mut self.alerts);
         self.metrics
@@ -364,36 +411,141 @@ impl Loop<'_> {
     }
 
     fn store(&mut self, position: Option<(i32, i64)>) {
-        let Some((partition, offset)) = position else {
-            return;
-        };
-        self.summary.settled += 1;
-        let entry = self.settled.entry(partition).or_insert(offset);
-        *entry = (*entry).max(offset);
+        if position.is_some() {
+            self.summary.settled += 1;
+        }
     }
 
-    /// Stores the settled offsets with the consumer (committed in the
-    /// background every second, and at shutdown).
-    fn store_settled(&mut self) {
-        if self.settled.is_empty() {
-            return;
+    /// Takes a checkpoint (see the module documentation): everything sent so
+    /// far acknowledged, then the changed state, then the marker, then the
+    /// input offsets committed.
+    async fn checkpoint(&mut self, engine: &Engine) -> Result<(), ServiceError> {
+        let started = Instant::now();
+        self.settle(true).await?;
+        let marker = Marker {
+            epoch: 0,
+            input_topic: self.config.kafka.input_topic.clone(),
+            offsets: self.consumed.clone(),
+        };
+        let mut writes = self.changelog.plan(engine.checkpoint(), marker);
+        let marker = writes.pop();
+        let records = writes.len() as u64 + 1;
+        let mut pending = Vec::with_capacity(writes.len());
+        for write in writes {
+            pending.push(self.sinks.send_state(write, self.state_partitions).await?);
         }
-        let mut list = rdkafka::TopicPartitionList::with_capacity(self.settled.len());
-        for (partition, offset) in std::mem::take(&mut self.settled) {
-            // The offset to resume from: the one after the last settled.
+        self.in_flight.push_back(InFlight {
+            position: None,
+            pending,
+        });
+        self.settle(true).await?;
+        if let Some(marker) = marker {
+            let pending = vec![self.sinks.send_state(marker, self.state_partitions).await?];
+            self.in_flight.push_back(InFlight {
+                position: None,
+                pending,
+            });
+            self.settle(true).await?;
+        }
+        self.commit();
+        self.dirty = false;
+        self.last_checkpoint = Instant::now();
+        self.summary.checkpoints += 1;
+        self.metrics.checkpoints.inc();
+        self.metrics.checkpoint_records.inc_by(records);
+        self.metrics
+            .checkpoint_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.checkpoint_timestamp.set(unix_now());
+        debug!(
+            records,
+            seconds = started.elapsed().as_secs_f64(),
+            "Checkpoint complete."
+        );
+        Ok(())
+    }
+
+    /// Commits the checkpointed input offsets. A failure is harmless: the
+    /// marker holds the same offsets, and a restart skips what it already has.
+    fn commit(&self) {
+        let mut list = rdkafka::TopicPartitionList::with_capacity(self.consumed.len());
+        for (partition, offset) in &self.consumed {
             if let Err(error) = list.add_partition_offset(
                 &self.config.kafka.input_topic,
-                partition,
-                rdkafka::Offset::Offset(offset + 1),
+                *partition,
+                rdkafka::Offset::Offset(*offset),
             ) {
                 debug!(partition, offset, error = %error, "Cannot list an offset.");
             }
         }
-        if let Err(error) = self.consumer.store_offsets(&list) {
-            // A partition was revoked meanwhile; its new owner re-reads it.
-            debug!(error = %error, "Cannot store offsets.");
+        if list.count() > 0 {
+            if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
+                debug!(error = %error, "Cannot commit offsets.");
+            }
         }
     }
+}
+
+/// The engine and changelog restored from the state topic.
+struct Restored {
+    engine: Engine,
+    changelog: Changelog,
+    partitions: i32,
+    /// The input offsets of the restored checkpoint.
+    offsets: BTreeMap<i32, i64>,
+}
+
+/// Reads the state topic and restores the engine, retrying while the broker
+/// is away; `None` when `shutdown` comes first.
+async fn restore(
+    config: &Config,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<Option<Restored>, ServiceError> {
+    let started = Instant::now();
+    let read = loop {
+        let kafka = config.kafka.clone();
+        let attempt =
+            tokio::task::spawn_blocking(move || state_topic::read(&kafka, Duration::from_secs(10)));
+        let result = tokio::select! {
+            () = shutdown.as_mut() => return Ok(None),
+            result = attempt => result,
+        };
+        match result {
+            Ok(Ok(read)) => break read,
+            Ok(Err(error)) if error.is_transient() => {
+                warn!(error = %error, "Cannot read the state topic yet; retrying.");
+            }
+            Ok(Err(error)) => return Err(error.into()),
+            Err(error) => warn!(error = %error, "The state reader failed; retrying."),
+        }
+        tokio::select! {
+            () = shutdown.as_mut() => return Ok(None),
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    };
+    let restored = read.restored;
+    let offsets = restored
+        .marker
+        .as_ref()
+        .filter(|m| m.input_topic == config.kafka.input_topic)
+        .map(|m| m.offsets.clone())
+        .unwrap_or_default();
+    let engine = Engine::restore(config, restored.entities)?;
+    let stats = engine.stats();
+    info!(
+        accounts = stats.accounts,
+        managers = stats.managers,
+        alerts = stats.pending_or_firing,
+        records = read.records,
+        seconds = started.elapsed().as_secs_f64(),
+        "State restored."
+    );
+    Ok(Some(Restored {
+        engine,
+        changelog: restored.changelog,
+        partitions: read.partitions,
+        offsets,
+    }))
 }
 
 /// Hands a new assignment to the engine's watermark; new partitions start

@@ -71,6 +71,10 @@ fn run_serves_health_and_metrics_and_stops_cleanly_on_sigterm() {
             "--set",
             &format!("kafka.dead_letter_topic={}", config.kafka.dead_letter_topic),
         ])
+        .args([
+            "--set",
+            &format!("kafka.state_topic={}", config.kafka.state_topic),
+        ])
         .env("FEIDAN__KAFKA__BROKERS", &config.kafka.brokers)
         // The mock cluster cannot describe topic configurations.
         .env("FEIDAN__KAFKA__TOPICS__CREATE", "false")

@@ -9,6 +9,7 @@
 pub mod embedded;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod topics;
 
 use rdkafka::ClientConfig;

@@ -33,6 +33,8 @@ pub enum SinkError {
 pub enum SinkKind {
     Alerts,
     DeadLetters,
+    /// Checkpoint records on the state topic.
+    State,
 }
 
 impl SinkKind {
@@ -40,6 +42,7 @@ impl SinkKind {
         match self {
             SinkKind::Alerts => "alerts",
             SinkKind::DeadLetters => "dead_letters",
+            SinkKind::State => "state",
         }
     }
 }
@@ -48,8 +51,10 @@ impl SinkKind {
 pub struct Pending {
     pub sink: SinkKind,
     topic: String,
+    partition: Option<i32>,
     key: Option<Vec<u8>>,
-    payload: Vec<u8>,
+    /// `None`: a tombstone.
+    payload: Option<Vec<u8>>,
     headers: Vec<(&'static str, Vec<u8>)>,
     delivery: DeliveryFuture,
 }
@@ -103,6 +108,7 @@ pub struct Sinks {
     producer: FutureProducer,
     alert_topic: String,
     dead_letter_topic: String,
+    state_topic: String,
 }
 
 impl Sinks {
@@ -121,6 +127,7 @@ impl Sinks {
             producer,
             alert_topic: kafka.alert_topic.clone(),
             dead_letter_topic: kafka.dead_letter_topic.clone(),
+            state_topic: kafka.state_topic.clone(),
         })
     }
 
@@ -134,9 +141,33 @@ impl Sinks {
         self.enqueue(
             SinkKind::Alerts,
             self.alert_topic.clone(),
+            None,
             Some(alert.alert_id.clone().into_bytes()),
-            payload,
+            Some(payload),
             Vec::new(),
+        )
+        .await
+    }
+
+    /// Sends one checkpoint record to partition `partition_hash % partitions`
+    /// of the state topic (both slots of an entity on one partition).
+    ///
+    /// # Errors
+    ///
+    /// [`SinkError::Enqueue`] when the producer refuses the record outright.
+    pub async fn send_state(
+        &self,
+        write: crate::changelog::Write,
+        partitions: i32,
+    ) -> Result<Pending, SinkError> {
+        let partition = (write.partition_hash % partitions.max(1) as u64) as i32;
+        self.enqueue(
+            SinkKind::State,
+            self.state_topic.clone(),
+            Some(partition),
+            Some(write.key.into_bytes()),
+            write.value,
+            vec![("feidan.state.format", vec![b'0' + crate::changelog::FORMAT])],
         )
         .await
     }
@@ -164,8 +195,9 @@ impl Sinks {
         self.enqueue(
             SinkKind::DeadLetters,
             self.dead_letter_topic.clone(),
+            None,
             source.key.map(<[u8]>::to_vec),
-            source.payload.to_vec(),
+            Some(source.payload.to_vec()),
             headers,
         )
         .await
@@ -180,6 +212,7 @@ impl Sinks {
         self.enqueue(
             failed.sink,
             failed.topic,
+            failed.partition,
             failed.key,
             failed.payload,
             failed.headers,
@@ -196,8 +229,9 @@ impl Sinks {
         &self,
         sink: SinkKind,
         topic: String,
+        partition: Option<i32>,
         key: Option<Vec<u8>>,
-        payload: Vec<u8>,
+        payload: Option<Vec<u8>>,
         headers: Vec<(&'static str, Vec<u8>)>,
     ) -> Result<Pending, SinkError> {
         loop {
@@ -208,17 +242,22 @@ impl Sinks {
                     value: Some(value.as_slice()),
                 });
             }
-            let mut record = FutureRecord::<[u8], [u8]>::to(&topic)
-                .payload(&payload)
-                .headers(owned_headers);
+            let mut record = FutureRecord::<[u8], [u8]>::to(&topic).headers(owned_headers);
+            if let Some(payload) = &payload {
+                record = record.payload(payload.as_slice());
+            }
             if let Some(key) = &key {
                 record = record.key(key.as_slice());
+            }
+            if let Some(partition) = partition {
+                record = record.partition(partition);
             }
             match self.producer.send_result(record) {
                 Ok(delivery) => {
                     return Ok(Pending {
                         sink,
                         topic,
+                        partition,
                         key,
                         payload,
                         headers,

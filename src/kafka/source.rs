@@ -1,10 +1,9 @@
 //! The input: a consumer-group consumer on the input topic (rdkafka
 //! `StreamConsumer` on tokio).
 //!
-//! Offsets are stored by the service, and only once everything a message
-//! caused has been acknowledged by the broker (`enable.auto.offset.store =
-//! false`; stored offsets are committed in the background and once more at
-//! shutdown), as rust-rdkafka's `at_least_once` example does.
+//! Offsets are committed by the service, never automatically: only those of
+//! a complete checkpoint, whose state, alerts and dead letters are all
+//! acknowledged by the broker.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -95,8 +94,8 @@ pub fn subscribe(kafka: &KafkaConfig) -> KafkaResult<(InputConsumer, SourceConte
     let context = SourceContext::default();
     let consumer: InputConsumer = super::client_config(kafka)
         .set("group.id", &kafka.group_id)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
+        // Offsets are committed by the service, only for checkpointed state.
+        .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
