@@ -122,7 +122,6 @@ pub async fn run(
         alerts: Vec::new(),
         changelog: restored.changelog,
         state_partitions: restored.partitions,
-        replay_from: restored.offsets.clone(),
         consumed: restored.offsets,
         dirty: false,
         last_checkpoint: Instant::now(),
@@ -276,10 +275,9 @@ struct Loop<'a> {
     alerts: Vec<Alert>,
     changelog: Changelog,
     state_partitions: i32,
-    /// Per input partition, the offset the restored state reaches: messages
-    /// below it are already in the state.
-    replay_from: BTreeMap<i32, i64>,
-    /// Per input partition, the next offset after the last message applied.
+    /// Per input partition, the next offset after the last message applied
+    /// (from the restored checkpoint at start): messages below it are
+    /// already in the state.
     consumed: BTreeMap<i32, i64>,
     /// Whether the state changed since the last checkpoint.
     dirty: bool,
@@ -292,16 +290,19 @@ impl Loop<'_> {
         engine: &mut Engine,
         record: &SourceRecord<'_>,
     ) -> Result<(), ServiceError> {
-        self.consumed.insert(record.partition, record.offset + 1);
+        // Already in the state: consumed again after a restart (from the
+        // checkpoint's offsets, or from committed ones behind them) or after
+        // a rebalance that handed the partition back from its committed offset.
         if self
-            .replay_from
+            .consumed
             .get(&record.partition)
-            .is_some_and(|from| record.offset < *from)
+            .is_some_and(|next| record.offset < *next)
         {
             self.metrics.replay_skipped.inc();
             self.summary.replay_skipped += 1;
             return Ok(());
         }
+        self.consumed.insert(record.partition, record.offset + 1);
         self.dirty = true;
         let started = Instant::now();
         let ingested = engine.ingest(record.payload, record.partition, &mut self.alerts);

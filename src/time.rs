@@ -59,18 +59,28 @@ impl fmt::Display for Timestamp {
     }
 }
 
-/// As an RFC 3339 string, the contracts' form.
+/// In text formats (JSON) an RFC 3339 string, the contracts' form; in
+/// binary ones (checkpoints) the seconds, compact.
 impl Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        if serializer.is_human_readable() {
+            serializer.collect_str(self)
+        } else {
+            serializer.serialize_i64(self.0)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
-        Timestamp::parse_rfc3339(&text)
-            .ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not an RFC 3339 time")))
+        if deserializer.is_human_readable() {
+            let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+            Timestamp::parse_rfc3339(&text).ok_or_else(|| {
+                serde::de::Error::custom(format!("`{text}` is not an RFC 3339 time"))
+            })
+        } else {
+            i64::deserialize(deserializer).map(Timestamp)
+        }
     }
 }
 

@@ -3,45 +3,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use feidan::config::Config;
-
-/// GET `path` on `port`: (status code, body), or `None` while nothing listens.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    Some((status, body))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn events_counted(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("feidan_events_total{"))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
-        .sum()
-}
 
 #[test]
 fn run_serves_health_and_metrics_and_stops_cleanly_on_sigterm() {
@@ -90,20 +56,20 @@ fn run_serves_health_and_metrics_and_stops_cleanly_on_sigterm() {
     let mut ready = false;
     let mut counted = 0;
     while started.elapsed() < Duration::from_secs(90) {
-        match get(port, "/readyz") {
+        match http_get(port, "/readyz") {
             Some((503, _)) => seen_unready = true,
             Some((200, _)) => ready = true,
             _ => {}
         }
-        if let Some((200, body)) = get(port, "/metrics") {
-            counted = events_counted(&body);
+        if let Some((200, body)) = http_get(port, "/metrics") {
+            counted = metric_sum(&body, "feidan_events_total");
         }
         if ready && counted == input.len() as u64 {
             break;
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
     assert!(
         seen_unready,
         "/readyz must say not ready before the consumer is assigned and caught up"

@@ -36,8 +36,9 @@ const BUFFER_PREFIX: &str = "buffer/";
 const DEDUP_PREFIX: &str = "dedup/";
 /// Buffered events per `buffer/<n>` record.
 const BUFFER_CHUNK: usize = 2_000;
-/// Remembered event ids per `dedup/<n>` record (16 bytes each).
-const DEDUP_CHUNK: u64 = 32_768;
+/// Remembered event ids per `dedup/<n>` record (about 15 bytes each): well
+/// under the 1 MB a Kafka record may hold by default.
+const DEDUP_CHUNK: u64 = 16_384;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {

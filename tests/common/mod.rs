@@ -200,6 +200,22 @@ impl Drop for Tansu {
 /// Starts tansu on a free loopback port with in-memory storage, or `None`
 /// (outside CI) when it is not installed.
 pub fn start_tansu() -> Option<Tansu> {
+    start_tansu_with("memory://tansu/", free_port(), None)
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts tansu on `port` with `storage` (`memory://tansu/`, or
+/// `sqlite://FILE` to survive a restart; tansu takes FILE relative to its
+/// working directory, `dir`), or `None` outside CI when it is not installed.
+pub fn start_tansu_with(storage: &str, port: u16, dir: Option<&std::path::Path>) -> Option<Tansu> {
     let candidates = std::env::var_os("PATH")
         .map(|paths| {
             std::env::split_paths(&paths)
@@ -220,17 +236,16 @@ pub fn start_tansu() -> Option<Tansu> {
         eprintln!("skipping: tansu is not installed (cargo install tansu --locked --features dynostore,libsql)");
         return None;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let url = format!("tcp://127.0.0.1:{port}");
-    let child = std::process::Command::new(binary)
+    let mut command = std::process::Command::new(binary);
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let child = command
         .args([
             "broker",
             "--storage-engine",
-            "memory://tansu/",
+            storage,
             "--listener-url",
             &url,
             "--advertised-listener-url",
@@ -252,4 +267,90 @@ pub fn start_tansu() -> Option<Tansu> {
         child,
         bootstrap: format!("127.0.0.1:{port}"),
     })
+}
+
+/// GET `path` on `port`: (status code, body), or `None` while nothing listens.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    Some((status, body))
+}
+
+/// The sum of every series of metric `name` in an exposition text.
+pub fn metric_sum(exposition: &str, name: &str) -> u64 {
+    metric_values(exposition, name).iter().sum::<f64>() as u64
+}
+
+/// The values of every series of metric `name` in an exposition text.
+pub fn metric_values(exposition: &str, name: &str) -> Vec<f64> {
+    exposition
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .collect()
+}
+
+/// `feidan run`, the real binary, configured like `config` through `--set`
+/// (so every topic, the group and the brokers match), serving metrics on
+/// `port`. Its log goes to `feidan-<port>.log` in the tests' scratch folder.
+pub fn spawn_feidan(config: &Config, port: u16, extra: &[&str]) -> std::process::Child {
+    let k = &config.kafka;
+    let sets = [
+        format!("metrics.addr=127.0.0.1:{port}"),
+        format!("kafka.brokers={}", k.brokers),
+        format!("kafka.group_id={}", k.group_id),
+        format!("kafka.input_topic={}", k.input_topic),
+        format!("kafka.alert_topic={}", k.alert_topic),
+        format!("kafka.dead_letter_topic={}", k.dead_letter_topic),
+        format!("kafka.state_topic={}", k.state_topic),
+        format!("kafka.topics.create={}", k.topics.create),
+        format!("kafka.topics.partitions={}", k.topics.partitions),
+        format!(
+            "engine.idle_timeout={}s",
+            config.engine.idle_timeout.as_secs()
+        ),
+        format!(
+            "engine.checkpoint_interval={}ms",
+            config.engine.checkpoint_interval.as_millis()
+        ),
+    ];
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_feidan"));
+    command.arg("run");
+    for set in sets.iter().map(String::as_str).chain(extra.iter().copied()) {
+        command.args(["--set", set]);
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(format!("{}/feidan-{port}.log", env!("CARGO_TARGET_TMPDIR")))
+        .expect("log file");
+    command
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("feidan runs")
+}
+
+/// Sends SIGTERM to `child` and waits for it; its exit status.
+pub fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    child.wait().unwrap()
 }
