@@ -39,6 +39,8 @@ pub struct BacktestReport {
     /// Every transition, in order.
     pub alerts: Vec<Alert>,
     pub watermark: Option<Timestamp>,
+    /// The engine's state at the end: entities held and forgotten.
+    pub state: crate::engine::EngineStats,
 }
 
 /// Replays `input` (one event per line) through a fresh engine, calling
@@ -89,6 +91,7 @@ pub fn replay(
         }
     }
     report.watermark = engine.watermark();
+    report.state = engine.stats();
     Ok(report)
 }
 

@@ -455,6 +455,22 @@ fn run_backtest(
     for (outcome, count) in &report.outcomes {
         writeln!(stdout, "  {outcome:<12} {count}")?;
     }
+    let state = &report.state;
+    let forgotten: Vec<String> = state
+        .evictions
+        .iter()
+        .map(|(kind, count)| format!("{kind} {count}"))
+        .collect();
+    writeln!(
+        stdout,
+        "State at the end: {} accounts, {} open opportunities, {} managers, {} event ids, {} events not yet behind the watermark; forgotten (TTL or cap): {}.",
+        state.accounts,
+        state.open_opportunities,
+        state.managers,
+        state.remembered_event_ids,
+        state.buffered_events,
+        forgotten.join(", ")
+    )?;
     for (reason, count) in &report.dead_letters {
         writeln!(stdout, "  dead letter: {reason:<14} {count}")?;
     }
