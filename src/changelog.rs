@@ -117,7 +117,10 @@ fn value(flag: u8, epoch: u64, payload: &[u8]) -> Vec<u8> {
     value
 }
 
-fn parse(key: &str, value: &[u8]) -> Result<(u8, u64, Vec<u8>), ChangelogError> {
+/// One slot's record as read: (flag, epoch, payload).
+type SlotRecord = (u8, u64, Vec<u8>);
+
+fn parse(key: &str, value: &[u8]) -> Result<SlotRecord, ChangelogError> {
     if value.len() < HEADER {
         return Err(ChangelogError::Malformed {
             key: key.to_owned(),
@@ -236,8 +239,7 @@ impl Changelog {
         }
         let mut marker: Option<Marker> = None;
         let mut max_epoch = 0;
-        // Entity → its two slots: (flag, epoch, payload).
-        let mut found: HashMap<String, [Option<(u8, u64, Vec<u8>)>; 2]> = HashMap::new();
+        let mut found: HashMap<String, [Option<SlotRecord>; 2]> = HashMap::new();
         for (key, value) in latest {
             let Some(value) = value else { continue };
             let (flag, epoch, payload) = parse(&key, &value)?;

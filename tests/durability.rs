@@ -15,12 +15,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use feidan::alert::Alert;
-use feidan::backtest;
 use feidan::config::Config;
-use feidan::metrics::{Health, Metrics};
-use feidan::service;
+use feidan::metrics::Metrics;
 use rand::{Rng, SeedableRng};
-use tokio_util::sync::CancellationToken;
 
 fn test_config() -> Config {
     let mut config = Config::defaults();
@@ -36,18 +33,6 @@ fn account_key(payload: &[u8]) -> Vec<u8> {
         .ok()
         .and_then(|v| Some(v.get("account_id")?.as_str()?.as_bytes().to_vec()))
         .unwrap_or_default()
-}
-
-fn backtest_of(config: &Config, input: &[Vec<u8>]) -> Vec<Alert> {
-    let joined: Vec<u8> = input
-        .iter()
-        .flat_map(|line| line.iter().copied().chain([b'\n']))
-        .collect();
-    let alerts = backtest::replay(config, joined.as_slice(), |_| Ok(()))
-        .unwrap()
-        .alerts;
-    assert!(alerts.len() >= 2, "the world must raise alerts");
-    alerts
 }
 
 /// The alert topic as (alert_id, status) → JSON text, asserting that every
@@ -117,34 +102,19 @@ async fn a_clean_restart_goes_on_from_the_checkpoint() {
         &input,
         account_key,
     );
-    let expected = backtest_of(&config, &input);
+    let expected = backtest_alerts(&config, &input);
 
     let mut consumed = 0;
     for round in 0..2 {
-        let metrics = Arc::new(Metrics::new(false, 0));
-        let stop = CancellationToken::new();
-        let task = {
-            let (config, metrics, stop) = (config.clone(), metrics.clone(), stop.clone());
-            tokio::spawn(async move {
-                service::run(&config, metrics, Health::default(), stop.cancelled_owned()).await
-            })
-        };
         // The first run stops a third of the way in; the second finishes.
         let target = if round == 0 {
             input.len() / 3
         } else {
             input.len() - consumed
         };
-        let started = Instant::now();
-        while metric_sum(&metrics.render(), "feidan_events_total") < target as u64 {
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "round {round} stalled"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        stop.cancel();
-        let summary = task.await.unwrap().unwrap();
+        let metrics = Arc::new(Metrics::new(false, 0));
+        let summary =
+            run_service_until(&config, metrics, target as u64, Duration::from_secs(120)).await;
         assert!(summary.checkpoints >= 1);
         assert_eq!(summary.replay_skipped, 0, "a clean stop replays nothing");
         consumed += summary.messages as usize;
@@ -157,14 +127,10 @@ async fn a_clean_restart_goes_on_from_the_checkpoint() {
         expected.len(),
         Duration::from_secs(60),
     );
-    let got: Vec<String> = records
-        .iter()
-        .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
-        .collect();
-    let want: Vec<String> = expected.iter().map(|a| a.to_json().to_string()).collect();
-    assert_eq!(
-        got, want,
-        "after a clean restart: the backtest's alerts, once each"
+    assert_topic_holds(
+        &records,
+        &expected,
+        "after a clean restart: the backtest's alerts, once each",
     );
     drop(broker);
 }
@@ -232,7 +198,7 @@ async fn kill_9_at_random_moments_ends_with_the_backtest_alerts() {
         &input,
         account_key,
     );
-    let expected = backtest_of(&config, &input);
+    let expected = backtest_alerts(&config, &input);
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let port = free_port();
@@ -302,7 +268,7 @@ async fn a_broker_outage_is_waited_out_with_nothing_lost() {
         &input,
         account_key,
     );
-    let expected = backtest_of(&config, &input);
+    let expected = backtest_alerts(&config, &input);
 
     let port = free_port();
     let mut child = spawn_feidan(&config, port, &[]);

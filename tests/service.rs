@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use feidan::backtest;
@@ -44,26 +44,10 @@ fn outcomes(metrics: &Metrics) -> BTreeMap<String, u64> {
     sums
 }
 
-/// Runs the service until `processed` messages are counted (or a timeout),
-/// then shuts it down the way SIGTERM would.
+/// Runs the service until `expected` messages are counted, then shuts it
+/// down the way SIGTERM would.
 async fn run_until_consumed(config: &Config, metrics: Arc<Metrics>, expected: u64) -> RunSummary {
-    let stop = CancellationToken::new();
-    let task = {
-        let config = config.clone();
-        let metrics = metrics.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            service::run(&config, metrics, Health::default(), stop.cancelled_owned()).await
-        })
-    };
-    let started = Instant::now();
-    while outcomes(&metrics).values().sum::<u64>() < expected
-        && started.elapsed() < Duration::from_secs(120)
-    {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    stop.cancel();
-    task.await.expect("service task").expect("service ran")
+    run_service_until(config, metrics, expected, Duration::from_secs(120)).await
 }
 
 fn malformed() -> Vec<Vec<u8>> {

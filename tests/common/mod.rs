@@ -55,11 +55,19 @@ pub fn produce(
     payloads: &[Vec<u8>],
     key_of: impl Fn(&[u8]) -> Vec<u8>,
 ) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .create()
-        .unwrap();
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", brokers);
+    produce_via(client, topic, payloads, key_of);
+}
+
+/// [`produce`] with a client of its own settings (TLS, SASL).
+pub fn produce_via(
+    mut client: ClientConfig,
+    topic: &str,
+    payloads: &[Vec<u8>],
+    key_of: impl Fn(&[u8]) -> Vec<u8>,
+) {
+    let producer: BaseProducer = client.set("linger.ms", "5").create().unwrap();
     for payload in payloads {
         let key = key_of(payload);
         loop {
@@ -99,8 +107,19 @@ impl Record {
 /// Reads `topic` from the start until `expected` records arrived and the
 /// topic then stays quiet for a moment, or `timeout` passes.
 pub fn read_topic(brokers: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<Record> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", brokers);
+    read_topic_via(client, topic, expected, timeout)
+}
+
+/// [`read_topic`] with a client of its own settings (TLS, SASL).
+pub fn read_topic_via(
+    mut client: ClientConfig,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<Record> {
+    let consumer: BaseConsumer = client
         .set("group.id", unique("reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -216,6 +235,21 @@ pub fn free_port() -> u16 {
 /// `sqlite://FILE` to survive a restart; tansu takes FILE relative to its
 /// working directory, `dir`), or `None` outside CI when it is not installed.
 pub fn start_tansu_with(storage: &str, port: u16, dir: Option<&std::path::Path>) -> Option<Tansu> {
+    launch_tansu(storage, port, port, dir)
+}
+
+/// tansu in memory on `port`, telling clients to connect to `advertised`
+/// instead (a TLS terminator in front of it).
+pub fn start_tansu_advertising(port: u16, advertised: u16) -> Option<Tansu> {
+    launch_tansu("memory://tansu/", port, advertised, None)
+}
+
+fn launch_tansu(
+    storage: &str,
+    port: u16,
+    advertised: u16,
+    dir: Option<&std::path::Path>,
+) -> Option<Tansu> {
     let candidates = std::env::var_os("PATH")
         .map(|paths| {
             std::env::split_paths(&paths)
@@ -237,6 +271,7 @@ pub fn start_tansu_with(storage: &str, port: u16, dir: Option<&std::path::Path>)
         return None;
     };
     let url = format!("tcp://127.0.0.1:{port}");
+    let advertised_url = format!("tcp://127.0.0.1:{advertised}");
     let mut command = std::process::Command::new(binary);
     if let Some(dir) = dir {
         command.current_dir(dir);
@@ -249,7 +284,7 @@ pub fn start_tansu_with(storage: &str, port: u16, dir: Option<&std::path::Path>)
             "--listener-url",
             &url,
             "--advertised-listener-url",
-            &url,
+            &advertised_url,
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -265,7 +300,7 @@ pub fn start_tansu_with(storage: &str, port: u16, dir: Option<&std::path::Path>)
     }
     Some(Tansu {
         child,
-        bootstrap: format!("127.0.0.1:{port}"),
+        bootstrap: format!("127.0.0.1:{advertised}"),
     })
 }
 
@@ -353,4 +388,56 @@ pub fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
         .unwrap();
     assert!(status.success());
     child.wait().unwrap()
+}
+
+/// The backtest's alert transitions for `input` (one message per line).
+pub fn backtest_alerts(config: &Config, input: &[Vec<u8>]) -> Vec<feidan::alert::Alert> {
+    let joined: Vec<u8> = input
+        .iter()
+        .flat_map(|line| line.iter().copied().chain([b'\n']))
+        .collect();
+    let alerts = feidan::backtest::replay(config, joined.as_slice(), |_| Ok(()))
+        .unwrap()
+        .alerts;
+    assert!(alerts.len() >= 2, "the world must raise alerts");
+    alerts
+}
+
+/// Asserts that the alert topic's records are exactly `expected`, in order
+/// and byte for byte.
+pub fn assert_topic_holds(records: &[Record], expected: &[feidan::alert::Alert], context: &str) {
+    let got: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
+        .collect();
+    let want: Vec<String> = expected.iter().map(|a| a.to_json().to_string()).collect();
+    assert_eq!(got, want, "{context}");
+}
+
+/// Runs the service in-process until `feidan_events_total` reaches
+/// `expected` (within `timeout`), then stops it the way SIGTERM would.
+pub async fn run_service_until(
+    config: &Config,
+    metrics: std::sync::Arc<feidan::metrics::Metrics>,
+    expected: u64,
+    timeout: Duration,
+) -> feidan::service::RunSummary {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = {
+        let (config, metrics, stop) = (config.clone(), metrics.clone(), stop.clone());
+        tokio::spawn(async move {
+            let health = feidan::metrics::Health::default();
+            feidan::service::run(&config, metrics, health, stop.cancelled_owned()).await
+        })
+    };
+    let started = Instant::now();
+    while metric_sum(&metrics.render(), "feidan_events_total") < expected {
+        assert!(
+            started.elapsed() < timeout,
+            "the service consumed too little within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    task.await.expect("service task").expect("service ran")
 }

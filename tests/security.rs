@@ -1,0 +1,169 @@
+//! Kafka over TLS (issue 5, DESIGN §9): every client feidan makes takes its
+//! `security.protocol` and `ssl.*` settings from `kafka.client`, and the
+//! service runs end to end against a broker it reaches only over TLS with a
+//! self-signed certificate.
+//!
+//! tansu 0.6 cannot serve TLS itself (its `--cert` and `--key` flags are
+//! declared mutually exclusive), and librdkafka's mock cluster speaks only
+//! plaintext, so TLS is terminated by Debian's `socat` in front of tansu,
+//! which advertises the TLS port. The certificate comes from the `openssl`
+//! command. Skipped outside CI when tansu, socat or openssl is missing.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use feidan::config::Config;
+use feidan::metrics::Metrics;
+
+struct Socat(Child);
+
+impl Drop for Socat {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn have(command: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {command}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{command} is not installed; .ci/run installs it"
+        );
+        eprintln!("skipping: {command} is not installed");
+    }
+    found
+}
+
+fn wait_listening(port: u16) {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "nothing on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_runs_against_a_broker_reached_only_over_tls() {
+    if !(have("socat") && have("openssl")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "openssl made a certificate");
+
+    // tansu listens in plaintext on its own port and advertises the TLS one.
+    let tls_port = free_port();
+    let plain_port = free_port();
+    let Some(_tansu) = start_tansu_advertising(plain_port, tls_port) else {
+        return;
+    };
+    let socat = Socat(
+        Command::new("socat")
+            .arg(format!(
+                "OPENSSL-LISTEN:{tls_port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+                cert.display(),
+                key.display()
+            ))
+            .arg(format!("TCP:127.0.0.1:{plain_port}"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(tls_port);
+
+    let mut config = Config::defaults();
+    config.engine.idle_timeout = Duration::from_secs(3600);
+    config.kafka.brokers = format!("127.0.0.1:{tls_port}");
+    config.kafka.group_id = unique("group");
+    config.kafka.input_topic = unique("input");
+    config.kafka.alert_topic = unique("alerts");
+    config.kafka.dead_letter_topic = unique("dead");
+    config.kafka.state_topic = unique("state");
+    config.kafka.topics.partitions = 1;
+    config
+        .kafka
+        .client
+        .insert("security.protocol".into(), "SSL".into());
+    config
+        .kafka
+        .client
+        .insert("ssl.ca.location".into(), cert.display().to_string());
+
+    // Without the certificate authority the handshake is refused: the
+    // clients really are on TLS, and verify the broker.
+    let mut untrusted = feidan::kafka::client_config(&config.kafka);
+    untrusted.set("ssl.ca.location", "/nonexistent-ca.pem");
+    assert!(
+        untrusted
+            .create::<rdkafka::producer::BaseProducer>()
+            .is_err(),
+        "a client with a missing CA file must not start"
+    );
+
+    let client = || feidan::kafka::client_config(&config.kafka);
+    {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::client::DefaultClientContext;
+        let admin: AdminClient<DefaultClientContext> = client().create().unwrap();
+        let topic = NewTopic::new(&config.kafka.input_topic, 1, TopicReplication::Fixed(1));
+        for result in admin
+            .create_topics([&topic], &AdminOptions::new())
+            .await
+            .unwrap()
+        {
+            result.unwrap();
+        }
+    }
+    let input: Vec<Vec<u8>> = small_world(8).into_iter().take(20_000).collect();
+    produce_via(client(), &config.kafka.input_topic, &input, |p| {
+        p[..24].to_vec()
+    });
+    let expected = backtest_alerts(&config, &input);
+
+    let metrics = Arc::new(Metrics::new(false, 0));
+    let summary = run_service_until(
+        &config,
+        metrics,
+        input.len() as u64,
+        Duration::from_secs(180),
+    )
+    .await;
+    assert_eq!(summary.messages, input.len() as u64);
+    assert!(summary.checkpoints >= 1, "state written over TLS too");
+
+    let records = read_topic_via(
+        client(),
+        &config.kafka.alert_topic,
+        expected.len(),
+        Duration::from_secs(60),
+    );
+    assert_topic_holds(&records, &expected, "over TLS: the backtest's alerts");
+    drop(socat);
+}
