@@ -251,6 +251,9 @@ pub async fn run(
             "Gave up waiting for the broker; the input since the last checkpoint will be consumed again."
         ),
     }
+    // Leave the group now, so a restarted instance gets the partitions at
+    // once instead of after the session timeout.
+    consumer.unsubscribe();
     if let Err(error) = state.sinks.flush(Duration::from_secs(10)) {
         warn!(error = %error, "Producer flush at shutdown.");
     }

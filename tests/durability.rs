@@ -25,6 +25,13 @@ fn test_config() -> Config {
     // exactly what the backtest sees.
     config.engine.idle_timeout = Duration::from_secs(3600);
     config.engine.checkpoint_interval = Duration::from_millis(500);
+    // A killed instance holds its partitions until the group coordinator
+    // gives up on it (and librdkafka's mock cluster treats a clean leave
+    // the same way): the least session timeout brokers allow by default.
+    config
+        .kafka
+        .client
+        .insert("session.timeout.ms".into(), "6000".into());
     config
 }
 
@@ -113,11 +120,18 @@ async fn a_clean_restart_goes_on_from_the_checkpoint() {
             input.len() - consumed
         };
         let metrics = Arc::new(Metrics::new(false, 0));
+        let round_started = Instant::now();
         let summary =
             run_service_until(&config, metrics, target as u64, Duration::from_secs(120)).await;
         assert!(summary.checkpoints >= 1);
         assert_eq!(summary.replay_skipped, 0, "a clean stop replays nothing");
         consumed += summary.messages as usize;
+        eprintln!(
+            "round {round}: {} messages, {} checkpoints in {:.1} s",
+            summary.messages,
+            summary.checkpoints,
+            round_started.elapsed().as_secs_f64()
+        );
     }
     assert_eq!(consumed, input.len(), "every message consumed exactly once");
 
@@ -199,6 +213,7 @@ async fn kill_9_at_random_moments_ends_with_the_backtest_alerts() {
         account_key,
     );
     let expected = backtest_alerts(&config, &input);
+    let began = Instant::now();
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let port = free_port();
@@ -225,6 +240,10 @@ async fn kill_9_at_random_moments_ends_with_the_backtest_alerts() {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         kills += 1;
+        eprintln!(
+            "kill {kills} after {target}+ events, at {:.1} s",
+            began.elapsed().as_secs_f64()
+        );
     }
     assert_eq!(kills, 4);
 
@@ -232,6 +251,10 @@ async fn kill_9_at_random_moments_ends_with_the_backtest_alerts() {
     wait_caught_up(port, 3, Duration::from_secs(300));
     let body = metrics_of(port).unwrap();
     let skipped = metric_sum(&body, "feidan_replay_skipped_messages_total");
+    eprintln!(
+        "caught up at {:.1} s; {skipped} replayed messages skipped",
+        began.elapsed().as_secs_f64()
+    );
     assert!(terminate(&mut child).success());
 
     let records = read_topic(

@@ -343,6 +343,10 @@ pub fn metric_values(exposition: &str, name: &str) -> Vec<f64> {
 /// `port`. Its log goes to `feidan-<port>.log` in the tests' scratch folder.
 pub fn spawn_feidan(config: &Config, port: u16, extra: &[&str]) -> std::process::Child {
     let k = &config.kafka;
+    let client = k
+        .client
+        .iter()
+        .map(|(name, value)| format!("kafka.client.{name}={value}"));
     let sets = [
         format!("metrics.addr=127.0.0.1:{port}"),
         format!("kafka.brokers={}", k.brokers),
@@ -361,7 +365,10 @@ pub fn spawn_feidan(config: &Config, port: u16, extra: &[&str]) -> std::process:
             "engine.checkpoint_interval={}ms",
             config.engine.checkpoint_interval.as_millis()
         ),
-    ];
+    ]
+    .into_iter()
+    .chain(client)
+    .collect::<Vec<_>>();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_feidan"));
     command.arg("run");
     for set in sets.iter().map(String::as_str).chain(extra.iter().copied()) {
