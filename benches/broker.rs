@@ -4,6 +4,12 @@
 //! Kafka-compatible broker in its own process (tansu, DESIGN §10) at
 //! `FEIDAN_BENCH_BROKER` (benches/run.sh starts one); without it, skipped.
 //! `FEIDAN_BENCH_EVENTS` sets the topic's size (default 1,000,000).
+//!
+//! Then latency: with feidan running on an empty topic, events are produced
+//! at a steady `FEIDAN_BENCH_RATE` (default 10,000/s) for
+//! `FEIDAN_BENCH_SECONDS` (default 20), and the distribution of the time from
+//! each message's append to feidan having applied it
+//! (`feidan_input_delay_seconds`) gives p50 and p99.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -143,4 +149,149 @@ async fn main() {
     println!("broker/bare_consumer   {bare_rate:>10.0} events/s ({read} events, {PARTITIONS} partitions)");
     println!("broker/feidan_run      {feidan_rate:>10.0} events/s");
     println!("broker/ratio           {:>10.2}", feidan_rate / bare_rate);
+
+    latency(&brokers, &admin).await;
+}
+
+/// Append-to-processed latency at a steady rate.
+async fn latency(brokers: &str, admin: &AdminClient<DefaultClientContext>) {
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let rate = env("FEIDAN_BENCH_RATE", 10_000);
+    let seconds = env("FEIDAN_BENCH_SECONDS", 20);
+    let topic = format!("bench-latency-{}", std::process::id());
+    admin
+        .create_topics(
+            [&NewTopic::new(
+                &topic,
+                PARTITIONS,
+                TopicReplication::Fixed(1),
+            )],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    let mut config = Config::defaults();
+    config.kafka.brokers = brokers.to_owned();
+    config.kafka.input_topic = topic.clone();
+    config.kafka.group_id = format!("bench-latency-{}", std::process::id());
+    config.kafka.alert_topic = format!("{topic}-alerts");
+    config.kafka.dead_letter_topic = format!("{topic}-dead");
+    config.kafka.state_topic = format!("{topic}-state");
+    // Fetch as soon as anything is there: the consumer's latency setting.
+    config
+        .kafka
+        .client
+        .insert("fetch.wait.max.ms".into(), "5".into());
+    let metrics = Arc::new(Metrics::new(false, 0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let service = {
+        let (config, metrics, stop) = (config.clone(), metrics.clone(), stop.clone());
+        tokio::spawn(async move {
+            feidan::service::run(&config, metrics, Health::default(), stop.cancelled_owned()).await
+        })
+    };
+    // Let it join the group and read the (empty) state first.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "1")
+        .create()
+        .unwrap();
+    let events: Vec<feidan::event::Event> = Simulation::new(SimConfig {
+        seed: 2,
+        managers: 200,
+        days: 540,
+        ..SimConfig::default()
+    })
+    .flatten()
+    .take((rate * seconds) as usize)
+    .collect();
+    let tick = Duration::from_millis(10);
+    let per_tick = (rate / 100).max(1) as usize;
+    let started = Instant::now();
+    for (n, chunk) in events.chunks(per_tick).enumerate() {
+        let due = started + tick * n as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        for event in chunk {
+            let payload = event.to_json().to_string();
+            while producer
+                .send(
+                    BaseRecord::to(&topic)
+                        .key(event.account_id.as_bytes())
+                        .payload(payload.as_bytes()),
+                )
+                .is_err()
+            {
+                producer.poll(Duration::from_millis(1));
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let achieved = events.len() as f64 / started.elapsed().as_secs_f64();
+    let waited = Instant::now();
+    while delays(&metrics.render()).last().map_or(0.0, |(_, n)| *n) < events.len() as f64
+        && waited.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    let _ = service.await;
+    let buckets = delays(&metrics.render());
+    println!(
+        "broker/latency_p50     {:>10.1} ms (append to processed, {achieved:.0} events/s for {seconds} s)",
+        quantile(&buckets, 0.5) * 1e3
+    );
+    println!(
+        "broker/latency_p99     {:>10.1} ms",
+        quantile(&buckets, 0.99) * 1e3
+    );
+}
+
+/// The cumulative buckets of `feidan_input_delay_seconds`: (upper bound, count).
+fn delays(exposition: &str) -> Vec<(f64, f64)> {
+    exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("feidan_input_delay_seconds_bucket{le=\""))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The `q` quantile of cumulative buckets, interpolated linearly within a
+/// bucket, as Prometheus' `histogram_quantile` does.
+fn quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
+    let total = buckets.last().map_or(0.0, |(_, n)| *n);
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for &(le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return lower.0;
+            }
+            let share = if count > lower.1 {
+                (rank - lower.1) / (count - lower.1)
+            } else {
+                0.0
+            };
+            return lower.0 + (le - lower.0) * share;
+        }
+        lower = (le, count);
+    }
+    f64::NAN
 }

@@ -160,6 +160,10 @@ pub async fn run(
                         payload: message.payload().unwrap_or_default(),
                     };
                     state.handle(&mut engine, &record).await?;
+                    if let Some(appended_ms) = message.timestamp().to_millis() {
+                        let delay = unix_now() - appended_ms as f64 / 1000.0;
+                        metrics.input_delay.observe(delay.max(0.0));
+                    }
                 }
                 Err(error) => {
                     warn!(error = %error, "Consumer error; retrying.");

@@ -116,14 +116,33 @@ pub fn lag(
     timeout: Duration,
 ) -> KafkaResult<Vec<(i32, i64)>> {
     let positions = consumer.position()?;
+    // A partition with nothing consumed since it was assigned has no
+    // position: it stands at its committed offset (or, with none, the start).
+    let committed = if positions
+        .elements_for_topic(topic)
+        .iter()
+        .any(|e| !matches!(e.offset(), Offset::Offset(_)))
+    {
+        Some(consumer.committed(timeout)?)
+    } else {
+        None
+    };
     let mut lags = Vec::new();
     for element in positions.elements_for_topic(topic) {
-        let (low, high) = consumer.fetch_watermarks(topic, element.partition(), timeout)?;
+        let partition = element.partition();
+        let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
         let position = match element.offset() {
             Offset::Offset(offset) => offset,
-            _ => low,
+            _ => committed
+                .as_ref()
+                .and_then(|c| c.find_partition(topic, partition))
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(offset) => Some(offset),
+                    _ => None,
+                })
+                .unwrap_or(low),
         };
-        lags.push((element.partition(), (high - position).max(0)));
+        lags.push((partition, (high - position).max(0)));
     }
     Ok(lags)
 }

@@ -209,8 +209,33 @@ pub struct Tansu {
     pub bootstrap: String,
 }
 
+impl Tansu {
+    /// Stops the broker process (SIGSTOP): connections stay open and every
+    /// request goes unanswered until [`Tansu::resume`].
+    pub fn stop(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Continues a stopped broker (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
 impl Drop for Tansu {
     fn drop(&mut self) {
+        // A stopped process cannot die until continued.
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -380,7 +405,10 @@ pub fn spawn_feidan(config: &Config, port: u16, extra: &[&str]) -> std::process:
         .open(format!("{}/feidan-{port}.log", env!("CARGO_TARGET_TMPDIR")))
         .expect("log file");
     command
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("FEIDAN_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
