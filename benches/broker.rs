@@ -44,17 +44,7 @@ async fn main() {
         .set("bootstrap.servers", &brokers)
         .create()
         .unwrap();
-    admin
-        .create_topics(
-            [&NewTopic::new(
-                &topic,
-                PARTITIONS,
-                TopicReplication::Fixed(1),
-            )],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap();
+    create_topic(&admin, &topic).await;
 
     // Pre-fill: a simulated world, as many events as asked for.
     let managers = (wanted / 1_250).max(8);
@@ -114,13 +104,7 @@ async fn main() {
     drop(bare);
 
     // feidan's service, the same loop `feidan run` runs.
-    let mut config = Config::defaults();
-    config.kafka.brokers = brokers.clone();
-    config.kafka.input_topic = topic.clone();
-    config.kafka.group_id = format!("bench-feidan-{}", std::process::id());
-    config.kafka.alert_topic = format!("{topic}-alerts");
-    config.kafka.dead_letter_topic = format!("{topic}-dead");
-    config.kafka.state_topic = format!("{topic}-state");
+    let mut config = service_config(&brokers, &topic);
     config.engine.idle_timeout = Duration::from_secs(3600);
     let metrics = Arc::new(Metrics::new(false, 0));
     let stop = tokio_util::sync::CancellationToken::new();
@@ -153,6 +137,32 @@ async fn main() {
     latency(&brokers, &admin).await;
 }
 
+async fn create_topic(admin: &AdminClient<DefaultClientContext>, topic: &str) {
+    admin
+        .create_topics(
+            [&NewTopic::new(
+                topic,
+                PARTITIONS,
+                TopicReplication::Fixed(1),
+            )],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+}
+
+/// The service's configuration for input `topic`, its own topics beside it.
+fn service_config(brokers: &str, topic: &str) -> Config {
+    let mut config = Config::defaults();
+    config.kafka.brokers = brokers.to_owned();
+    config.kafka.input_topic = topic.to_owned();
+    config.kafka.group_id = format!("{topic}-feidan");
+    config.kafka.alert_topic = format!("{topic}-alerts");
+    config.kafka.dead_letter_topic = format!("{topic}-dead");
+    config.kafka.state_topic = format!("{topic}-state");
+    config
+}
+
 /// Append-to-processed latency at a steady rate.
 async fn latency(brokers: &str, admin: &AdminClient<DefaultClientContext>) {
     let env = |name: &str, default: u64| {
@@ -164,24 +174,8 @@ async fn latency(brokers: &str, admin: &AdminClient<DefaultClientContext>) {
     let rate = env("FEIDAN_BENCH_RATE", 10_000);
     let seconds = env("FEIDAN_BENCH_SECONDS", 20);
     let topic = format!("bench-latency-{}", std::process::id());
-    admin
-        .create_topics(
-            [&NewTopic::new(
-                &topic,
-                PARTITIONS,
-                TopicReplication::Fixed(1),
-            )],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap();
-    let mut config = Config::defaults();
-    config.kafka.brokers = brokers.to_owned();
-    config.kafka.input_topic = topic.clone();
-    config.kafka.group_id = format!("bench-latency-{}", std::process::id());
-    config.kafka.alert_topic = format!("{topic}-alerts");
-    config.kafka.dead_letter_topic = format!("{topic}-dead");
-    config.kafka.state_topic = format!("{topic}-state");
+    create_topic(&admin, &topic).await;
+    let mut config = service_config(brokers, &topic);
     // Fetch as soon as anything is there: the consumer's latency setting.
     config
         .kafka
