@@ -109,6 +109,9 @@ pub async fn run(
             topic: kafka.input_topic.clone(),
             source,
         })?;
+    for (partition, next) in &restored.offsets {
+        context.set_position(*partition, *next);
+    }
     let consumer = Arc::new(consumer);
     let sinks = Sinks::new(kafka)?;
     let mut engine = restored.engine;
@@ -160,6 +163,9 @@ pub async fn run(
                         payload: message.payload().unwrap_or_default(),
                     };
                     state.handle(&mut engine, &record).await?;
+                    if let Some(next) = state.consumed.get(&record.partition) {
+                        context.set_position(record.partition, *next);
+                    }
                     if let Some(appended_ms) = message.timestamp().to_millis() {
                         let delay = unix_now() - appended_ms as f64 / 1000.0;
                         metrics.input_delay.observe(delay.max(0.0));

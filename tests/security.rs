@@ -11,49 +11,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use feidan::config::Config;
 use feidan::metrics::Metrics;
-
-struct Socat(Child);
-
-impl Drop for Socat {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn have(command: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {command}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{command} is not installed; .ci/run installs it"
-        );
-        eprintln!("skipping: {command} is not installed");
-    }
-    found
-}
-
-fn wait_listening(port: u16) {
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "nothing on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_runs_against_a_broker_reached_only_over_tls() {
@@ -84,19 +48,15 @@ async fn the_service_runs_against_a_broker_reached_only_over_tls() {
     let Some(_tansu) = start_tansu_advertising(plain_port, tls_port) else {
         return;
     };
-    let socat = Socat(
-        Command::new("socat")
-            .arg(format!(
-                "OPENSSL-LISTEN:{tls_port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
-                cert.display(),
-                key.display()
-            ))
-            .arg(format!("TCP:127.0.0.1:{plain_port}"))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let socat = Socat::start(
+        &format!(
+            "OPENSSL-LISTEN:{tls_port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+            cert.display(),
+            key.display()
+        ),
+        plain_port,
+        tls_port,
     );
-    wait_listening(tls_port);
 
     let mut config = Config::defaults();
     config.engine.idle_timeout = Duration::from_secs(3600);

@@ -5,6 +5,7 @@
 //! a complete checkpoint, whose state, alerts and dead letters are all
 //! acknowledged by the broker.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +14,8 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::Offset;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use crate::config::KafkaConfig;
@@ -29,6 +31,10 @@ pub struct SourceContext {
     /// The input partitions after the latest rebalance, until the loop takes them.
     assignment: Arc<Mutex<Option<Vec<i32>>>>,
     changed: Arc<AtomicBool>,
+    /// Per input partition, the next offset the state needs: an assigned
+    /// partition starts there, not at the committed offset, so a rebalance
+    /// can neither skip input nor hand back input already applied.
+    positions: Arc<Mutex<HashMap<i32, i64>>>,
 }
 
 impl SourceContext {
@@ -41,6 +47,14 @@ impl SourceContext {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
+    }
+
+    /// Records that input `partition` has been applied up to `next` (exclusive).
+    pub fn set_position(&self, partition: i32, next: i64) {
+        self.positions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(partition, next);
     }
 
     pub fn connected(&self) -> bool {
@@ -65,6 +79,60 @@ impl ClientContext for SourceContext {
 }
 
 impl ConsumerContext for SourceContext {
+    /// The default eager rebalance, except that each assigned partition
+    /// starts at the position the state needs (when known) instead of the
+    /// committed offset.
+    fn rebalance(
+        &self,
+        base_consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let positions = self
+                    .positions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                let assigned: Vec<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect();
+                for (topic, partition) in assigned {
+                    if let Some(next) = positions.get(&partition) {
+                        if let Err(error) =
+                            tpl.set_partition_offset(&topic, partition, Offset::Offset(*next))
+                        {
+                            warn!(partition, error = %error, "Cannot set the start offset.");
+                        }
+                    }
+                }
+                if let Err(error) = base_consumer.assign(tpl) {
+                    warn!(error = %error, "Cannot take the assigned partitions.");
+                }
+                self.post_rebalance(base_consumer, &Rebalance::Assign(tpl));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if let Err(error) = base_consumer.unassign() {
+                    warn!(error = %error, "Cannot give up the revoked partitions.");
+                }
+                self.post_rebalance(base_consumer, &Rebalance::Revoke(tpl));
+            }
+            other => {
+                let code: RDKafkaErrorCode = other.into();
+                if let Err(error) = base_consumer.unassign() {
+                    warn!(error = %error, "Cannot give up the partitions.");
+                }
+                self.post_rebalance(
+                    base_consumer,
+                    &Rebalance::Error(KafkaError::Rebalance(code)),
+                );
+            }
+        }
+    }
+
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let partitions = consumer
             .assignment()

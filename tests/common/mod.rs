@@ -209,33 +209,8 @@ pub struct Tansu {
     pub bootstrap: String,
 }
 
-impl Tansu {
-    /// Stops the broker process (SIGSTOP): connections stay open and every
-    /// request goes unanswered until [`Tansu::resume`].
-    pub fn stop(&self) {
-        self.signal("-STOP");
-    }
-
-    /// Continues a stopped broker (SIGCONT).
-    pub fn resume(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = std::process::Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
 impl Drop for Tansu {
     fn drop(&mut self) {
-        // A stopped process cannot die until continued.
-        let _ = std::process::Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -366,7 +341,7 @@ pub fn metric_values(exposition: &str, name: &str) -> Vec<f64> {
 /// `feidan run`, the real binary, configured like `config` through `--set`
 /// (so every topic, the group and the brokers match), serving metrics on
 /// `port`. Its log goes to `feidan-<port>.log` in the tests' scratch folder.
-pub fn spawn_feidan(config: &Config, port: u16, extra: &[&str]) -> std::process::Child {
+pub fn spawn_feidan(config: &Config, port: u16, extra: &[&str]) -> Feidan {
     let k = &config.kafka;
     let client = k
         .client
@@ -412,7 +387,31 @@ pub fn spawn_feidan(config: &Config, port: u16, extra: &[&str]) -> std::process:
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
+        .map(Feidan)
         .expect("feidan runs")
+}
+
+/// A running `feidan` process, killed if the test ends (or fails) first.
+pub struct Feidan(pub std::process::Child);
+
+impl Drop for Feidan {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Feidan {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Feidan {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 /// Sends SIGTERM to `child` and waits for it; its exit status.
@@ -475,4 +474,74 @@ pub async fn run_service_until(
     }
     stop.cancel();
     task.await.expect("service task").expect("service ran")
+}
+
+/// Whether `command` is installed; in CI its absence fails the test.
+pub fn have(command: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {command}")])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{command} is not installed; .ci/run installs it"
+        );
+        eprintln!("skipping: {command} is not installed");
+    }
+    found
+}
+
+/// Waits until something listens on loopback `port`.
+pub fn wait_listening(port: u16) {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "nothing on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Debian's `socat` relaying `listen` (a socat address) to loopback
+/// `target`: a TLS terminator, or a plain relay that can be cut. Killed
+/// when dropped.
+pub struct Socat(std::process::Child);
+
+impl Socat {
+    /// Starts the relay and waits until `port` (the one `listen` names) listens.
+    pub fn start(listen: &str, target: u16, port: u16) -> Socat {
+        use std::os::unix::process::CommandExt;
+        let child = std::process::Command::new("socat")
+            .arg(listen)
+            .arg(format!("TCP:127.0.0.1:{target}"))
+            .stderr(std::process::Stdio::null())
+            // Its own process group, with the children it forks per
+            // connection, so that dropping it cuts every connection.
+            .process_group(0)
+            .spawn()
+            .expect("socat starts");
+        wait_listening(port);
+        Socat(child)
+    }
+
+    /// A plain TCP relay from `port` to `target`.
+    pub fn relay(port: u16, target: u16) -> Socat {
+        Socat::start(
+            &format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"),
+            target,
+            port,
+        )
+    }
+}
+
+impl Drop for Socat {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.wait();
+    }
 }
