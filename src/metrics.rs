@@ -56,6 +56,7 @@ pub struct Metrics {
     pub checkpoint_timestamp: Gauge,
     pub replay_skipped: IntCounter,
     pub input_delay: Histogram,
+    pub input_refetches: IntCounter,
     /// `feidan_events_total` handles by (type, outcome), looked up once.
     message_counters:
         std::collections::HashMap<(&'static str, &'static str), IntCounter, ahash::RandomState>,
@@ -135,6 +136,7 @@ impl Metrics {
             checkpoint_timestamp: build(r, Gauge::new("feidan_checkpoint_timestamp_seconds", "When the last checkpoint completed, Unix seconds.")),
             replay_skipped: build(r, IntCounter::new("feidan_replay_skipped_messages_total", "Input messages consumed again after a restart that the restored checkpoint already held, skipped.")),
             input_delay: build(r, Histogram::with_opts(HistogramOpts::new("feidan_input_delay_seconds", "Wall-clock time from an input message's Kafka timestamp (the producer's create time, or the broker's append time on LogAppendTime topics) until feidan has applied it: how fresh detection is.").buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 600.0, 3600.0, 86400.0]))),
+            input_refetches: build(r, IntCounter::new("feidan_input_refetches_total", "Input messages refused because they came ahead of the next expected offset of their partition; the partition is fetched again from that offset.")),
             message_counters: Default::default(),
             dead_letter_counters: Default::default(),
             exported: Mutex::new(Exported::default()),

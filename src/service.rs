@@ -126,6 +126,7 @@ pub async fn run(
         changelog: restored.changelog,
         state_partitions: restored.partitions,
         consumed: restored.offsets,
+        refetched: HashMap::new(),
         dirty: false,
         last_checkpoint: Instant::now(),
     };
@@ -292,6 +293,8 @@ struct Loop<'a> {
     /// (from the restored checkpoint at start): messages below it are
     /// already in the state.
     consumed: BTreeMap<i32, i64>,
+    /// Per input partition, an offset refused once for jumping ahead.
+    refetched: HashMap<i32, i64>,
     /// Whether the state changed since the last checkpoint.
     dirty: bool,
     last_checkpoint: Instant,
@@ -315,6 +318,32 @@ impl Loop<'_> {
             self.summary.replay_skipped += 1;
             return Ok(());
         }
+        // Ahead of the next offset expected: fetch again from it, once. A
+        // gap the broker shows again is real (compaction, transaction
+        // markers) and accepted.
+        if let Some(next) = self.consumed.get(&record.partition).copied() {
+            if record.offset > next && self.refetched.get(&record.partition) != Some(&record.offset)
+            {
+                self.refetched.insert(record.partition, record.offset);
+                warn!(
+                    partition = record.partition,
+                    expected = next,
+                    got = record.offset,
+                    "Input jumped ahead; fetching again from the expected offset."
+                );
+                self.metrics.input_refetches.inc();
+                if let Err(error) = self.consumer.seek(
+                    &self.config.kafka.input_topic,
+                    record.partition,
+                    rdkafka::Offset::Offset(next),
+                    Duration::from_secs(5),
+                ) {
+                    warn!(partition = record.partition, error = %error, "Cannot fetch again.");
+                }
+                return Ok(());
+            }
+        }
+        self.refetched.remove(&record.partition);
         self.consumed.insert(record.partition, record.offset + 1);
         self.dirty = true;
         let started = Instant::now();

@@ -295,15 +295,15 @@ async fn kill_9_at_random_moments_ends_with_the_backtest_alerts() {
     drop(broker);
 }
 
-/// KNOWN FAILURE, kept as the reproduction: after the relay comes back,
-/// 40 to 150 of the 14,877 messages are never applied (some consumed once
-/// and skipped as if already applied, some never delivered), and the alerts
-/// then differ from the backtest. Consumption looks to jump ahead of the
-/// next expected offset after the connection is cut; whether tansu or the
-/// client causes the gap is not yet known. Run it with
-/// `cargo test --test durability -- --ignored`.
+/// KNOWN FAILURE, kept as the reproduction (`cargo test --test durability
+/// -- --ignored`). Not ready during the cut, resumed without a restart, and
+/// every input message applied exactly once (count conservation holds) —
+/// but alerts produced after the cut, though acknowledged by the broker,
+/// are not on the alert topic when it is read back (in some runs none at
+/// all), so the alert set differs from the backtest. Not yet known whether
+/// tansu loses them or the producer is at fault.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known failure: input lost across a cut broker connection (see the comment)"]
+#[ignore = "known failure: alerts acknowledged after a cut broker connection are missing from the topic"]
 async fn a_broker_outage_is_waited_out_with_nothing_lost() {
     if !have("socat") {
         return;
@@ -318,12 +318,15 @@ async fn a_broker_outage_is_waited_out_with_nothing_lost() {
     let config = tansu_config(&broker.bootstrap);
     create_input(&config, 3).await;
     let input = small_world(6);
-    produce(
-        &config.kafka.brokers,
-        &config.kafka.input_topic,
-        &input,
-        account_key,
-    );
+    // One record per batch: tansu 0.6 answers a fetch at an offset inside a
+    // record batch with the batches after it (feidan logs the jump, fetches
+    // again, and accepts the gap when the broker repeats it), and after the
+    // cut the consumer resumes mid-batch.
+    let mut client = rdkafka::ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("batch.num.messages", "1");
+    produce_via(client, &config.kafka.input_topic, &input, account_key);
     let expected = backtest_alerts(&config, &input);
 
     let port = free_port();
