@@ -129,6 +129,11 @@ impl Rhythm {
     }
 }
 
+/// Evidence notes: an activity logged since the account's last order ...
+pub const NOTE_ACTIVITY_SINCE_ORDER: &str = "activity_since_last_order";
+/// ... and a contract that ended without renewal.
+pub const NOTE_NOT_RENEWED: &str = "contract_not_renewed";
+
 /// Key prefix of account records in a checkpoint.
 pub const ACCOUNT_PREFIX: &str = "account/";
 
@@ -235,15 +240,14 @@ impl AccountStage {
                     account.visits_since += 1;
                     account
                         .recent_visits
-                        .push(evidence_of(event, Some("activity_since_last_order")));
+                        .push(evidence_of(event, Some(NOTE_ACTIVITY_SINCE_ORDER)));
                     if account.recent_visits.len() > VISITS_KEPT {
                         account.recent_visits.remove(0);
                     }
                 }
             }
             EventBody::ContractEnded { renewed, .. } => {
-                account.lapsed =
-                    (!renewed).then(|| evidence_of(event, Some("contract_not_renewed")));
+                account.lapsed = (!renewed).then(|| evidence_of(event, Some(NOTE_NOT_RENEWED)));
             }
             EventBody::OpportunityCreated {
                 opportunity_id,
@@ -510,7 +514,7 @@ fn stall_deals(
                 amount: Some(deal.amount),
                 reason: None,
                 competitor: None,
-                note: Some("stalled"),
+                note: Some(LeakRoute::Stalled.as_str()),
             },
         });
     }

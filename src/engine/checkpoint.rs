@@ -18,11 +18,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::event::{decode, Event};
+use crate::event::{decode, Event, LossReason, EVENT_TYPES};
 use crate::time::Timestamp;
 
-use super::account::{AccountGlobals, ACCOUNT_PREFIX};
+use super::account::{AccountGlobals, ACCOUNT_PREFIX, NOTE_ACTIVITY_SINCE_ORDER, NOTE_NOT_RENEWED};
 use super::dedup::DedupChunk;
+use super::fact::LeakRoute;
 use super::lifecycle::ALERT_PREFIX;
 use super::manager::{ManagerGlobals, MANAGER_PREFIX, TEAM_PREFIX};
 use super::watermark::WatermarkTracker;
@@ -187,40 +188,22 @@ fn decode_event(key: &str, json: &[u8], engine: &Engine) -> Result<Event, Restor
     })
 }
 
-/// The fixed names state keeps as `&'static str`: event types, loss
-/// reasons, and the notes evidence carries.
-const NAMES: &[&str] = &[
-    "opportunity_created",
-    "opportunity_updated",
-    "opportunity_won",
-    "opportunity_lost",
-    "opportunity_withdrawn",
-    "order_placed",
-    "activity_logged",
-    "account_assigned",
-    "contract_ended",
-    "customer_feedback",
-    "price",
-    "competitor",
-    "no_decision",
-    "other",
-    "stalled",
-    "cut",
-    "withdrawn",
-    "activity_since_last_order",
-    "contract_not_renewed",
-    "visited_without_orders",
-];
-
+/// The fixed name `name` stands for, as state keeps it: an event type, a
+/// loss reason, a leak route or an account-stage note.
 fn known_name<E: serde::de::Error>(name: &str) -> Result<&'static str, E> {
-    NAMES
+    let notes = [NOTE_ACTIVITY_SINCE_ORDER, NOTE_NOT_RENEWED];
+    EVENT_TYPES
         .iter()
-        .find(|known| **known == name)
+        .chain(&notes)
         .copied()
+        .chain(LeakRoute::ALL.map(LeakRoute::as_str))
+        .find(|known| *known == name)
+        .or_else(|| LossReason::parse(name).map(LossReason::as_str))
         .ok_or_else(|| E::custom(format!("unknown name `{name}` in state")))
 }
 
-/// A `&'static str` that state keeps: one of the fixed [`NAMES`]. Named by
+/// A `&'static str` that state keeps: one of the fixed names of
+/// [`known_name`]. Named by
 /// an alias so serde does not take the field for a borrowed string.
 pub type StaticName = &'static str;
 
@@ -238,7 +221,7 @@ pub(crate) mod name {
     }
 }
 
-/// Serde for an `Option<&'static str>` field holding one of the fixed [`NAMES`].
+/// Serde for an `Option<`[`StaticName`]`>` field.
 pub(crate) mod optional_name {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -318,6 +301,20 @@ mod tests {
                 )
             );
         }
+    }
+
+    #[test]
+    fn every_fixed_name_state_keeps_reads_back() {
+        type E = serde::de::value::Error;
+        let names = EVENT_TYPES
+            .into_iter()
+            .chain(["price", "competitor", "no_decision", "other"])
+            .chain(LeakRoute::ALL.map(LeakRoute::as_str))
+            .chain([NOTE_ACTIVITY_SINCE_ORDER, NOTE_NOT_RENEWED]);
+        for name in names {
+            assert_eq!(known_name::<E>(name).ok(), Some(name));
+        }
+        assert!(known_name::<E>("widget").is_err());
     }
 
     #[test]

@@ -52,6 +52,13 @@ pub enum LeakRoute {
 }
 
 impl LeakRoute {
+    pub const ALL: [LeakRoute; 4] = [
+        LeakRoute::Withdrawn,
+        LeakRoute::NoDecision,
+        LeakRoute::Stalled,
+        LeakRoute::Cut,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             LeakRoute::Withdrawn => "withdrawn",
@@ -75,8 +82,8 @@ pub struct EvidenceRef {
     #[serde(with = "super::checkpoint::optional_name")]
     pub reason: Option<StaticName>,
     pub competitor: Option<String>,
-    /// Why this event is cited, when its type does not say it (`stalled`, `cut`,
-    /// `visited_without_orders`).
+    /// Why this event is cited, when its type does not say it: a leak route,
+    /// or one of the account stage's notes (`activity_since_last_order`, …).
     #[serde(with = "super::checkpoint::optional_name")]
     pub note: Option<StaticName>,
 }

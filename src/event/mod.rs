@@ -140,7 +140,7 @@ impl LossReason {
         }
     }
 
-    fn parse(text: &str) -> Option<LossReason> {
+    pub(crate) fn parse(text: &str) -> Option<LossReason> {
         Some(match text {
             "price" => LossReason::Price,
             "competitor" => LossReason::Competitor,
