@@ -107,13 +107,7 @@ async fn main() {
     let mut config = service_config(&brokers, &topic);
     config.engine.idle_timeout = Duration::from_secs(3600);
     let metrics = Arc::new(Metrics::new(false, 0));
-    let stop = tokio_util::sync::CancellationToken::new();
-    let service = {
-        let (config, metrics, stop) = (config.clone(), metrics.clone(), stop.clone());
-        tokio::spawn(async move {
-            feidan::service::run(&config, metrics, Health::default(), stop.cancelled_owned()).await
-        })
-    };
+    let (stop, service) = spawn_service(&config, &metrics);
     let started = Instant::now();
     let consumed = || -> u64 {
         metrics
@@ -151,6 +145,22 @@ async fn create_topic(admin: &AdminClient<DefaultClientContext>, topic: &str) {
         .unwrap();
 }
 
+/// Starts the service in the background; cancel the token to stop it.
+fn spawn_service(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> (
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<Result<feidan::service::RunSummary, feidan::service::ServiceError>>,
+) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (config, metrics, token) = (config.clone(), metrics.clone(), stop.clone());
+    let service = tokio::spawn(async move {
+        feidan::service::run(&config, metrics, Health::default(), token.cancelled_owned()).await
+    });
+    (stop, service)
+}
+
 /// The service's configuration for input `topic`, its own topics beside it.
 fn service_config(brokers: &str, topic: &str) -> Config {
     let mut config = Config::defaults();
@@ -182,13 +192,7 @@ async fn latency(brokers: &str, admin: &AdminClient<DefaultClientContext>) {
         .client
         .insert("fetch.wait.max.ms".into(), "5".into());
     let metrics = Arc::new(Metrics::new(false, 0));
-    let stop = tokio_util::sync::CancellationToken::new();
-    let service = {
-        let (config, metrics, stop) = (config.clone(), metrics.clone(), stop.clone());
-        tokio::spawn(async move {
-            feidan::service::run(&config, metrics, Health::default(), stop.cancelled_owned()).await
-        })
-    };
+    let (stop, service) = spawn_service(&config, &metrics);
     // Let it join the group and read the (empty) state first.
     tokio::time::sleep(Duration::from_secs(5)).await;
 
