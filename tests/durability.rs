@@ -194,12 +194,7 @@ async fn create_input(config: &Config, partitions: i32) {
 
 fn tansu_config(bootstrap: &str) -> Config {
     let mut config = test_config();
-    config.kafka.brokers = bootstrap.to_owned();
-    config.kafka.group_id = unique("group");
-    config.kafka.input_topic = unique("input");
-    config.kafka.alert_topic = unique("alerts");
-    config.kafka.dead_letter_topic = unique("dead");
-    config.kafka.state_topic = unique("state");
+    point_at(&mut config, bootstrap);
     config.kafka.topics.create = true;
     config.kafka.topics.partitions = 3;
     config

@@ -60,12 +60,7 @@ async fn the_service_runs_against_a_broker_reached_only_over_tls() {
 
     let mut config = Config::defaults();
     config.engine.idle_timeout = Duration::from_secs(3600);
-    config.kafka.brokers = format!("127.0.0.1:{tls_port}");
-    config.kafka.group_id = unique("group");
-    config.kafka.input_topic = unique("input");
-    config.kafka.alert_topic = unique("alerts");
-    config.kafka.dead_letter_topic = unique("dead");
-    config.kafka.state_topic = unique("state");
+    point_at(&mut config, &format!("127.0.0.1:{tls_port}"));
     config.kafka.topics.partitions = 1;
     config
         .kafka

@@ -25,16 +25,21 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// A mock cluster with the four topics of `config` created, and `config`
-/// pointed at it with unique names.
-pub fn broker_with_topics(config: &mut Config, input_partitions: i32) -> EmbeddedBroker {
-    let broker = EmbeddedBroker::start().expect("mock cluster starts");
-    config.kafka.brokers = broker.bootstrap_servers();
+/// Points `config` at `brokers`, with a group and topics of unique names.
+pub fn point_at(config: &mut Config, brokers: &str) {
+    config.kafka.brokers = brokers.to_owned();
     config.kafka.group_id = unique("group");
     config.kafka.input_topic = unique("input");
     config.kafka.alert_topic = unique("alerts");
     config.kafka.dead_letter_topic = unique("dead");
     config.kafka.state_topic = unique("state");
+}
+
+/// A mock cluster with the four topics of `config` created, and `config`
+/// pointed at it with unique names.
+pub fn broker_with_topics(config: &mut Config, input_partitions: i32) -> EmbeddedBroker {
+    let broker = EmbeddedBroker::start().expect("mock cluster starts");
+    point_at(config, &broker.bootstrap_servers());
     // Created here: the mock cluster cannot describe topic configurations.
     config.kafka.topics.create = false;
     broker
@@ -219,7 +224,8 @@ impl Drop for Tansu {
 /// Starts tansu on a free loopback port with in-memory storage, or `None`
 /// (outside CI) when it is not installed.
 pub fn start_tansu() -> Option<Tansu> {
-    start_tansu_with("memory://tansu/", free_port(), None)
+    let port = free_port();
+    start_tansu_advertising(port, port)
 }
 
 /// A free loopback port.
@@ -231,25 +237,10 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Starts tansu on `port` with `storage` (`memory://tansu/`, or
-/// `sqlite://FILE` to survive a restart; tansu takes FILE relative to its
-/// working directory, `dir`), or `None` outside CI when it is not installed.
-pub fn start_tansu_with(storage: &str, port: u16, dir: Option<&std::path::Path>) -> Option<Tansu> {
-    launch_tansu(storage, port, port, dir)
-}
-
 /// tansu in memory on `port`, telling clients to connect to `advertised`
-/// instead (a TLS terminator in front of it).
+/// (itself, or a relay or TLS terminator in front of it), or `None` outside
+/// CI when it is not installed.
 pub fn start_tansu_advertising(port: u16, advertised: u16) -> Option<Tansu> {
-    launch_tansu("memory://tansu/", port, advertised, None)
-}
-
-fn launch_tansu(
-    storage: &str,
-    port: u16,
-    advertised: u16,
-    dir: Option<&std::path::Path>,
-) -> Option<Tansu> {
     let candidates = std::env::var_os("PATH")
         .map(|paths| {
             std::env::split_paths(&paths)
@@ -272,15 +263,11 @@ fn launch_tansu(
     };
     let url = format!("tcp://127.0.0.1:{port}");
     let advertised_url = format!("tcp://127.0.0.1:{advertised}");
-    let mut command = std::process::Command::new(binary);
-    if let Some(dir) = dir {
-        command.current_dir(dir);
-    }
-    let child = command
+    let child = std::process::Command::new(binary)
         .args([
             "broker",
             "--storage-engine",
-            storage,
+            "memory://tansu/",
             "--listener-url",
             &url,
             "--advertised-listener-url",
