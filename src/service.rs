@@ -306,23 +306,20 @@ impl Loop<'_> {
         engine: &mut Engine,
         record: &SourceRecord<'_>,
     ) -> Result<(), ServiceError> {
-        // Already in the state: consumed again after a restart (from the
-        // checkpoint's offsets, or from committed ones behind them) or after
-        // a rebalance that handed the partition back from its committed offset.
-        if self
-            .consumed
-            .get(&record.partition)
-            .is_some_and(|next| record.offset < *next)
-        {
-            self.metrics.replay_skipped.inc();
-            self.summary.replay_skipped += 1;
-            return Ok(());
-        }
-        // Ahead of the next offset expected: fetch again from it, once. A
-        // gap the broker shows again is real (compaction, transaction
-        // markers) and accepted.
-        if let Some(next) = self.consumed.get(&record.partition).copied() {
-            if record.offset > next && self.refetched.get(&record.partition) != Some(&record.offset)
+        match self.consumed.get(&record.partition).copied() {
+            // Already in the state: consumed again after a restart (from the
+            // checkpoint's offsets, or from committed ones behind them).
+            Some(next) if record.offset < next => {
+                self.metrics.replay_skipped.inc();
+                self.summary.replay_skipped += 1;
+                return Ok(());
+            }
+            // Ahead of the next offset expected: fetch again from it, once.
+            // A gap the broker shows again is real (compaction, transaction
+            // markers) and accepted.
+            Some(next)
+                if record.offset > next
+                    && self.refetched.get(&record.partition) != Some(&record.offset) =>
             {
                 self.refetched.insert(record.partition, record.offset);
                 warn!(
@@ -342,8 +339,11 @@ impl Loop<'_> {
                 }
                 return Ok(());
             }
+            _ => {}
         }
-        self.refetched.remove(&record.partition);
+        if !self.refetched.is_empty() {
+            self.refetched.remove(&record.partition);
+        }
         self.consumed.insert(record.partition, record.offset + 1);
         self.dirty = true;
         let started = Instant::now();
