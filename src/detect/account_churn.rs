@@ -18,7 +18,7 @@ use crate::alert::{Severity, StatTest};
 use crate::config::ChurnConfig;
 use crate::time::Timestamp;
 
-use super::Finding;
+use super::{Finding, Summary};
 
 /// The state of one account's ordering, as the account stage sees it.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -58,35 +58,40 @@ pub fn assess(silence: &OrderSilence, config: &ChurnConfig) -> Finding {
     } else {
         config.alpha
     };
-    let mut signals = Vec::new();
-    if visited {
-        signals.push(format!(
-            "the manager logged {} activities on it since",
-            silence.visits_since
-        ));
-    }
-    if silence.contract_lapsed {
-        signals.push("its contract was not renewed".to_owned());
-    }
-    let lull = if silence.business_days + 0.5 < silence.elapsed_days {
-        format!(
-            " ({:.0} in business time, the company being slower than usual)",
-            silence.business_days
-        )
-    } else {
-        String::new()
-    };
-    let summary = format!(
-        "no order for {:.0} days{lull} since {}; usual gap {:.0} days{}",
-        silence.elapsed_days,
-        silence.last_order.date_string(),
-        silence.mean_gap,
-        if signals.is_empty() {
-            String::new()
-        } else {
-            format!("; {}", signals.join(" and "))
+    let silence = *silence;
+    let min_visits = config.min_visits;
+    let summary = Summary::new(move || {
+        let visited = silence.visits_since >= min_visits;
+        let mut signals = Vec::new();
+        if visited {
+            signals.push(format!(
+                "the manager logged {} activities on it since",
+                silence.visits_since
+            ));
         }
-    );
+        if silence.contract_lapsed {
+            signals.push("its contract was not renewed".to_owned());
+        }
+        let lull = if silence.business_days + 0.5 < silence.elapsed_days {
+            format!(
+                " ({:.0} in business time, the company being slower than usual)",
+                silence.business_days
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "no order for {:.0} days{lull} since {}; usual gap {:.0} days{}",
+            silence.elapsed_days,
+            silence.last_order.date_string(),
+            silence.mean_gap,
+            if signals.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", signals.join(" and "))
+            }
+        )
+    });
     Finding {
         alerting: p_value < alpha,
         holding: p_value < alpha * 10.0,

@@ -16,7 +16,7 @@
 use crate::alert::{Severity, StatTest};
 use crate::config::BookChurnConfig;
 
-use super::Finding;
+use super::{Finding, Summary};
 
 /// One manager's book and the company and team around it (each excluding
 /// the manager).
@@ -95,29 +95,32 @@ pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<Finding> {
         .into_iter()
         .min_by(|a, b| a.p_value.total_cmp(&b.p_value))?;
     let adjusted = (best.p_value * TESTS).min(1.0);
-    let summary = match best.test {
-        StatTest::BinomialLower { k, .. } => {
-            let i = (0..3).find(|i| book.orders[*i] == k).unwrap_or(1);
-            format!(
-                "the book placed {k} orders where its accounts' rhythms predict {:.1} ({:.0}% of normal, against the rest of the team's pace); {} of {} accounts churning, {} of them still visited",
-                book.expected_orders[i],
-                100.0 * best.observed,
+    let (book, test, observed) = (*book, best.test.clone(), best.observed);
+    let summary = Summary::new(move || {
+        match test {
+            StatTest::BinomialLower { k, .. } => {
+                let i = (0..3).find(|i| book.orders[*i] == k).unwrap_or(1);
+                format!(
+                    "the book placed {k} orders where its accounts' rhythms predict {:.1} ({:.0}% of normal, against the rest of the team's pace); {} of {} accounts churning, {} of them still visited",
+                    book.expected_orders[i],
+                    100.0 * observed,
+                    book.churning,
+                    book.judged,
+                    book.visited
+                )
+            }
+            _ => format!(
+                "{} of {} accounts churning ({} of them still visited by the manager); a book this size would have {:.1} churning at the company's rate of {:.1}% and {:.1} visited-but-silent at {:.1}%",
                 book.churning,
                 book.judged,
-                book.visited
-            )
+                book.visited,
+                churn_rate * book.judged as f64,
+                100.0 * churn_rate,
+                visited_rate * book.judged as f64,
+                100.0 * visited_rate
+            ),
         }
-        _ => format!(
-            "{} of {} accounts churning ({} of them still visited by the manager); a book this size would have {:.1} churning at the company's rate of {:.1}% and {:.1} visited-but-silent at {:.1}%",
-            book.churning,
-            book.judged,
-            book.visited,
-            churn_rate * book.judged as f64,
-            100.0 * churn_rate,
-            visited_rate * book.judged as f64,
-            100.0 * visited_rate
-        ),
-    };
+    });
     Some(Finding {
         alerting: adjusted < config.alpha && best.effect,
         holding: adjusted < config.resolve_alpha,

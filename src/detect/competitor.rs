@@ -11,7 +11,7 @@
 use crate::alert::{Severity, StatTest};
 use crate::config::CompetitorConfig;
 
-use super::Finding;
+use super::{Finding, Summary};
 
 /// The most losses the team's share is weighted with: shares drift.
 const MAX_WEIGHT: f64 = 200.0;
@@ -61,13 +61,14 @@ pub fn assess(
     }
     let (p_value, test, c, team_share) = best?;
     let share = c.losses as f64 / named as f64;
-    let summary = format!(
-        "{} of {named} losses naming a competitor went to {} ({:.0}%) over {window_days} days; teammates usually lose {:.0}% of such deals to it",
-        c.losses,
-        c.competitor,
-        100.0 * share,
-        100.0 * team_share
-    );
+    let (losses, competitor) = (c.losses, c.competitor.clone());
+    let summary = Summary::new(move || {
+        format!(
+            "{losses} of {named} losses naming a competitor went to {competitor} ({:.0}%) over {window_days} days; teammates usually lose {:.0}% of such deals to it",
+            100.0 * share,
+            100.0 * team_share
+        )
+    });
     let finding = Finding {
         alerting: p_value * tested < config.alpha && share - team_share >= config.min_excess,
         holding: p_value * tested < config.resolve_alpha,

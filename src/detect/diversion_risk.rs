@@ -8,7 +8,7 @@ use crate::alert::{Severity, StatTest};
 use crate::config::DiversionRiskConfig;
 use crate::stats;
 
-use super::Finding;
+use super::{Finding, Summary};
 
 /// One component's p-value and a few words on it.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,22 +29,25 @@ pub fn assess(components: &[Component], config: &DiversionRiskConfig) -> Option<
         .iter()
         .filter(|c| c.p_value < config.component_p)
         .count() as u64;
-    let parts: Vec<String> = components
-        .iter()
-        .map(|c| {
-            format!(
-                "{} {:.2} vs {:.2} expected (p={:.2e})",
-                c.name, c.observed, c.expected, c.p_value
-            )
-        })
-        .collect();
-    let summary = format!(
-        "{} of {} signals point the same way (combined p={:.1e}): {}",
-        notable,
-        components.len(),
-        p_value,
-        parts.join("; ")
-    );
+    let named = components.to_vec();
+    let summary = Summary::new(move || {
+        let parts: Vec<String> = named
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {:.2} vs {:.2} expected (p={:.2e})",
+                    c.name, c.observed, c.expected, c.p_value
+                )
+            })
+            .collect();
+        format!(
+            "{} of {} signals point the same way (combined p={:.1e}): {}",
+            notable,
+            named.len(),
+            p_value,
+            parts.join("; ")
+        )
+    });
     Some(Finding {
         alerting: p_value < config.alpha && notable >= config.min_components,
         holding: p_value < config.resolve_alpha && notable >= 1,

@@ -32,7 +32,7 @@ pub fn assess(
 ) -> Option<Finding> {
     rate::finding(windows, &config.params(), Direction::Rise, team, |w| {
         format!(
-            "{:.0}% of deals leaving the pipeline leaked ({} of {}: withdrawn, no decision, stalled or cut) over {} days; expected {:.0}% from own history ({} of {} before) and {team}{}",
+            "{:.0}% of deals leaving the pipeline leaked ({} of {}: withdrawn, no decision, stalled or cut) over {} days; expected {:.0}% from own history ({} of {} before) and {}{}",
             100.0 * w.assessment.observed,
             w.inputs.recent.hits,
             w.inputs.recent.total,
@@ -40,6 +40,7 @@ pub fn assess(
             100.0 * w.assessment.expected,
             w.inputs.history.hits,
             w.inputs.history.total,
+            w.team,
             w.movement,
         )
     })

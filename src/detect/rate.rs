@@ -19,7 +19,7 @@
 use crate::alert::{Severity, StatTest};
 use crate::engine::window::Tally;
 
-use super::Finding;
+use super::{Finding, Summary};
 
 /// However long a manager's history, a rate drifts over years, so the
 /// baseline is never treated as exact.
@@ -185,6 +185,7 @@ pub struct Wording<'a> {
     pub inputs: &'a RateInputs,
     pub window_days: i64,
     pub assessment: &'a RateAssessment,
+    pub team: &'a str,
     pub movement: String,
 }
 
@@ -195,23 +196,29 @@ pub fn finding(
     params: &RateParams,
     direction: Direction,
     team: &str,
-    summary: impl Fn(&Wording<'_>) -> String,
+    summary: fn(&Wording<'_>) -> String,
 ) -> Option<Finding> {
     let inputs: Vec<RateInputs> = windows.iter().map(|(inputs, _)| *inputs).collect();
     let (a, chosen) = assess_windows(&inputs, params, direction)?;
-    let movement = match a.team_shift {
-        Some((before, now)) => format!(
-            ", adjusted for the rest of {team} moving from {:.0}% to {:.0}%",
-            100.0 * before,
-            100.0 * now
-        ),
-        None => String::new(),
-    };
-    let summary = summary(&Wording {
-        inputs: &windows[chosen].0,
-        window_days: windows[chosen].1,
-        assessment: &a,
-        movement,
+    let (chosen_inputs, window_days) = windows[chosen];
+    let assessment = a.clone();
+    let team = team.to_owned();
+    let summary = Summary::new(move || {
+        let movement = match assessment.team_shift {
+            Some((before, now)) => format!(
+                ", adjusted for the rest of {team} moving from {:.0}% to {:.0}%",
+                100.0 * before,
+                100.0 * now
+            ),
+            None => String::new(),
+        };
+        summary(&Wording {
+            inputs: &chosen_inputs,
+            window_days,
+            assessment: &assessment,
+            team: &team,
+            movement,
+        })
     });
     Some(Finding {
         alerting: a.alerting,

@@ -30,7 +30,7 @@ pub fn assess(
 ) -> Option<Finding> {
     rate::finding(windows, &config.params(), Direction::Drop, team, |w| {
         format!(
-            "win rate {:.0}% ({} of {} closed) over {} days; expected {:.0}% from own history ({} of {} won before) and {team}{}",
+            "win rate {:.0}% ({} of {} closed) over {} days; expected {:.0}% from own history ({} of {} won before) and {}{}",
             100.0 * w.assessment.observed,
             w.inputs.recent.hits,
             w.inputs.recent.total,
@@ -38,6 +38,7 @@ pub fn assess(
             100.0 * w.assessment.expected,
             w.inputs.history.hits,
             w.inputs.history.total,
+            w.team,
             w.movement,
         )
     })
@@ -76,9 +77,10 @@ mod tests {
         assert!(
             finding
                 .summary
+                .text()
                 .starts_with("win rate 7% (2 of 30 closed) over 90 days; expected 50%"),
             "{}",
-            finding.summary
+            finding.summary.text()
         );
     }
 

@@ -8,7 +8,7 @@
 //! overdue), runs the account-churn detector, and reports each manager's
 //! book to the manager stage.
 
-use std::collections::HashMap;
+use super::Map;
 
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +33,7 @@ const RECENT_ORDERS: usize = 12;
 /// All accounts this instance owns, and the company's order rate as they see it.
 #[derive(Debug, Default)]
 pub struct AccountStage {
-    accounts: HashMap<String, AccountState>,
+    accounts: Map<String, AccountState>,
     /// Accounts forgotten because they were idle past `engine.entity_ttl` ...
     pub expired: u64,
     /// ... or because `engine.max_accounts` was reached.
@@ -49,7 +49,7 @@ struct AccountState {
     /// When the account last changed hands; recent arrivals do not count in
     /// the new owner's book churn.
     assigned_at: Option<Timestamp>,
-    open: HashMap<String, OpenDeal>,
+    open: Map<String, OpenDeal>,
     rhythm: Rhythm,
     last_order: Option<EvidenceRef>,
     /// Activities logged since the last order.
@@ -177,7 +177,7 @@ pub struct ChurningAccount {
 pub struct AccountReport {
     /// Deals that stalled as the watermark passed.
     pub facts: Vec<Fact>,
-    pub books: HashMap<String, Book>,
+    pub books: Map<String, Book>,
 }
 
 impl AccountStage {
@@ -195,7 +195,7 @@ impl AccountStage {
                 manager_id: event.manager_id.clone(),
                 team: event.team.clone(),
                 assigned_at: None,
-                open: HashMap::new(),
+                open: Map::default(),
                 rhythm: Rhythm::default(),
                 last_order: None,
                 visits_since: 0,
@@ -333,10 +333,13 @@ impl AccountStage {
         }
     }
 
-    /// Fires the timers due at `at` and judges every account's rhythm.
+    /// Fires the timers due at `at`, judges every account's rhythm, then
+    /// drops open deals that have not moved since before `forget_before`
+    /// and the company order buckets older than it (in the same pass).
     pub fn evaluate(
         &mut self,
         at: Timestamp,
+        forget_before: Timestamp,
         config: &Config,
         lifecycle: &mut Lifecycle,
         out: &mut Vec<Alert>,
@@ -360,7 +363,13 @@ impl AccountStage {
                 &mut report.books,
                 out,
             );
+            if !account.open.is_empty() {
+                account
+                    .open
+                    .retain(|_, open| open.last_update >= forget_before);
+            }
         }
+        self.company_orders.prune_before(forget_before.day());
         report
     }
 
@@ -430,15 +439,6 @@ impl AccountStage {
         let account = checkpoint::decode_payload(&format!("{ACCOUNT_PREFIX}{id}"), payload)?;
         self.accounts.insert(id.to_owned(), account);
         Ok(())
-    }
-
-    /// Drops open deals that have not moved since before `cutoff`, and the
-    /// company order buckets older than it.
-    pub fn expire_before(&mut self, cutoff: Timestamp) {
-        for account in self.accounts.values_mut() {
-            account.open.retain(|_, open| open.last_update >= cutoff);
-        }
-        self.company_orders.prune_before(cutoff.day());
     }
 }
 
@@ -530,7 +530,7 @@ fn judge_rhythm(
     detect: &DetectConfig,
     pace: &CompanyPace,
     lifecycle: &mut Lifecycle,
-    books: &mut HashMap<String, Book>,
+    books: &mut Map<String, Book>,
     out: &mut Vec<Alert>,
 ) {
     let churn = &detect.churn;
@@ -598,12 +598,20 @@ fn judge_rhythm(
     if !judged && !churning {
         return;
     }
-    let book = books
-        .entry(account.manager_id.clone())
-        .or_insert_with(|| Book {
-            team: account.team.clone(),
-            ..Book::default()
-        });
+    // Looked up before inserting: the manager's id is cloned once per
+    // evaluation, not once per account.
+    if !books.contains_key(&account.manager_id) {
+        books.insert(
+            account.manager_id.clone(),
+            Book {
+                team: account.team.clone(),
+                ..Book::default()
+            },
+        );
+    }
+    let Some(book) = books.get_mut(&account.manager_id) else {
+        return;
+    };
     book.judged += 1;
     if judged {
         let window = churn.order_window.as_secs() as i64;
@@ -776,9 +784,9 @@ mod tests {
         stage.apply(&event("e1", "a", 0, created), &config, &mut facts);
         let mut life = Lifecycle::new(3, 7);
         let mut out = Vec::new();
-        let report = stage.evaluate(Timestamp::from_day(40), &config, &mut life, &mut out);
+        let report = stage.evaluate(Timestamp::from_day(40), Timestamp(0), &config, &mut life, &mut out);
         assert!(report.facts.is_empty(), "not stalled after 40 days");
-        let report = stage.evaluate(Timestamp::from_day(46), &config, &mut life, &mut out);
+        let report = stage.evaluate(Timestamp::from_day(46), Timestamp(0), &config, &mut life, &mut out);
         assert_eq!(report.facts.len(), 1);
         assert_eq!(
             report.facts[0].kind,
@@ -803,7 +811,7 @@ mod tests {
             .iter()
             .all(|f| !matches!(f.kind, FactKind::DealExited { .. })));
         assert!(stage
-            .evaluate(Timestamp::from_day(60), &config, &mut life, &mut out)
+            .evaluate(Timestamp::from_day(60), Timestamp(0), &config, &mut life, &mut out)
             .facts
             .is_empty());
     }
@@ -901,6 +909,7 @@ mod tests {
         let mut life = Lifecycle::new(3, 7);
         let report = stage.evaluate(
             Timestamp::from_day(100),
+            Timestamp(0),
             &config,
             &mut life,
             &mut Vec::new(),

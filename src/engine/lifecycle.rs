@@ -8,7 +8,7 @@
 //! the evaluation that made it pending: deterministic, so a replay or a
 //! restart yields the same ids.
 
-use std::collections::HashMap;
+use super::Map;
 
 use crate::alert::{Alert, AlertKind, Severity, Status};
 use crate::detect::Finding;
@@ -64,7 +64,7 @@ const STALE_AFTER: u32 = 10;
 pub struct Lifecycle {
     for_evaluations: u32,
     resolve_after: u32,
-    entries: HashMap<(AlertKind, String), Phase>,
+    entries: Map<(AlertKind, String), Phase>,
 }
 
 impl Lifecycle {
@@ -72,7 +72,7 @@ impl Lifecycle {
         Lifecycle {
             for_evaluations,
             resolve_after,
-            entries: HashMap::new(),
+            entries: Map::default(),
         }
     }
 
@@ -240,7 +240,7 @@ fn firing(
         test: draft.finding.test,
         p_value: draft.finding.p_value,
         evidence: draft.evidence,
-        summary: draft.finding.summary,
+        summary: draft.finding.summary.text(),
     }
 }
 
@@ -259,7 +259,7 @@ fn resolved(fired: Alert, at: Timestamp, latest: Option<AlertDraft>) -> Alert {
             alert.test = draft.finding.test;
             alert.p_value = draft.finding.p_value;
             alert.evidence = draft.evidence;
-            alert.summary = format!("resolved: {}", draft.finding.summary);
+            alert.summary = format!("resolved: {}", draft.finding.summary.text());
         }
         None => {
             alert.summary = format!(
@@ -290,7 +290,7 @@ mod tests {
             p_value: 1e-5,
             component_p: 1e-5,
             severity: Severity::Warning,
-            summary: "s".into(),
+            summary: crate::detect::Summary::new(|| "s".into()),
         }
     }
 

@@ -4,7 +4,9 @@
 //! churn, competitor concentration, and their combination — and hands their
 //! findings to the lifecycle.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use super::Map;
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
@@ -30,11 +32,11 @@ const EVIDENCE_KEPT: usize = 64;
 
 #[derive(Debug, Default)]
 pub struct ManagerStage {
-    managers: HashMap<String, ManagerState>,
-    teams: HashMap<String, TeamState>,
+    managers: Map<String, ManagerState>,
+    teams: Map<String, TeamState>,
     /// Competitor names, interned: losses store an index.
     competitors: Vec<String>,
-    competitor_index: HashMap<String, u32>,
+    competitor_index: Map<String, u32>,
     max_managers: usize,
     /// Managers forgotten because they were idle past `engine.entity_ttl` ...
     pub expired: u64,
@@ -139,7 +141,7 @@ fn rate_windows(
 struct TeamSums {
     closes: [Tally; 4],
     exits: [Tally; 4],
-    rivals: HashMap<u32, u64>,
+    rivals: Map<u32, u64>,
     named: u64,
 }
 
@@ -269,7 +271,7 @@ impl ManagerStage {
     pub fn evaluate(
         &mut self,
         at: Timestamp,
-        books: &HashMap<String, Book>,
+        books: &Map<String, Book>,
         config: &Config,
         max_evidence: usize,
         lifecycle: &mut Lifecycle,
@@ -292,7 +294,7 @@ impl ManagerStage {
             manager.last_seen = manager.last_seen.max(at);
         }
 
-        let mut team_sums: HashMap<String, TeamSums> = HashMap::new();
+        let mut team_sums: Map<String, TeamSums> = Map::default();
         for (name, team) in self.teams.iter_mut() {
             let w = Windows::new(end_day, config.detect_for(name));
             team.closes.prune_before(w.earliest());
@@ -327,7 +329,7 @@ impl ManagerStage {
                 ..acc
             });
         // Orders and expected orders per team, over the three order windows.
-        let mut team_orders: HashMap<&str, ([u64; 3], [f64; 3])> = HashMap::new();
+        let mut team_orders: Map<&str, ([u64; 3], [f64; 3])> = Map::default();
         for book in books.values() {
             let entry = team_orders.entry(book.team.as_str()).or_default();
             for i in 0..3 {
@@ -337,11 +339,11 @@ impl ManagerStage {
         }
 
         // Each manager's competitor-named losses in their window, by team.
-        let mut rival_counts: HashMap<String, Vec<(String, HashMap<u32, u64>, u64)>> =
-            HashMap::new();
+        let mut rival_counts: Map<String, Vec<(String, Map<u32, u64>, u64)>> =
+            Map::default();
         for (manager_id, manager) in &self.managers {
             let from = Windows::new(end_day, config.detect_for(&manager.team)).rivals_from;
-            let mut counts: HashMap<u32, u64> = HashMap::new();
+            let mut counts: Map<u32, u64> = Map::default();
             let mut named = 0;
             for (day, rival) in &manager.rivals {
                 if (from..end_day).contains(day) {
@@ -418,7 +420,7 @@ impl ManagerStage {
             let churn = book_churn::assess(&own_book, &detect.book_churn);
 
             // Competitor concentration.
-            let mut own_rivals: HashMap<u32, u64> = HashMap::new();
+            let mut own_rivals: Map<u32, u64> = Map::default();
             let mut named = 0;
             for (day, rival) in &manager.rivals {
                 if *day < end_day {
@@ -652,7 +654,7 @@ impl ManagerStage {
 /// pooling losses keeps one busy teammate — above all one diverting to
 /// another rival — from setting everyone's yardstick.
 fn usual_share(
-    by_team: &HashMap<String, Vec<(String, HashMap<u32, u64>, u64)>>,
+    by_team: &Map<String, Vec<(String, Map<u32, u64>, u64)>>,
     team: &str,
     manager: &str,
     rival: u32,

@@ -5,7 +5,9 @@
 //! letter). `null` is not an absent field: the schema types every optional
 //! field, so `"team": null` is invalid, as it is here.
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::{ActivityKind, Event, EventBody, FeedbackKind, LossReason};
 use crate::time::Timestamp;
@@ -101,11 +103,7 @@ pub fn decode(payload: &[u8], limits: DecodeLimits) -> Result<Event, DecodeError
     let text = std::str::from_utf8(payload).map_err(|e| DecodeError::NotUtf8 {
         position: e.valid_up_to(),
     })?;
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
-    let Value::Object(fields) = value else {
-        return Err(DecodeError::NotObject);
-    };
+    let fields = parse_fields(text)?;
     let fields = Fields(&fields);
 
     let event_id = fields.id("event_id")?;
@@ -174,23 +172,219 @@ pub fn decode(payload: &[u8], limits: DecodeLimits) -> Result<Event, DecodeError
     })
 }
 
-/// Typed access to the fields of one JSON object, each failure naming the field.
-struct Fields<'a>(&'a Map<String, Value>);
+/// The fields of the event schema, in slot order. Any other field is
+/// skipped unread (the schema allows extra fields).
+const FIELD_NAMES: [&str; 19] = [
+    "event_id",
+    "type",
+    "occurred_at",
+    "manager_id",
+    "account_id",
+    "team",
+    "opportunity_id",
+    "amount",
+    "stage",
+    "expected_close",
+    "reason",
+    "competitor",
+    "order_id",
+    "activity",
+    "previous_manager_id",
+    "contract_id",
+    "renewed",
+    "kind",
+    "score",
+];
 
-impl<'a> Fields<'a> {
-    fn present(&self, field: &'static str) -> Result<&'a Value, DecodeError> {
-        self.0.get(field).ok_or(DecodeError::MissingField(field))
+fn slot_of(name: &str) -> Option<usize> {
+    FIELD_NAMES.iter().position(|known| *known == name)
+}
+
+/// One field's JSON value, as far as the schema cares: strings borrowed from
+/// the payload where they need no unescaping, objects and arrays not kept.
+#[derive(Debug)]
+enum Scalar<'a> {
+    Str(Cow<'a, str>),
+    Number(f64),
+    Bool(bool),
+    Null,
+    Compound,
+}
+
+type Slots<'a> = [Option<Scalar<'a>>; FIELD_NAMES.len()];
+
+/// Parses the payload's top-level object into the schema's slots in one
+/// pass, without building a JSON tree. A repeated key keeps its last value,
+/// as a JSON object does.
+fn parse_fields(text: &str) -> Result<Slots<'_>, DecodeError> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let parsed = deserializer
+        .deserialize_any(TopLevel)
+        .and_then(|slots| deserializer.end().map(|()| slots))
+        .map_err(|e| DecodeError::NotJson(e.to_string()))?;
+    parsed.ok_or(DecodeError::NotObject)
+}
+
+/// The top-level value: `Some(slots)` for an object, `None` for anything else.
+struct TopLevel;
+
+impl<'de> Visitor<'de> for TopLevel {
+    type Value = Option<Slots<'de>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
     }
 
-    fn string(&self, field: &'static str) -> Result<&'a str, DecodeError> {
-        self.present(field)?.as_str().ok_or(DecodeError::WrongType {
-            field,
-            expected: "a string",
-        })
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut slots: Slots<'de> = Default::default();
+        while let Some(slot) = map.next_key_seed(KeySlot)? {
+            match slot {
+                Some(i) => slots[i] = Some(map.next_value_seed(ScalarSeed)?),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Some(slots))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// A key: its slot, or `None` for a field the schema does not name.
+struct KeySlot;
+
+impl<'de> DeserializeSeed<'de> for KeySlot {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySlot {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(slot_of(key))
+    }
+}
+
+struct ScalarSeed;
+
+impl<'de> DeserializeSeed<'de> for ScalarSeed {
+    type Value = Scalar<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ScalarSeed {
+    type Value = Scalar<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(text.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, text: String) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(text)))
+    }
+
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Self::Value, E> {
+        Ok(Scalar::Bool(value))
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
+        Ok(Scalar::Number(value as f64))
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
+        Ok(Scalar::Number(value as f64))
+    }
+
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Self::Value, E> {
+        Ok(Scalar::Number(value))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Null)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Compound)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Compound)
+    }
+}
+
+/// Typed access to the fields of one JSON object, each failure naming the field.
+struct Fields<'s, 'a>(&'s Slots<'a>);
+
+impl<'s, 'a> Fields<'s, 'a> {
+    fn get(&self, field: &'static str) -> Option<&'s Scalar<'a>> {
+        slot_of(field).and_then(|i| self.0[i].as_ref())
+    }
+
+    fn present(&self, field: &'static str) -> Result<&'s Scalar<'a>, DecodeError> {
+        self.get(field).ok_or(DecodeError::MissingField(field))
+    }
+
+    fn string(&self, field: &'static str) -> Result<&'s str, DecodeError> {
+        match self.present(field)? {
+            Scalar::Str(text) => Ok(text),
+            _ => Err(DecodeError::WrongType {
+                field,
+                expected: "a string",
+            }),
+        }
     }
 
     fn optional_string(&self, field: &'static str) -> Result<Option<String>, DecodeError> {
-        match self.0.get(field) {
+        match self.get(field) {
             None => Ok(None),
             Some(_) => self.string(field).map(|s| Some(s.to_owned())),
         }
@@ -210,7 +404,7 @@ impl<'a> Fields<'a> {
     }
 
     fn optional_id(&self, field: &'static str) -> Result<Option<String>, DecodeError> {
-        match self.0.get(field) {
+        match self.get(field) {
             None => Ok(None),
             Some(_) => self.id(field).map(Some),
         }
@@ -225,7 +419,7 @@ impl<'a> Fields<'a> {
     }
 
     fn optional_timestamp(&self, field: &'static str) -> Result<Option<Timestamp>, DecodeError> {
-        match self.0.get(field) {
+        match self.get(field) {
             None => Ok(None),
             Some(_) => self.timestamp(field).map(Some),
         }
@@ -233,13 +427,12 @@ impl<'a> Fields<'a> {
 
     /// A money amount: a finite number ≥ 0.
     fn amount(&self, field: &'static str) -> Result<f64, DecodeError> {
-        let amount = self
-            .present(field)?
-            .as_f64()
-            .ok_or(DecodeError::WrongType {
+        let Scalar::Number(amount) = *self.present(field)? else {
+            return Err(DecodeError::WrongType {
                 field,
                 expected: "a number",
-            })?;
+            });
+        };
         if amount < 0.0 || !amount.is_finite() {
             return Err(DecodeError::InvalidValue {
                 field,
@@ -250,19 +443,20 @@ impl<'a> Fields<'a> {
     }
 
     fn optional_amount(&self, field: &'static str) -> Result<Option<f64>, DecodeError> {
-        match self.0.get(field) {
+        match self.get(field) {
             None => Ok(None),
             Some(_) => self.amount(field).map(Some),
         }
     }
 
     fn boolean(&self, field: &'static str) -> Result<bool, DecodeError> {
-        self.present(field)?
-            .as_bool()
-            .ok_or(DecodeError::WrongType {
+        match self.present(field)? {
+            Scalar::Bool(value) => Ok(*value),
+            _ => Err(DecodeError::WrongType {
                 field,
                 expected: "true or false",
-            })
+            }),
+        }
     }
 
     /// A string from a closed set.
@@ -280,13 +474,15 @@ impl<'a> Fields<'a> {
 
     /// A feedback score: an integer 1 to 5 (`4.0` is an integer in JSON Schema).
     fn optional_score(&self, field: &'static str) -> Result<Option<u8>, DecodeError> {
-        let Some(value) = self.0.get(field) else {
+        let Some(value) = self.get(field) else {
             return Ok(None);
         };
-        let number = value.as_f64().ok_or(DecodeError::WrongType {
-            field,
-            expected: "an integer",
-        })?;
+        let Scalar::Number(number) = *value else {
+            return Err(DecodeError::WrongType {
+                field,
+                expected: "an integer",
+            });
+        };
         if number.fract() != 0.0 {
             return Err(DecodeError::WrongType {
                 field,
