@@ -18,8 +18,8 @@ const MAX_WEIGHT: f64 = 200.0;
 
 /// One competitor's counts.
 #[derive(Clone, Debug, PartialEq)]
-pub struct CompetitorCounts {
-    pub competitor: String,
+pub struct CompetitorCounts<'a> {
+    pub competitor: &'a str,
     /// The manager's losses to this competitor in the window.
     pub losses: u64,
     /// Its usual share of the team's competitor-named losses (see the module).
@@ -61,7 +61,7 @@ pub fn assess(
     }
     let (p_value, test, c, team_share) = best?;
     let share = c.losses as f64 / named as f64;
-    let (losses, competitor) = (c.losses, c.competitor.clone());
+    let (losses, competitor) = (c.losses, c.competitor.to_owned());
     let summary = Summary::new(move || {
         format!(
             "{losses} of {named} losses naming a competitor went to {competitor} ({:.0}%) over {window_days} days; teammates usually lose {:.0}% of such deals to it",
@@ -80,7 +80,7 @@ pub fn assess(
         severity: Severity::for_p_value(p_value * tested, config.critical_p_value),
         summary,
     };
-    Some((finding, c.competitor.clone()))
+    Some((finding, c.competitor.to_owned()))
 }
 
 fn round6(x: f64) -> f64 {
@@ -92,13 +92,15 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    fn counts(mine: &[u64], team: &[u64]) -> Vec<CompetitorCounts> {
+    const NAMES: [&str; 5] = ["c0", "c1", "c2", "c3", "c4"];
+
+    fn counts(mine: &[u64], team: &[u64]) -> Vec<CompetitorCounts<'static>> {
         let total: u64 = team.iter().sum();
         mine.iter()
             .zip(team)
             .enumerate()
             .map(|(i, (m, t))| CompetitorCounts {
-                competitor: format!("c{i}"),
+                competitor: NAMES[i],
                 losses: *m,
                 team_share: *t as f64 / total as f64,
                 team_weight: total as f64,

@@ -64,7 +64,10 @@ const STALE_AFTER: u32 = 10;
 pub struct Lifecycle {
     for_evaluations: u32,
     resolve_after: u32,
-    entries: Map<(AlertKind, String), Phase>,
+    /// Per kind, the subjects pending or firing: looked up by `&str`, so
+    /// the many evaluations of subjects with nothing pending cost no
+    /// allocation.
+    entries: Vec<(AlertKind, Map<String, Phase>)>,
 }
 
 impl Lifecycle {
@@ -72,14 +75,40 @@ impl Lifecycle {
         Lifecycle {
             for_evaluations,
             resolve_after,
-            entries: Map::default(),
+            entries: Vec::new(),
         }
+    }
+
+    fn subjects(&self, kind: AlertKind) -> Option<&Map<String, Phase>> {
+        self.entries
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, subjects)| subjects)
+    }
+
+    fn subjects_mut(&mut self, kind: AlertKind) -> &mut Map<String, Phase> {
+        let index = match self.entries.iter().position(|(k, _)| *k == kind) {
+            Some(index) => index,
+            None => {
+                self.entries.push((kind, Map::default()));
+                self.entries.len() - 1
+            }
+        };
+        &mut self.entries[index].1
+    }
+
+    fn phases(&self) -> impl Iterator<Item = (AlertKind, &String, &Phase)> + '_ {
+        self.entries.iter().flat_map(|(kind, subjects)| {
+            subjects
+                .iter()
+                .map(move |(subject, phase)| (*kind, subject, phase))
+        })
     }
 
     /// Appends one checkpoint record per pending or firing alert:
     /// `alert/<kind>/<subject>`.
     pub fn checkpoint(&self, out: &mut Vec<(String, Vec<u8>)>) {
-        for ((kind, subject), phase) in &self.entries {
+        for (kind, subject, phase) in self.phases() {
             out.push((
                 format!("{ALERT_PREFIX}{}/{subject}", kind.as_str()),
                 checkpoint::encode(&(kind, subject, phase)),
@@ -91,7 +120,7 @@ impl Lifecycle {
     pub fn restore_entry(&mut self, key: &str, payload: &[u8]) -> Result<(), RestoreError> {
         let (kind, subject, phase): (AlertKind, String, Phase) =
             checkpoint::decode_payload(key, payload)?;
-        self.entries.insert((kind, subject), phase);
+        self.subjects_mut(kind).insert(subject, phase);
         Ok(())
     }
 
@@ -111,8 +140,14 @@ impl Lifecycle {
         let holding = finding.is_some_and(|f| f.alerting || f.holding);
         let mut draft = Some(draft);
         let mut take_draft = || draft.take().and_then(|d| d());
-        let key = (kind, subject.to_owned());
-        let next = match (self.entries.remove(&key), alerting) {
+        let (for_evaluations, resolve_after) = (self.for_evaluations, self.resolve_after);
+        let subjects = self.subjects_mut(kind);
+        let (key, current) = match subjects.remove_entry(subject) {
+            Some((key, phase)) => (key, Some(phase)),
+            None if !alerting => return,
+            None => (subject.to_owned(), None),
+        };
+        let next = match (current, alerting) {
             (None, false) => None,
             (None, true) => Some(Phase::Pending { since: at, held: 1 }),
             (Some(Phase::Pending { since, held }), true) => Some(Phase::Pending {
@@ -133,7 +168,7 @@ impl Lifecycle {
                 }),
                 _,
             ) if finding.is_none() => {
-                if unjudged + 1 >= self.resolve_after * STALE_AFTER {
+                if unjudged + 1 >= resolve_after * STALE_AFTER {
                     out.push(resolved(alert, at, take_draft()));
                     None
                 } else {
@@ -150,7 +185,7 @@ impl Lifecycle {
                 }),
                 _,
             ) => {
-                if clear_for + 1 >= self.resolve_after {
+                if clear_for + 1 >= resolve_after {
                     out.push(resolved(alert, at, take_draft()));
                     None
                 } else {
@@ -163,7 +198,7 @@ impl Lifecycle {
             }
         };
         let next = match next {
-            Some(Phase::Pending { since, held }) if held >= self.for_evaluations => {
+            Some(Phase::Pending { since, held }) if held >= for_evaluations => {
                 match take_draft() {
                     Some(draft) => {
                         let alert = firing(kind, subject, since, at, draft);
@@ -180,18 +215,19 @@ impl Lifecycle {
             other => other,
         };
         if let Some(phase) = next {
-            self.entries.insert(key, phase);
+            subjects.insert(key, phase);
         }
     }
 
     /// Whether `subject` is pending or firing for `kind`.
     pub fn contains(&self, kind: AlertKind, subject: &str) -> bool {
-        self.entries.contains_key(&(kind, subject.to_owned()))
+        self.subjects(kind)
+            .is_some_and(|subjects| subjects.contains_key(subject))
     }
 
     /// Alerts firing now.
     pub fn active(&self) -> impl Iterator<Item = ActiveAlert> + '_ {
-        self.entries.values().filter_map(|phase| match phase {
+        self.phases().filter_map(|(_, _, phase)| match phase {
             Phase::Firing { alert, .. } => Some(ActiveAlert {
                 kind: alert.kind,
                 severity: alert.severity,
@@ -204,11 +240,11 @@ impl Lifecycle {
 
     /// Subjects pending or firing.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.iter().map(|(_, subjects)| subjects.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 }
 

@@ -339,24 +339,17 @@ impl ManagerStage {
         }
 
         // Each manager's competitor-named losses in their window, by team.
-        let mut rival_counts: Map<String, Vec<(String, Map<u32, u64>, u64)>> =
-            Map::default();
+        let mut rival_counts: Map<String, Vec<(String, RivalTally, u64)>> = Map::default();
         for (manager_id, manager) in &self.managers {
             let from = Windows::new(end_day, config.detect_for(&manager.team)).rivals_from;
-            let mut counts: Map<u32, u64> = Map::default();
-            let mut named = 0;
-            for (day, rival) in &manager.rivals {
-                if (from..end_day).contains(day) {
-                    *counts.entry(*rival).or_default() += 1;
-                    named += 1;
-                }
-            }
+            let (counts, named) = tally_rivals(&manager.rivals, from..end_day);
             rival_counts.entry(manager.team.clone()).or_default().push((
                 manager_id.clone(),
                 counts,
                 named,
             ));
         }
+        let mut shares = Vec::new();
 
         let competitors = &self.competitors;
         for (manager_id, manager) in self.managers.iter_mut() {
@@ -420,18 +413,11 @@ impl ManagerStage {
             let churn = book_churn::assess(&own_book, &detect.book_churn);
 
             // Competitor concentration.
-            let mut own_rivals: Map<u32, u64> = Map::default();
-            let mut named = 0;
-            for (day, rival) in &manager.rivals {
-                if *day < end_day {
-                    *own_rivals.entry(*rival).or_default() += 1;
-                    named += 1;
-                }
-            }
+            let (own_rivals, named) = tally_rivals(&manager.rivals, i64::MIN..end_day);
             let mut counts: Vec<CompetitorCounts> = own_rivals
                 .iter()
                 .map(|(rival, losses)| CompetitorCounts {
-                    competitor: competitors[*rival as usize].clone(),
+                    competitor: &competitors[*rival as usize],
                     losses: *losses,
                     team_share: usual_share(
                         &rival_counts,
@@ -439,6 +425,7 @@ impl ManagerStage {
                         manager_id,
                         *rival,
                         team.rivals.len(),
+                        &mut shares,
                     ),
                     team_weight: team.named.saturating_sub(named) as f64,
                 })
@@ -653,26 +640,29 @@ impl ManagerStage {
 /// that rival when there are three or more. Averaging shares rather than
 /// pooling losses keeps one busy teammate — above all one diverting to
 /// another rival — from setting everyone's yardstick.
+/// `shares` is scratch space, reused across calls.
 fn usual_share(
-    by_team: &Map<String, Vec<(String, Map<u32, u64>, u64)>>,
+    by_team: &Map<String, Vec<(String, RivalTally, u64)>>,
     team: &str,
     manager: &str,
     rival: u32,
     candidates: usize,
+    shares: &mut Vec<f64>,
 ) -> f64 {
     const PSEUDO: f64 = 2.0;
     let even = 1.0 / candidates.max(1) as f64;
-    let mut shares: Vec<f64> = by_team
-        .get(team)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .filter(|(id, _, named)| id != manager && *named > 0)
-        .map(|(_, counts, named)| {
-            (counts.get(&rival).copied().unwrap_or(0) as f64 + PSEUDO * even)
-                / (*named as f64 + PSEUDO)
-        })
-        .collect();
+    shares.clear();
+    shares.extend(
+        by_team
+            .get(team)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter(|(id, _, named)| id != manager && *named > 0)
+            .map(|(_, counts, named)| {
+                (rival_losses(counts, rival) as f64 + PSEUDO * even) / (*named as f64 + PSEUDO)
+            }),
+    );
     if shares.is_empty() {
         return even;
     }
@@ -681,6 +671,32 @@ fn usual_share(
         shares.pop();
     }
     shares.iter().sum::<f64>() / shares.len() as f64
+}
+
+/// Losses per competitor (index, count), sorted by index: a manager names
+/// few rivals, so a short sorted list beats a hash map built every day.
+type RivalTally = Vec<(u32, u64)>;
+
+/// The losses in `rivals` on the days in `days`, per competitor, and their total.
+fn tally_rivals(rivals: &VecDeque<(i64, u32)>, days: Range<i64>) -> (RivalTally, u64) {
+    let mut tally = RivalTally::new();
+    let mut named = 0;
+    for (day, rival) in rivals {
+        if days.contains(day) {
+            match tally.binary_search_by_key(rival, |(r, _)| *r) {
+                Ok(i) => tally[i].1 += 1,
+                Err(i) => tally.insert(i, (*rival, 1)),
+            }
+            named += 1;
+        }
+    }
+    (tally, named)
+}
+
+fn rival_losses(tally: &RivalTally, rival: u32) -> u64 {
+    tally
+        .binary_search_by_key(&rival, |(r, _)| *r)
+        .map_or(0, |i| tally[i].1)
 }
 
 /// The churning accounts of a book, those still visited first, each cited by

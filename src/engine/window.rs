@@ -3,7 +3,7 @@
 //! growing list of events.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::{Add, AddAssign, Range, Sub};
 
 /// A proportion's counts: `hits` of `total` (won of closed deals, leaked
@@ -64,19 +64,53 @@ impl Sub for Tally {
 
 /// Daily buckets of `T`, keyed by day number. Each bucket also keeps the
 /// running total up to and including it, so a sum over any day range is two
-/// lookups (O(log n)), not a walk over the days. Adding to the newest day —
-/// the usual case, events arrive in time order — touches one bucket; a late
-/// event updates the running totals of the days after it.
+/// binary searches, not a walk over the days. The buckets are a sorted
+/// deque: adding to the newest day — the usual case, events arrive in time
+/// order — touches the back, pruning pops the front, and a late event
+/// updates the running totals of the days after it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(
+    from = "BucketMap<T>",
+    into = "BucketMap<T>",
+    bound(
+        serialize = "T: Clone + Serialize",
+        deserialize = "T: Deserialize<'de>"
+    )
+)]
 pub struct DailyBuckets<T> {
-    /// Day → (that day's value, running total through that day).
-    buckets: BTreeMap<i64, (T, T)>,
+    /// (day, that day's value, running total through that day), by day.
+    buckets: VecDeque<(i64, T, T)>,
+}
+
+/// How buckets are checkpointed: day → (value, running total). The form
+/// predates the deque and is kept so older checkpoints restore.
+type BucketMap<T> = BTreeMap<i64, (T, T)>;
+
+impl<T> From<BucketMap<T>> for DailyBuckets<T> {
+    fn from(map: BucketMap<T>) -> Self {
+        DailyBuckets {
+            buckets: map
+                .into_iter()
+                .map(|(day, (value, total))| (day, value, total))
+                .collect(),
+        }
+    }
+}
+
+impl<T> From<DailyBuckets<T>> for BucketMap<T> {
+    fn from(buckets: DailyBuckets<T>) -> Self {
+        buckets
+            .buckets
+            .into_iter()
+            .map(|(day, value, total)| (day, (value, total)))
+            .collect()
+    }
 }
 
 impl<T> Default for DailyBuckets<T> {
     fn default() -> Self {
         DailyBuckets {
-            buckets: BTreeMap::new(),
+            buckets: VecDeque::new(),
         }
     }
 }
@@ -84,12 +118,14 @@ impl<T> Default for DailyBuckets<T> {
 impl<T: Copy + Default + AddAssign + Sub<Output = T>> DailyBuckets<T> {
     /// Adds `value` to the bucket of `day`.
     pub fn add(&mut self, day: i64, value: T) {
-        let before = self.total_before(day);
-        let bucket = self.buckets.entry(day).or_insert((T::default(), before));
-        bucket.0 += value;
-        bucket.1 += value;
-        for (_, later) in self.buckets.range_mut(day + 1..) {
-            later.1 += value;
+        let at = self.buckets.partition_point(|(d, ..)| *d < day);
+        if self.buckets.get(at).is_none_or(|(d, ..)| *d != day) {
+            let before = self.total_before(day);
+            self.buckets.insert(at, (day, T::default(), before));
+        }
+        self.buckets[at].1 += value;
+        for (_, _, total) in self.buckets.range_mut(at..) {
+            *total += value;
         }
     }
 
@@ -97,13 +133,12 @@ impl<T: Copy + Default + AddAssign + Sub<Output = T>> DailyBuckets<T> {
     /// bucket still held, that is its running total less its own value (the
     /// pruned buckets' share).
     fn total_before(&self, day: i64) -> T {
-        match self.buckets.range(..day).next_back() {
-            Some((_, bucket)) => bucket.1,
-            None => self
+        match self.buckets.partition_point(|(d, ..)| *d < day) {
+            0 => self
                 .buckets
-                .values()
-                .next()
-                .map_or(T::default(), |first| first.1 - first.0),
+                .front()
+                .map_or(T::default(), |(_, value, total)| *total - *value),
+            i => self.buckets[i - 1].2,
         }
     }
 
@@ -118,11 +153,8 @@ impl<T: Copy + Default + AddAssign + Sub<Output = T>> DailyBuckets<T> {
     /// Drops every bucket before `day`. Running totals stay as they are:
     /// only their differences are ever used.
     pub fn prune_before(&mut self, day: i64) {
-        while let Some(entry) = self.buckets.first_entry() {
-            if *entry.key() >= day {
-                break;
-            }
-            entry.remove();
+        while self.buckets.front().is_some_and(|(d, ..)| *d < day) {
+            self.buckets.pop_front();
         }
     }
 
@@ -176,5 +208,19 @@ mod tests {
             prop_assert_eq!(recent, naive);
             prop_assert_eq!(history, buckets.sum(0..start));
         }
+    }
+
+    /// Checkpoints keep the map form older versions wrote.
+    #[test]
+    fn checkpoints_in_the_map_form_and_restores_from_it() {
+        let mut buckets = DailyBuckets::default();
+        buckets.add(12, 5u64);
+        buckets.add(10, 2);
+        buckets.add(12, 1);
+        let json = serde_json::to_string(&buckets).unwrap();
+        assert_eq!(json, r#"{"10":[2,2],"12":[6,8]}"#);
+        let back: DailyBuckets<u64> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.sum(0..20), 8);
+        assert_eq!(back.sum(11..13), 6);
     }
 }
