@@ -92,3 +92,27 @@ fn run_serves_health_and_metrics_and_stops_cleanly_on_sigterm() {
     assert!(stderr.contains("Shutting down"), "{stderr}");
     drop(broker);
 }
+
+/// A client property librdkafka refuses is a configuration error: `run`
+/// exits at once naming it, instead of retrying as if the broker were away.
+#[test]
+fn a_client_property_librdkafka_refuses_stops_run_at_once() {
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_feidan"))
+        .arg("run")
+        .args(["--set", &format!("metrics.addr=127.0.0.1:{}", free_port())])
+        .args(["--set", &format!("kafka.brokers=127.0.0.1:{}", free_port())])
+        .args(["--set", "kafka.topics.create=false"])
+        .args(["--set", "kafka.client.fetch.max.bytes=1000"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("fetch.max.bytes"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "gave up only after {:?}",
+        started.elapsed()
+    );
+}

@@ -27,6 +27,18 @@ struct PartitionTime {
     /// the first partition to deliver cannot make the others' events late.
     newest: Option<Timestamp>,
     idle: bool,
+    /// Whether this instance reads the partition now. A revoked partition
+    /// keeps its newest time, so that when it comes back (a rebalance after
+    /// a broker outage hands the same partitions back) it does not hold the
+    /// watermark until it delivers again: an exhausted partition never
+    /// would, and every evaluation behind it would wait for the idle timeout.
+    #[serde(default = "assigned_by_default")]
+    assigned: bool,
+}
+
+/// Checkpoints from before `assigned` only held assigned partitions.
+fn assigned_by_default() -> bool {
+    true
 }
 
 impl WatermarkTracker {
@@ -55,21 +67,27 @@ impl WatermarkTracker {
         let entry = self.partitions.entry(partition).or_insert(PartitionTime {
             newest: None,
             idle: false,
+            assigned: true,
         });
         entry.newest = Some(entry.newest.map_or(at, |newest| newest.max(at)));
         entry.idle = false;
+        entry.assigned = true;
         self.recompute()
     }
 
-    /// Declares the partitions this instance now reads: new ones hold the
-    /// watermark until they deliver or go idle; ones no longer listed are
-    /// forgotten.
+    /// Declares the partitions this instance now reads: ones never seen
+    /// hold the watermark until they deliver or go idle; ones seen before
+    /// resume from their newest time; ones no longer listed stop counting
+    /// (their newest time is kept for their return).
     pub fn assign(&mut self, partitions: &[i32]) -> Option<Timestamp> {
-        self.partitions.retain(|p, _| partitions.contains(p));
+        for (partition, time) in self.partitions.iter_mut() {
+            time.assigned = partitions.contains(partition);
+        }
         for partition in partitions {
             self.partitions.entry(*partition).or_insert(PartitionTime {
                 newest: None,
                 idle: false,
+                assigned: true,
             });
         }
         self.recompute()
@@ -95,7 +113,7 @@ impl WatermarkTracker {
     fn recompute(&mut self) -> Option<Timestamp> {
         let (mut least_active, mut newest_any) = (None::<Timestamp>, None::<Timestamp>);
         let (mut any_active, mut waiting) = (false, false);
-        for partition in self.partitions.values() {
+        for partition in self.partitions.values().filter(|p| p.assigned) {
             if let Some(newest) = partition.newest {
                 newest_any = Some(newest_any.map_or(newest, |n| n.max(newest)));
             }
@@ -153,6 +171,25 @@ mod tests {
         assert_eq!(w.observe(1, Timestamp(300)), Some(Timestamp(200)));
         w.assign(&[1]);
         assert_eq!(w.observe(1, Timestamp(400)), Some(Timestamp(400)));
+    }
+
+    #[test]
+    fn a_partition_handed_back_resumes_from_its_newest_time() {
+        let mut w = WatermarkTracker::new(0);
+        w.assign(&[0, 1]);
+        w.observe(0, Timestamp(100)); // partition 0 is exhausted here
+        w.observe(1, Timestamp(50));
+        assert_eq!(w.current(), Some(Timestamp(50)));
+        // The broker goes away; the group revokes everything, then hands
+        // the same partitions back.
+        w.assign(&[]);
+        w.assign(&[0, 1]);
+        assert_eq!(
+            w.observe(1, Timestamp(80)),
+            Some(Timestamp(80)),
+            "partition 0 delivers nothing more, and must not hold the watermark"
+        );
+        assert_eq!(w.observe(1, Timestamp(300)), Some(Timestamp(100)));
     }
 
     #[test]

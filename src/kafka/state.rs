@@ -27,9 +27,15 @@ pub enum StateError {
 }
 
 impl StateError {
-    /// Whether waiting may mend it (the broker away), as opposed to bad data.
+    /// Whether waiting may mend it (the broker away), as opposed to bad
+    /// data or a client configuration librdkafka refuses (a wrong
+    /// `kafka.client` property never mends by itself).
     pub fn is_transient(&self) -> bool {
-        matches!(self, StateError::Read { .. } | StateError::Stalled { .. })
+        match self {
+            StateError::Read { source, .. } => !matches!(source, KafkaError::ClientCreation(_)),
+            StateError::Stalled { .. } => true,
+            StateError::Missing { .. } | StateError::Changelog(_) => false,
+        }
     }
 }
 
