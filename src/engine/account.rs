@@ -784,9 +784,21 @@ mod tests {
         stage.apply(&event("e1", "a", 0, created), &config, &mut facts);
         let mut life = Lifecycle::new(3, 7);
         let mut out = Vec::new();
-        let report = stage.evaluate(Timestamp::from_day(40), Timestamp(0), &config, &mut life, &mut out);
+        let report = stage.evaluate(
+            Timestamp::from_day(40),
+            Timestamp(0),
+            &config,
+            &mut life,
+            &mut out,
+        );
         assert!(report.facts.is_empty(), "not stalled after 40 days");
-        let report = stage.evaluate(Timestamp::from_day(46), Timestamp(0), &config, &mut life, &mut out);
+        let report = stage.evaluate(
+            Timestamp::from_day(46),
+            Timestamp(0),
+            &config,
+            &mut life,
+            &mut out,
+        );
         assert_eq!(report.facts.len(), 1);
         assert_eq!(
             report.facts[0].kind,
@@ -811,7 +823,13 @@ mod tests {
             .iter()
             .all(|f| !matches!(f.kind, FactKind::DealExited { .. })));
         assert!(stage
-            .evaluate(Timestamp::from_day(60), Timestamp(0), &config, &mut life, &mut out)
+            .evaluate(
+                Timestamp::from_day(60),
+                Timestamp(0),
+                &config,
+                &mut life,
+                &mut out
+            )
             .facts
             .is_empty());
     }

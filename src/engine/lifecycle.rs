@@ -198,20 +198,18 @@ impl Lifecycle {
             }
         };
         let next = match next {
-            Some(Phase::Pending { since, held }) if held >= for_evaluations => {
-                match take_draft() {
-                    Some(draft) => {
-                        let alert = firing(kind, subject, since, at, draft);
-                        out.push(alert.clone());
-                        Some(Phase::Firing {
-                            alert,
-                            clear_for: 0,
-                            unjudged: 0,
-                        })
-                    }
-                    None => Some(Phase::Pending { since, held }),
+            Some(Phase::Pending { since, held }) if held >= for_evaluations => match take_draft() {
+                Some(draft) => {
+                    let alert = firing(kind, subject, since, at, draft);
+                    out.push(alert.clone());
+                    Some(Phase::Firing {
+                        alert,
+                        clear_for: 0,
+                        unjudged: 0,
+                    })
                 }
-            }
+                None => Some(Phase::Pending { since, held }),
+            },
             other => other,
         };
         if let Some(phase) = next {
@@ -240,7 +238,10 @@ impl Lifecycle {
 
     /// Subjects pending or firing.
     pub fn len(&self) -> usize {
-        self.entries.iter().map(|(_, subjects)| subjects.len()).sum()
+        self.entries
+            .iter()
+            .map(|(_, subjects)| subjects.len())
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
