@@ -430,7 +430,7 @@ impl ManagerStage {
                     team_weight: team.named.saturating_sub(named) as f64,
                 })
                 .collect();
-            counts.sort_by(|a, b| a.competitor.cmp(&b.competitor));
+            counts.sort_by(|a, b| a.competitor.cmp(b.competitor));
             let rival = competitor::assess(
                 &counts,
                 named,
