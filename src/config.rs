@@ -192,6 +192,10 @@ pub struct ChurnConfig {
     pub order_window: Duration,
     #[serde(with = "duration")]
     pub min_silence: Duration,
+    #[serde(with = "duration")]
+    pub visits_within: Duration,
+    #[serde(with = "duration")]
+    pub book_window: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -389,6 +393,12 @@ impl DetectConfig {
         r.fraction("churn.value_fall_ratio", c.value_fall_ratio)?;
         if c.order_window < Duration::from_secs(2 * 86_400) {
             return r.fail("churn.order_window", "must be at least 2d");
+        }
+        if c.visits_within < Duration::from_secs(86_400) {
+            return r.fail("churn.visits_within", "must be at least 1d");
+        }
+        if c.book_window < Duration::from_secs(86_400) {
+            return r.fail("churn.book_window", "must be at least 1d");
         }
         let b = &self.book_churn;
         r.thresholds("book_churn", b.alpha, b.resolve_alpha, b.critical_p_value)?;

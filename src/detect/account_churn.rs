@@ -31,8 +31,10 @@ pub struct OrderSilence {
     pub mean_gap: f64,
     /// Gamma shape of the gaps.
     pub shape: f64,
-    /// Activities the manager logged on the account since its last order.
+    /// Activities the manager logged on the account since its last order ...
     pub visits_since: u32,
+    /// ... and days since the latest of them.
+    pub last_visit_days: Option<f64>,
     pub contract_lapsed: bool,
     pub last_order: Timestamp,
 }
@@ -45,6 +47,18 @@ pub fn gamma_shape(mean: f64, variance: f64, max_shape: f64) -> f64 {
     (mean * mean / variance).clamp(0.5, max_shape)
 }
 
+/// Whether the manager kept visiting an account that stopped ordering: at
+/// least `min_visits` activities since its last order, the latest within
+/// `visits_within` (a manager who gave up on a lost customer is not visiting).
+pub fn kept_visiting(
+    visits_since: u32,
+    last_visit_days: Option<f64>,
+    config: &ChurnConfig,
+) -> bool {
+    let within = config.visits_within.as_secs_f64() / 86_400.0;
+    visits_since >= config.min_visits && last_visit_days.is_some_and(|d| d <= within)
+}
+
 /// Assesses one account with a learnt rhythm.
 pub fn assess(silence: &OrderSilence, config: &ChurnConfig) -> Finding {
     let shape = round4(silence.shape);
@@ -52,16 +66,14 @@ pub fn assess(silence: &OrderSilence, config: &ChurnConfig) -> Finding {
     let t = round4(silence.business_days);
     let test = StatTest::GammaSurvival { t, shape, scale };
     let p_value = test.p_value();
-    let visited = silence.visits_since >= config.min_visits;
+    let visited = kept_visiting(silence.visits_since, silence.last_visit_days, config);
     let alpha = if visited || silence.contract_lapsed {
         config.signal_alpha
     } else {
         config.alpha
     };
     let silence = *silence;
-    let min_visits = config.min_visits;
     let summary = Summary::new(move || {
-        let visited = silence.visits_since >= min_visits;
         let mut signals = Vec::new();
         if visited {
             signals.push(format!(
@@ -121,6 +133,7 @@ mod tests {
             mean_gap: 14.0,
             shape: 4.0,
             visits_since: 0,
+            last_visit_days: None,
             contract_lapsed: false,
             last_order: Timestamp(0),
         }
@@ -146,6 +159,7 @@ mod tests {
                 assess(
                     &OrderSilence {
                         visits_since: 3,
+                        last_visit_days: Some(2.0),
                         ..silence(*d)
                     },
                     &config,
@@ -154,6 +168,25 @@ mod tests {
             })
             .unwrap();
         assert!(visited < days, "{visited} vs {days}");
+    }
+
+    #[test]
+    fn visits_the_manager_gave_up_weeks_ago_are_no_signal() {
+        let config = Config::defaults().detect.churn;
+        let within = config.visits_within.as_secs_f64() / 86_400.0;
+        assert!(kept_visiting(3, Some(within - 1.0), &config));
+        assert!(!kept_visiting(3, Some(within + 1.0), &config));
+        assert!(!kept_visiting(config.min_visits - 1, Some(1.0), &config));
+        assert!(!kept_visiting(3, None, &config));
+        let stale = OrderSilence {
+            visits_since: 3,
+            last_visit_days: Some(within + 1.0),
+            ..silence(50.0)
+        };
+        assert_eq!(
+            assess(&stale, &config).alerting,
+            assess(&silence(50.0), &config).alerting
+        );
     }
 
     #[test]

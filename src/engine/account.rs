@@ -61,8 +61,21 @@ struct AccountState {
     lapsed: Option<EvidenceRef>,
     /// Whether the lifecycle holds an account-churn entry for this account.
     watched: bool,
+    /// The first evaluation since its last order at which the account was
+    /// churning; accounts churning since before `churn.book_window` are
+    /// gone from the book.
+    #[serde(default)]
+    churning_since: Option<Timestamp>,
     /// The newest event time seen on the account, for expiry.
     last_seen: Timestamp,
+}
+
+impl AccountState {
+    /// Days from the latest activity logged since the last order to `at`.
+    fn days_since_visit(&self, at: Timestamp) -> Option<f64> {
+        let latest = self.recent_visits.iter().map(|v| v.occurred_at).max()?;
+        Some((at.0 - latest.0) as f64 / DAY as f64)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -203,6 +216,7 @@ impl AccountStage {
                 recent_orders: [0; RECENT_ORDERS],
                 lapsed: None,
                 watched: false,
+                churning_since: None,
                 last_seen: event.occurred_at,
             });
         let at = event.occurred_at;
@@ -558,6 +572,7 @@ fn judge_rhythm(
                 mean_gap: account.rhythm.gap_mean,
                 shape: account.rhythm.believed_shape(churn.max_shape),
                 visits_since: account.visits_since,
+                last_visit_days: account.days_since_visit(at),
                 contract_lapsed: lapsed.is_some(),
                 last_order: last_order.occurred_at,
             };
@@ -595,7 +610,11 @@ fn judge_rhythm(
         .rhythm
         .value_fell(churn.value_fall_ratio, churn.min_gaps);
     let churning = p_value < churn.book_alpha || value_fell || lapsed.is_some();
-    if !judged && !churning {
+    account.churning_since = churning.then(|| account.churning_since.unwrap_or(at));
+    let gone = account
+        .churning_since
+        .is_some_and(|since| at.0 - since.0 > churn.book_window.as_secs() as i64);
+    if (!judged && !churning) || gone {
         return;
     }
     // Looked up before inserting: the manager's id is cloned once per
@@ -626,7 +645,8 @@ fn judge_rhythm(
         }
     }
     if churning {
-        let visited = account.visits_since >= churn.min_visits;
+        let visited =
+            account_churn::kept_visiting(account.visits_since, account.days_since_visit(at), churn);
         book.churning += 1;
         book.visited += u64::from(visited);
         let mut evidence: Vec<EvidenceRef> = account.last_order.iter().cloned().collect();
@@ -772,6 +792,20 @@ mod tests {
         }
     }
 
+    /// A stage holding one account of kam-1's that ordered on days 0, 10, … 90.
+    fn ordering_every_ten_days(account: &str, config: &Config) -> AccountStage {
+        let mut stage = AccountStage::default();
+        for i in 0..10 {
+            let order = EventBody::OrderPlaced {
+                order_id: format!("o{i}"),
+                amount: 10.0,
+            };
+            let event = event(&format!("e{i}"), account, i * 10, order);
+            stage.apply(&event, config, &mut Vec::new());
+        }
+        stage
+    }
+
     #[test]
     fn a_deal_stalls_as_the_watermark_passes_with_no_further_event() {
         let config = Config::defaults();
@@ -888,19 +922,8 @@ mod tests {
     fn a_reassigned_account_leaves_its_old_owners_book_and_is_not_counted_in_the_new_one_at_first()
     {
         let config = Config::defaults();
-        let mut stage = AccountStage::default();
+        let mut stage = ordering_every_ten_days("a", &config);
         let mut facts = Vec::new();
-        for i in 0..10 {
-            let order = EventBody::OrderPlaced {
-                order_id: format!("o{i}"),
-                amount: 10.0,
-            };
-            stage.apply(
-                &event(&format!("e{i}"), "a", i * 10, order),
-                &config,
-                &mut facts,
-            );
-        }
         let mut moved = event(
             "m",
             "a",
@@ -939,6 +962,62 @@ mod tests {
         assert!(
             !report.books.contains_key("kam-2"),
             "the new owner's book counts it only after the grace period"
+        );
+    }
+
+    #[test]
+    fn a_churned_account_counts_in_its_book_for_the_book_window_then_is_gone() {
+        let config = Config::defaults();
+        let mut stage = ordering_every_ten_days("a", &config);
+        let mut facts = Vec::new();
+        // Visits since the last order (day 90), the latest on day 100.
+        for (i, day) in [95, 98, 100].into_iter().enumerate() {
+            let visit = EventBody::ActivityLogged {
+                activity: ActivityKind::Visit,
+            };
+            stage.apply(
+                &event(&format!("v{i}"), "a", day, visit),
+                &config,
+                &mut facts,
+            );
+        }
+        let mut life = Lifecycle::new(3, 7);
+        let mut book_on = |day: i64| {
+            let report = stage.evaluate(
+                Timestamp::from_day(day),
+                Timestamp(0),
+                &config,
+                &mut life,
+                &mut Vec::new(),
+            );
+            report
+                .books
+                .get("kam-1")
+                .map(|b| (b.judged, b.churning, b.visited))
+        };
+        assert_eq!(book_on(95), Some((1, 0, 0)), "within its rhythm");
+        let mut day = 96;
+        while book_on(day) == Some((1, 0, 0)) {
+            day += 1;
+        }
+        let overdue = day;
+        assert!(
+            overdue < 125,
+            "a 10-day rhythm silent for 35 days is churning"
+        );
+        assert_eq!(book_on(overdue), Some((1, 1, 1)), "still visited: day 100");
+        let visits_within = config.detect.churn.visits_within.as_secs() as i64 / DAY;
+        assert_eq!(
+            book_on(101 + visits_within),
+            Some((1, 1, 0)),
+            "visits stopped {visits_within} days ago: the manager gave up"
+        );
+        let window = config.detect.churn.book_window.as_secs() as i64 / DAY;
+        assert_eq!(book_on(overdue + window), Some((1, 1, 0)));
+        assert_eq!(
+            book_on(overdue + window + 1),
+            None,
+            "churning for longer than the book window: gone from the book"
         );
     }
 }
