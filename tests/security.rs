@@ -8,6 +8,9 @@
 //! plaintext, so TLS is terminated by Debian's `socat` in front of tansu,
 //! which advertises the TLS port. The certificate comes from the `openssl`
 //! command. Skipped outside CI when tansu, socat or openssl is missing.
+//!
+//! SASL: tansu with `--authentication` and a SCRAM-SHA-512 user; `feidan
+//! run`, the real binary, takes its password from the environment only.
 
 mod common;
 
@@ -83,19 +86,7 @@ async fn the_service_runs_against_a_broker_reached_only_over_tls() {
     );
 
     let client = || feidan::kafka::client_config(&config.kafka);
-    {
-        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-        use rdkafka::client::DefaultClientContext;
-        let admin: AdminClient<DefaultClientContext> = client().create().unwrap();
-        let topic = NewTopic::new(&config.kafka.input_topic, 1, TopicReplication::Fixed(1));
-        for result in admin
-            .create_topics([&topic], &AdminOptions::new())
-            .await
-            .unwrap()
-        {
-            result.unwrap();
-        }
-    }
+    create_topic_via(client(), &config.kafka.input_topic).await;
     let input: Vec<Vec<u8>> = small_world(8).into_iter().take(20_000).collect();
     produce_via(client(), &config.kafka.input_topic, &input, |p| {
         p[..24].to_vec()
@@ -121,4 +112,87 @@ async fn the_service_runs_against_a_broker_reached_only_over_tls() {
     );
     assert_topic_holds(&records, &expected, "over TLS: the backtest's alerts");
     drop(socat);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_runs_against_a_broker_requiring_scram_with_the_password_from_the_environment()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let password = "n0t-in-any-file-or-log";
+    let Some(tansu) = start_tansu_with_scram_user(dir.path(), "feidan", password) else {
+        return;
+    };
+    let mut config = Config::defaults();
+    config.engine.idle_timeout = Duration::from_secs(3600);
+    point_at(&mut config, &tansu.bootstrap);
+    config.kafka.topics.partitions = 1;
+    for (name, value) in [
+        ("security.protocol", "SASL_PLAINTEXT"),
+        ("sasl.mechanism", "SCRAM-SHA-512"),
+        ("sasl.username", "feidan"),
+    ] {
+        config.kafka.client.insert(name.into(), value.into());
+    }
+    // The test's own clients know the password; the feidan process gets it
+    // from its environment alone.
+    let client = |password: &str| {
+        let mut client = feidan::kafka::client_config(&config.kafka);
+        client.set("sasl.password", password);
+        client
+    };
+
+    // A wrong password is refused: authentication really is enforced.
+    {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let intruder: BaseConsumer = client("guess").create().unwrap();
+        assert!(
+            intruder
+                .fetch_metadata(None, Duration::from_secs(5))
+                .is_err(),
+            "a wrong password must not reach the broker"
+        );
+    }
+
+    create_topic_via(client(password), &config.kafka.input_topic).await;
+    let input: Vec<Vec<u8>> = small_world(8).into_iter().take(20_000).collect();
+    produce_via(client(password), &config.kafka.input_topic, &input, |p| {
+        p[..24].to_vec()
+    });
+    let expected = backtest_alerts(&config, &input);
+    assert!(!expected.is_empty(), "the world has alerts to deliver");
+
+    let port = free_port();
+    let mut feidan = spawn_feidan_with_env(
+        &config,
+        port,
+        &[],
+        &[("FEIDAN__KAFKA__CLIENT__SASL_PASSWORD", password)],
+    );
+    // Every event consumed over SASL, as feidan's own metrics count them.
+    let started = std::time::Instant::now();
+    let mut counted = 0;
+    while counted < input.len() as u64 {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "feidan consumed {counted} of {} events over SASL",
+            input.len()
+        );
+        assert!(feidan.try_wait().unwrap().is_none(), "feidan exited");
+        std::thread::sleep(Duration::from_millis(250));
+        if let Some((200, body)) = http_get(port, "/metrics") {
+            counted = metric_sum(&body, "feidan_events_total");
+        }
+    }
+    let records = read_topic_via(
+        client(password),
+        &config.kafka.alert_topic,
+        expected.len(),
+        Duration::from_secs(60),
+    );
+    assert_topic_holds(&records, &expected, "over SASL: the backtest's alerts");
+    assert!(terminate(&mut feidan).success(), "a clean stop");
+    let log = std::fs::read_to_string(format!("{}/feidan-{port}.log", env!("CARGO_TARGET_TMPDIR")))
+        .unwrap();
+    assert!(log.contains("Stopped"), "the log is feidan's: {log}");
+    assert!(!log.contains(password), "the password was logged: {log}");
 }

@@ -169,6 +169,22 @@ pub fn read_topic_via(
     records
 }
 
+/// Creates `topic` (one partition) through a client of its own settings
+/// (TLS, SASL).
+pub async fn create_topic_via(client: ClientConfig, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = client.create().unwrap();
+    let topic = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
+    for result in admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+}
+
 /// The JSON Schema of a contract, from the repository's copy of `../shared/schemas`.
 pub fn schema(name: &str) -> jsonschema::Validator {
     let path = format!("{}/schemas/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -241,6 +257,48 @@ pub fn free_port() -> u16 {
 /// (itself, or a relay or TLS terminator in front of it), or `None` outside
 /// CI when it is not installed.
 pub fn start_tansu_advertising(port: u16, advertised: u16) -> Option<Tansu> {
+    let binary = tansu_binary()?;
+    Some(launch_tansu(
+        &binary,
+        port,
+        advertised,
+        &["--storage-engine", "memory://tansu/"],
+        None,
+    ))
+}
+
+/// tansu requiring SCRAM-SHA-512 authentication on a free port, with one
+/// user: started once without authentication on sqlite storage in `dir` to
+/// create the user (`tansu user create`), then again on the same storage
+/// with `--authentication`. `None` outside CI when tansu is not installed.
+pub fn start_tansu_with_scram_user(
+    dir: &std::path::Path,
+    user: &str,
+    password: &str,
+) -> Option<Tansu> {
+    let binary = tansu_binary()?;
+    let port = free_port();
+    // tansu reads a sqlite:// path relative to its working directory.
+    let storage = ["--storage-engine", "sqlite://tansu.db"];
+    let setup = launch_tansu(&binary, port, port, &storage, Some(dir));
+    let status = std::process::Command::new(&binary)
+        .args(["user", "create", user, password, "--mechanism", "scram512"])
+        .args(["--broker", &format!("tcp://127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("tansu user create runs");
+    assert!(status.success(), "tansu created the user");
+    // A clean stop, so the user is on disk before the restart.
+    let mut setup = setup;
+    terminate(&mut setup.child);
+    drop(setup);
+    let with_auth = [&storage[..], &["--authentication"]].concat();
+    Some(launch_tansu(&binary, port, port, &with_auth, Some(dir)))
+}
+
+/// The tansu binary, on PATH or in ~/.cargo/bin; `None` outside CI when it
+/// is not installed (in CI its absence fails the test).
+fn tansu_binary() -> Option<std::path::PathBuf> {
     let candidates = std::env::var_os("PATH")
         .map(|paths| {
             std::env::split_paths(&paths)
@@ -261,22 +319,32 @@ pub fn start_tansu_advertising(port: u16, advertised: u16) -> Option<Tansu> {
         eprintln!("skipping: tansu is not installed (cargo install tansu --locked --features dynostore,libsql)");
         return None;
     };
+    Some(binary)
+}
+
+/// Starts `tansu broker` on `port` advertising `advertised`, with `storage`
+/// flags, in `dir` if given, and waits until it listens.
+fn launch_tansu(
+    binary: &std::path::Path,
+    port: u16,
+    advertised: u16,
+    storage: &[&str],
+    dir: Option<&std::path::Path>,
+) -> Tansu {
     let url = format!("tcp://127.0.0.1:{port}");
     let advertised_url = format!("tcp://127.0.0.1:{advertised}");
-    let child = std::process::Command::new(binary)
-        .args([
-            "broker",
-            "--storage-engine",
-            "memory://tansu/",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &advertised_url,
-        ])
+    let mut command = std::process::Command::new(binary);
+    command
+        .arg("broker")
+        .args(storage)
+        .args(["--listener-url", &url])
+        .args(["--advertised-listener-url", &advertised_url])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("tansu starts");
+        .stderr(std::process::Stdio::null());
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let child = command.spawn().expect("tansu starts");
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
@@ -285,10 +353,10 @@ pub fn start_tansu_advertising(port: u16, advertised: u16) -> Option<Tansu> {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    Some(Tansu {
+    Tansu {
         child,
         bootstrap: format!("127.0.0.1:{advertised}"),
-    })
+    }
 }
 
 /// GET `path` on `port`: (status code, body), or `None` while nothing listens.
@@ -329,6 +397,17 @@ pub fn metric_values(exposition: &str, name: &str) -> Vec<f64> {
 /// (so every topic, the group and the brokers match), serving metrics on
 /// `port`. Its log goes to `feidan-<port>.log` in the tests' scratch folder.
 pub fn spawn_feidan(config: &Config, port: u16, extra: &[&str]) -> Feidan {
+    spawn_feidan_with_env(config, port, extra, &[])
+}
+
+/// [`spawn_feidan`] with extra environment variables (secrets, which the
+/// command line would show to anyone listing processes).
+pub fn spawn_feidan_with_env(
+    config: &Config,
+    port: u16,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Feidan {
     let k = &config.kafka;
     let client = k
         .client
@@ -371,6 +450,7 @@ pub fn spawn_feidan(config: &Config, port: u16, extra: &[&str]) -> Feidan {
             "RUST_LOG",
             std::env::var("FEIDAN_TEST_LOG").unwrap_or_else(|_| "info".into()),
         )
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
