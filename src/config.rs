@@ -328,6 +328,14 @@ impl Rules<'_> {
         Ok(())
     }
 
+    fn days_at_least(&self, key: &str, value: Duration, days: u64) -> Result<(), ConfigError> {
+        if value >= Duration::from_secs(days * 86_400) {
+            Ok(())
+        } else {
+            self.fail(key, &format!("must be at least {days}d"))
+        }
+    }
+
     fn at_least_one(&self, key: &str, value: u64) -> Result<(), ConfigError> {
         if value >= 1 {
             Ok(())
@@ -368,9 +376,7 @@ impl DetectConfig {
             l.history,
             evaluate_every,
         )?;
-        if l.stall_after < Duration::from_secs(86_400) {
-            return r.fail("leakage.stall_after", "must be at least 1d");
-        }
+        r.days_at_least("leakage.stall_after", l.stall_after, 1)?;
         let c = &self.churn;
         r.probability("churn.alpha", c.alpha)?;
         r.probability("churn.signal_alpha", c.signal_alpha)?;
@@ -391,15 +397,9 @@ impl DetectConfig {
             return r.fail("churn.max_shape", "must be at least 1");
         }
         r.fraction("churn.value_fall_ratio", c.value_fall_ratio)?;
-        if c.order_window < Duration::from_secs(2 * 86_400) {
-            return r.fail("churn.order_window", "must be at least 2d");
-        }
-        if c.visits_within < Duration::from_secs(86_400) {
-            return r.fail("churn.visits_within", "must be at least 1d");
-        }
-        if c.book_window < Duration::from_secs(86_400) {
-            return r.fail("churn.book_window", "must be at least 1d");
-        }
+        r.days_at_least("churn.order_window", c.order_window, 2)?;
+        r.days_at_least("churn.visits_within", c.visits_within, 1)?;
+        r.days_at_least("churn.book_window", c.book_window, 1)?;
         let b = &self.book_churn;
         r.thresholds("book_churn", b.alpha, b.resolve_alpha, b.critical_p_value)?;
         r.at_least_one("book_churn.min_accounts", b.min_accounts)?;

@@ -45,6 +45,18 @@ fn test_config() -> Config {
     config
 }
 
+/// Produces `input` to the input topic keyed by account, as a CRM connector
+/// would; the backtest's alerts for it.
+fn produce_keyed_by_account(config: &Config, input: &[Vec<u8>]) -> Vec<Alert> {
+    produce(
+        &config.kafka.brokers,
+        &config.kafka.input_topic,
+        input,
+        account_key,
+    );
+    backtest_alerts(config, input)
+}
+
 fn account_key(payload: &[u8]) -> Vec<u8> {
     serde_json::from_slice::<serde_json::Value>(payload)
         .ok()
@@ -124,13 +136,7 @@ async fn a_clean_restart_goes_on_from_the_checkpoint() {
     let mut config = test_config();
     let broker = broker_with_topics(&mut config, 2);
     let input = small_world(4);
-    produce(
-        &config.kafka.brokers,
-        &config.kafka.input_topic,
-        &input,
-        account_key,
-    );
-    let expected = backtest_alerts(&config, &input);
+    let expected = produce_keyed_by_account(&config, &input);
 
     let mut consumed = 0;
     for round in 0..2 {
@@ -222,13 +228,7 @@ async fn kill_9_at_random_moments_ends_with_the_backtest_alerts() {
     let config = tansu_config(&broker.bootstrap);
     create_input(&config, 3).await;
     let input = large_world();
-    produce(
-        &config.kafka.brokers,
-        &config.kafka.input_topic,
-        &input,
-        account_key,
-    );
-    let expected = backtest_alerts(&config, &input);
+    let expected = produce_keyed_by_account(&config, &input);
     let began = Instant::now();
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);

@@ -61,9 +61,9 @@ struct AccountState {
     lapsed: Option<EvidenceRef>,
     /// Whether the lifecycle holds an account-churn entry for this account.
     watched: bool,
-    /// The first evaluation since its last order at which the account was
-    /// churning; accounts churning since before `churn.book_window` are
-    /// gone from the book.
+    /// The evaluation at which the account began churning (none while it is
+    /// not): accounts churning for longer than `churn.book_window` are gone
+    /// from the book.
     #[serde(default)]
     churning_since: Option<Timestamp>,
     /// The newest event time seen on the account, for expiry.
@@ -792,6 +792,18 @@ mod tests {
         }
     }
 
+    /// Evaluates `stage` at the start of `day`, forgetting nothing; the
+    /// alerts it emits are not looked at.
+    fn evaluate_on(
+        stage: &mut AccountStage,
+        day: i64,
+        config: &Config,
+        life: &mut Lifecycle,
+    ) -> AccountReport {
+        let at = Timestamp::from_day(day);
+        stage.evaluate(at, Timestamp(0), config, life, &mut Vec::new())
+    }
+
     /// A stage holding one account of kam-1's that ordered on days 0, 10, … 90.
     fn ordering_every_ten_days(account: &str, config: &Config) -> AccountStage {
         let mut stage = AccountStage::default();
@@ -817,22 +829,9 @@ mod tests {
         };
         stage.apply(&event("e1", "a", 0, created), &config, &mut facts);
         let mut life = Lifecycle::new(3, 7);
-        let mut out = Vec::new();
-        let report = stage.evaluate(
-            Timestamp::from_day(40),
-            Timestamp(0),
-            &config,
-            &mut life,
-            &mut out,
-        );
+        let report = evaluate_on(&mut stage, 40, &config, &mut life);
         assert!(report.facts.is_empty(), "not stalled after 40 days");
-        let report = stage.evaluate(
-            Timestamp::from_day(46),
-            Timestamp(0),
-            &config,
-            &mut life,
-            &mut out,
-        );
+        let report = evaluate_on(&mut stage, 46, &config, &mut life);
         assert_eq!(report.facts.len(), 1);
         assert_eq!(
             report.facts[0].kind,
@@ -856,14 +855,7 @@ mod tests {
         assert!(facts
             .iter()
             .all(|f| !matches!(f.kind, FactKind::DealExited { .. })));
-        assert!(stage
-            .evaluate(
-                Timestamp::from_day(60),
-                Timestamp(0),
-                &config,
-                &mut life,
-                &mut out
-            )
+        assert!(evaluate_on(&mut stage, 60, &config, &mut life)
             .facts
             .is_empty());
     }
@@ -948,13 +940,7 @@ mod tests {
         );
         assert_eq!(stage.owner("a"), Some("kam-2"));
         let mut life = Lifecycle::new(3, 7);
-        let report = stage.evaluate(
-            Timestamp::from_day(100),
-            Timestamp(0),
-            &config,
-            &mut life,
-            &mut Vec::new(),
-        );
+        let report = evaluate_on(&mut stage, 100, &config, &mut life);
         assert!(
             !report.books.contains_key("kam-1"),
             "the old owner's book no longer has it"
@@ -983,13 +969,7 @@ mod tests {
         }
         let mut life = Lifecycle::new(3, 7);
         let mut book_on = |day: i64| {
-            let report = stage.evaluate(
-                Timestamp::from_day(day),
-                Timestamp(0),
-                &config,
-                &mut life,
-                &mut Vec::new(),
-            );
+            let report = evaluate_on(&mut stage, day, &config, &mut life);
             report
                 .books
                 .get("kam-1")

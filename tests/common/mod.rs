@@ -280,7 +280,7 @@ pub fn start_tansu_with_scram_user(
     let port = free_port();
     // tansu reads a sqlite:// path relative to its working directory.
     let storage = ["--storage-engine", "sqlite://tansu.db"];
-    let setup = launch_tansu(&binary, port, port, &storage, Some(dir));
+    let mut setup = launch_tansu(&binary, port, port, &storage, Some(dir));
     let status = std::process::Command::new(&binary)
         .args(["user", "create", user, password, "--mechanism", "scram512"])
         .args(["--broker", &format!("tcp://127.0.0.1:{port}")])
@@ -289,7 +289,6 @@ pub fn start_tansu_with_scram_user(
         .expect("tansu user create runs");
     assert!(status.success(), "tansu created the user");
     // A clean stop, so the user is on disk before the restart.
-    let mut setup = setup;
     terminate(&mut setup.child);
     drop(setup);
     let with_auth = [&storage[..], &["--authentication"]].concat();
