@@ -68,6 +68,11 @@ struct AccountState {
     churning_since: Option<Timestamp>,
     /// The newest event time seen on the account, for expiry.
     last_seen: Timestamp,
+    /// The earliest time an open deal may stall or be forgotten, so that an
+    /// evaluation looks at an account's deals only when one is due (0: look
+    /// at the next evaluation; how a restored account starts).
+    #[serde(skip)]
+    deals_due: i64,
 }
 
 impl AccountState {
@@ -196,29 +201,34 @@ pub struct AccountReport {
 impl AccountStage {
     /// Applies one event to its account and appends the facts it yields.
     pub fn apply(&mut self, event: &Event, config: &Config, facts: &mut Vec<Fact>) {
-        if !self.accounts.contains_key(&event.account_id)
-            && self.accounts.len() >= config.engine.max_accounts
-        {
-            self.evict_one();
+        // Looked up without cloning the id: a new account is the rare case.
+        if !self.accounts.contains_key(&event.account_id) {
+            if self.accounts.len() >= config.engine.max_accounts {
+                self.evict_one();
+            }
+            self.accounts.insert(
+                event.account_id.clone(),
+                AccountState {
+                    manager_id: event.manager_id.clone(),
+                    team: event.team.clone(),
+                    assigned_at: None,
+                    open: Map::default(),
+                    rhythm: Rhythm::default(),
+                    last_order: None,
+                    visits_since: 0,
+                    recent_visits: Vec::new(),
+                    recent_orders: [0; RECENT_ORDERS],
+                    lapsed: None,
+                    watched: false,
+                    churning_since: None,
+                    last_seen: event.occurred_at,
+                    deals_due: i64::MAX,
+                },
+            );
         }
-        let account = self
-            .accounts
-            .entry(event.account_id.clone())
-            .or_insert_with(|| AccountState {
-                manager_id: event.manager_id.clone(),
-                team: event.team.clone(),
-                assigned_at: None,
-                open: Map::default(),
-                rhythm: Rhythm::default(),
-                last_order: None,
-                visits_since: 0,
-                recent_visits: Vec::new(),
-                recent_orders: [0; RECENT_ORDERS],
-                lapsed: None,
-                watched: false,
-                churning_since: None,
-                last_seen: event.occurred_at,
-            });
+        let Some(account) = self.accounts.get_mut(&event.account_id) else {
+            return;
+        };
         let at = event.occurred_at;
         account.last_seen = account.last_seen.max(at);
         match &event.body {
@@ -226,6 +236,8 @@ impl AccountStage {
                 account.manager_id.clone_from(&event.manager_id);
                 account.team.clone_from(&event.team);
                 account.assigned_at = Some(at);
+                // The new team's `stall_after` may be shorter.
+                account.deals_due = 0;
             }
             EventBody::OrderPlaced { amount, .. } => {
                 let previous = account.last_order.as_ref().map(|o| o.occurred_at);
@@ -267,6 +279,8 @@ impl AccountStage {
                 opportunity_id,
                 amount,
             } => {
+                // Its exact due time is worked out at the next evaluation.
+                account.deals_due = account.deals_due.min(at.0);
                 account.open.insert(
                     opportunity_id.clone(),
                     OpenDeal {
@@ -366,7 +380,16 @@ impl AccountStage {
         );
         for (account_id, account) in self.accounts.iter_mut() {
             let detect = config.detect_for(&account.team);
-            stall_deals(account_id, account, at, detect, &mut report.facts);
+            if account.deals_due <= at.0 {
+                account.deals_due = sweep_deals(
+                    account_id,
+                    account,
+                    at,
+                    forget_before,
+                    detect,
+                    &mut report.facts,
+                );
+            }
             judge_rhythm(
                 account_id,
                 account,
@@ -377,11 +400,6 @@ impl AccountStage {
                 &mut report.books,
                 out,
             );
-            if !account.open.is_empty() {
-                account
-                    .open
-                    .retain(|_, open| open.last_update >= forget_before);
-            }
         }
         self.company_orders.prune_before(forget_before.day());
         report
@@ -497,41 +515,54 @@ fn close(
     facts.push(fact(FactKind::DealClosed { outcome }, None));
 }
 
-/// Open deals with no update for `stall_after` leave the pipeline as stalled.
-fn stall_deals(
+/// Open deals with no update for `stall_after` leave the pipeline as stalled,
+/// and deals that have not moved since before `forget_before` are dropped.
+/// Returns when the next of the account's deals is due to do either.
+fn sweep_deals(
     account_id: &str,
     account: &mut AccountState,
     at: Timestamp,
+    forget_before: Timestamp,
     detect: &DetectConfig,
     facts: &mut Vec<Fact>,
-) {
+) -> i64 {
     let stall_after = detect.leakage.stall_after.as_secs() as i64;
-    for (opportunity_id, deal) in account.open.iter_mut() {
-        let due = deal.last_update.plus(stall_after);
-        if deal.stalled || due > at {
-            continue;
+    let keep_for = at.0 - forget_before.0;
+    let mut next_due = i64::MAX;
+    account.open.retain(|opportunity_id, deal| {
+        let stalls_at = deal.last_update.plus(stall_after);
+        if !deal.stalled && stalls_at <= at {
+            deal.stalled = true;
+            facts.push(Fact {
+                manager_id: account.manager_id.clone(),
+                team: account.team.clone(),
+                at: stalls_at,
+                kind: FactKind::DealExited {
+                    leak: Some(LeakRoute::Stalled),
+                },
+                evidence: EvidenceRef {
+                    event_id: deal.last_event_id.clone(),
+                    event_type: deal.last_event_type,
+                    occurred_at: deal.last_update,
+                    account_id: account_id.to_owned(),
+                    opportunity_id: Some(opportunity_id.clone()),
+                    amount: Some(deal.amount),
+                    reason: None,
+                    competitor: None,
+                    note: Some(LeakRoute::Stalled.as_str()),
+                },
+            });
         }
-        deal.stalled = true;
-        facts.push(Fact {
-            manager_id: account.manager_id.clone(),
-            team: account.team.clone(),
-            at: due,
-            kind: FactKind::DealExited {
-                leak: Some(LeakRoute::Stalled),
-            },
-            evidence: EvidenceRef {
-                event_id: deal.last_event_id.clone(),
-                event_type: deal.last_event_type,
-                occurred_at: deal.last_update,
-                account_id: account_id.to_owned(),
-                opportunity_id: Some(opportunity_id.clone()),
-                amount: Some(deal.amount),
-                reason: None,
-                competitor: None,
-                note: Some(LeakRoute::Stalled.as_str()),
-            },
-        });
-    }
+        if deal.last_update < forget_before {
+            return false;
+        }
+        if !deal.stalled {
+            next_due = next_due.min(stalls_at.0);
+        }
+        next_due = next_due.min(deal.last_update.plus(keep_for).0.saturating_add(1));
+        true
+    });
+    next_due
 }
 
 /// Judges one account's silence, feeds the account-churn lifecycle and adds

@@ -109,7 +109,7 @@ impl Engine {
         }
         // The buffer in event-time order, so chunks change little between
         // checkpoints while the watermark holds.
-        let mut buffered: Vec<&Event> = self.pending.iter().map(|e| &e.0 .0).collect();
+        let mut buffered: Vec<&Event> = self.pending.iter().map(|e| &*e.0 .1).collect();
         buffered.sort_by(|a, b| (a.occurred_at, &a.event_id).cmp(&(b.occurred_at, &b.event_id)));
         for (n, chunk) in buffered.chunks(BUFFER_CHUNK).enumerate() {
             let events: Vec<String> = chunk.iter().map(|e| e.to_json().to_string()).collect();
@@ -158,7 +158,10 @@ impl Engine {
                 let events: Vec<String> = decode_payload(&key, &payload)?;
                 for json in events {
                     let event = decode_event(&key, json.as_bytes(), &engine)?;
-                    engine.pending.push(std::cmp::Reverse(InEventTime(event)));
+                    engine.pending.push(std::cmp::Reverse(InEventTime(
+                        event.occurred_at,
+                        Box::new(event),
+                    )));
                 }
             } else {
                 return Err(RestoreError::UnknownKey { key });

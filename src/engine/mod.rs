@@ -137,7 +137,9 @@ pub struct Engine {
 }
 
 /// An event ordered by event time, then id (ids are unique once deduplicated).
-struct InEventTime(Event);
+/// Boxed, so that the heap moves a pointer and not the event; its time is
+/// held beside it, so that most comparisons do not follow the pointer.
+struct InEventTime(Timestamp, Box<Event>);
 
 impl PartialEq for InEventTime {
     fn eq(&self, other: &Self) -> bool {
@@ -155,7 +157,9 @@ impl PartialOrd for InEventTime {
 
 impl Ord for InEventTime {
     fn cmp(&self, other: &Self) -> Ordering {
-        (self.0.occurred_at, &self.0.event_id).cmp(&(other.0.occurred_at, &other.0.event_id))
+        self.0
+            .cmp(&other.0)
+            .then_with(|| self.1.event_id.cmp(&other.1.event_id))
     }
 }
 
@@ -221,9 +225,10 @@ impl Engine {
         if late {
             self.apply_now(&event);
         } else {
-            self.pending.push(Reverse(InEventTime(event)));
+            self.pending
+                .push(Reverse(InEventTime(event.occurred_at, Box::new(event))));
             if self.pending.len() > self.max_buffered {
-                if let Some(Reverse(InEventTime(oldest))) = self.pending.pop() {
+                if let Some(Reverse(InEventTime(_, oldest))) = self.pending.pop() {
                     self.forced += 1;
                     self.apply_now(&oldest);
                 }
@@ -310,11 +315,11 @@ impl Engine {
             .get_or_insert_with(|| Timestamp(watermark.0.div_euclid(step) * step + step));
         loop {
             let until = boundary.min(watermark);
-            while let Some(Reverse(InEventTime(event))) = self.pending.peek() {
-                if event.occurred_at >= until {
+            while let Some(Reverse(InEventTime(occurred_at, _))) = self.pending.peek() {
+                if *occurred_at >= until {
                     break;
                 }
-                if let Some(Reverse(InEventTime(event))) = self.pending.pop() {
+                if let Some(Reverse(InEventTime(_, event))) = self.pending.pop() {
                     self.apply_now(&event);
                 }
             }
