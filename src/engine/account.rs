@@ -8,9 +8,12 @@
 //! overdue), runs the account-churn detector, and reports each manager's
 //! book to the manager stage.
 
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
 use super::Map;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::alert::{Alert, AlertKind};
 use crate::config::{Config, DetectConfig};
@@ -30,10 +33,17 @@ const VISITS_KEPT: usize = 4;
 /// order-volume window for all but the busiest accounts.
 const RECENT_ORDERS: usize = 12;
 
+/// The accounts, in one dense vector indexed by id: iterated in order at
+/// every evaluation, and about a fifth of the memory of a hash map holding
+/// the states in its buckets (whose spare buckets are resident too).
+type Accounts = indexmap::IndexMap<Box<str>, AccountState, ahash::RandomState>;
+
 /// All accounts this instance owns, and the company's order rate as they see it.
 #[derive(Debug, Default)]
 pub struct AccountStage {
-    accounts: Map<String, AccountState>,
+    accounts: Accounts,
+    /// Manager and team names, shared by the accounts that name them.
+    names: Names,
     /// Accounts forgotten because they were idle past `engine.entity_ttl` ...
     pub expired: u64,
     /// ... or because `engine.max_accounts` was reached.
@@ -44,21 +54,21 @@ pub struct AccountStage {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct AccountState {
-    manager_id: String,
-    team: String,
+    manager_id: Arc<str>,
+    team: Arc<str>,
     /// When the account last changed hands; recent arrivals do not count in
     /// the new owner's book churn.
     assigned_at: Option<Timestamp>,
-    open: Map<String, OpenDeal>,
+    open: OpenDeals,
     rhythm: Rhythm,
-    last_order: Option<EvidenceRef>,
+    last_order: Option<Kept>,
     /// Activities logged since the last order.
     visits_since: u32,
-    recent_visits: Vec<EvidenceRef>,
+    recent_visits: Vec<Kept>,
     /// Times of the latest orders, newest first (0: none), for order volume.
     recent_orders: [i64; RECENT_ORDERS],
     /// The latest contract that ended without renewal.
-    lapsed: Option<EvidenceRef>,
+    lapsed: Option<Kept>,
     /// Whether the lifecycle holds an account-churn entry for this account.
     watched: bool,
     /// The evaluation at which the account began churning (none while it is
@@ -83,12 +93,125 @@ impl AccountState {
     }
 }
 
+/// An event the account stage keeps to cite later. Its account is the
+/// account's own and its type is the slot it is kept in, so they are not
+/// stored; a checkpoint of the full [`EvidenceRef`] reads as one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Kept {
+    event_id: Box<str>,
+    occurred_at: Timestamp,
+    #[serde(default)]
+    amount: Option<f64>,
+}
+
+impl Kept {
+    fn of(event: &Event, amount: Option<f64>) -> Kept {
+        Kept {
+            event_id: event.event_id.as_str().into(),
+            occurred_at: event.occurred_at,
+            amount,
+        }
+    }
+
+    /// The evidence reference of the kept event.
+    fn cite(
+        &self,
+        account_id: &str,
+        event_type: StaticName,
+        note: Option<StaticName>,
+    ) -> EvidenceRef {
+        EvidenceRef {
+            event_id: self.event_id.to_string(),
+            event_type,
+            occurred_at: self.occurred_at,
+            account_id: account_id.to_owned(),
+            opportunity_id: None,
+            amount: self.amount,
+            reason: None,
+            competitor: None,
+            note,
+        }
+    }
+}
+
+/// What an account's kept events are cited as.
+const ORDER: StaticName = "order_placed";
+const VISIT: StaticName = "activity_logged";
+const CONTRACT: StaticName = "contract_ended";
+
+/// An account's open deals by opportunity id, in a vector sorted by id: most
+/// accounts have none or a few, and a map's fixed size and spare buckets cost
+/// more than the search. Checkpointed as a map.
+#[derive(Debug, Default)]
+struct OpenDeals(Vec<(Box<str>, OpenDeal)>);
+
+impl OpenDeals {
+    fn find(&self, id: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(key, _)| (**key).cmp(id))
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut OpenDeal> {
+        let i = self.find(id).ok()?;
+        Some(&mut self.0[i].1)
+    }
+
+    fn insert(&mut self, id: &str, deal: OpenDeal) {
+        match self.find(id) {
+            Ok(i) => self.0[i].1 = deal,
+            Err(i) => self.0.insert(i, (id.into(), deal)),
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> Option<OpenDeal> {
+        let i = self.find(id).ok()?;
+        Some(self.0.remove(i).1)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl Serialize for OpenDeals {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(id, deal)| (id, deal)))
+    }
+}
+
+impl<'de> Deserialize<'de> for OpenDeals {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let sorted = BTreeMap::<Box<str>, OpenDeal>::deserialize(deserializer)?;
+        Ok(OpenDeals(sorted.into_iter().collect()))
+    }
+}
+
+/// Interned names: one allocation per manager or team, however many
+/// accounts name it. Names no account holds any more are dropped at expiry.
+#[derive(Debug, Default)]
+struct Names(HashSet<Arc<str>, ahash::RandomState>);
+
+impl Names {
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(known) = self.0.get(name) {
+            return known.clone();
+        }
+        let name: Arc<str> = name.into();
+        self.0.insert(name.clone());
+        name
+    }
+
+    /// Drops the names only this set still holds.
+    fn prune(&mut self) {
+        self.0.retain(|name| Arc::strong_count(name) > 1);
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct OpenDeal {
     initial_amount: f64,
     last_update: Timestamp,
     /// The deal's latest event, cited if it stalls.
-    last_event_id: String,
+    last_event_id: Box<str>,
     #[serde(with = "super::checkpoint::name")]
     last_event_type: StaticName,
     amount: f64,
@@ -202,17 +325,17 @@ impl AccountStage {
     /// Applies one event to its account and appends the facts it yields.
     pub fn apply(&mut self, event: &Event, config: &Config, facts: &mut Vec<Fact>) {
         // Looked up without cloning the id: a new account is the rare case.
-        if !self.accounts.contains_key(&event.account_id) {
+        if !self.accounts.contains_key(event.account_id.as_str()) {
             if self.accounts.len() >= config.engine.max_accounts {
                 self.evict_one();
             }
             self.accounts.insert(
-                event.account_id.clone(),
+                event.account_id.as_str().into(),
                 AccountState {
-                    manager_id: event.manager_id.clone(),
-                    team: event.team.clone(),
+                    manager_id: self.names.intern(&event.manager_id),
+                    team: self.names.intern(&event.team),
                     assigned_at: None,
-                    open: Map::default(),
+                    open: OpenDeals::default(),
                     rhythm: Rhythm::default(),
                     last_order: None,
                     visits_since: 0,
@@ -226,15 +349,15 @@ impl AccountStage {
                 },
             );
         }
-        let Some(account) = self.accounts.get_mut(&event.account_id) else {
+        let Some(account) = self.accounts.get_mut(event.account_id.as_str()) else {
             return;
         };
         let at = event.occurred_at;
         account.last_seen = account.last_seen.max(at);
         match &event.body {
             EventBody::AccountAssigned { .. } => {
-                account.manager_id.clone_from(&event.manager_id);
-                account.team.clone_from(&event.team);
+                account.manager_id = self.names.intern(&event.manager_id);
+                account.team = self.names.intern(&event.team);
                 account.assigned_at = Some(at);
                 // The new team's `stall_after` may be shorter.
                 account.deals_due = 0;
@@ -249,7 +372,7 @@ impl AccountStage {
                     if gap.is_some() || previous.is_none() {
                         account.rhythm.add_order(gap, *amount);
                     }
-                    account.last_order = Some(evidence_of(event, None));
+                    account.last_order = Some(Kept::of(event, Some(*amount)));
                     account.recent_orders.rotate_right(1);
                     account.recent_orders[0] = at.0;
                     account.visits_since = 0;
@@ -264,16 +387,16 @@ impl AccountStage {
                     .is_none_or(|o| at >= o.occurred_at)
                 {
                     account.visits_since += 1;
-                    account
-                        .recent_visits
-                        .push(evidence_of(event, Some(NOTE_ACTIVITY_SINCE_ORDER)));
+                    account.recent_visits.push(Kept::of(event, None));
                     if account.recent_visits.len() > VISITS_KEPT {
                         account.recent_visits.remove(0);
                     }
                 }
             }
-            EventBody::ContractEnded { renewed, .. } => {
-                account.lapsed = (!renewed).then(|| evidence_of(event, Some(NOTE_NOT_RENEWED)));
+            EventBody::ContractEnded {
+                renewed, amount, ..
+            } => {
+                account.lapsed = (!renewed).then(|| Kept::of(event, Some(*amount)));
             }
             EventBody::OpportunityCreated {
                 opportunity_id,
@@ -282,11 +405,11 @@ impl AccountStage {
                 // Its exact due time is worked out at the next evaluation.
                 account.deals_due = account.deals_due.min(at.0);
                 account.open.insert(
-                    opportunity_id.clone(),
+                    opportunity_id,
                     OpenDeal {
                         initial_amount: *amount,
                         last_update: at,
-                        last_event_id: event.event_id.clone(),
+                        last_event_id: event.event_id.as_str().into(),
                         last_event_type: event.body.type_name(),
                         amount: *amount,
                         stalled: false,
@@ -301,7 +424,7 @@ impl AccountStage {
                 if let Some(open) = account.open.get_mut(opportunity_id) {
                     if at >= open.last_update {
                         open.last_update = at;
-                        open.last_event_id.clone_from(&event.event_id);
+                        open.last_event_id = event.event_id.as_str().into();
                         open.last_event_type = event.body.type_name();
                     }
                     if let Some(amount) = amount {
@@ -415,7 +538,7 @@ impl AccountStage {
 
     /// The manager who owns `account_id` now, if the account is known.
     pub fn owner(&self, account_id: &str) -> Option<&str> {
-        self.accounts.get(account_id).map(|a| a.manager_id.as_str())
+        self.accounts.get(account_id).map(|a| &*a.manager_id)
     }
 
     /// Forgets accounts with no event since before `cutoff`, unless an
@@ -425,6 +548,9 @@ impl AccountStage {
         self.accounts
             .retain(|_, a| a.last_seen >= cutoff || a.watched);
         self.expired += (before - self.accounts.len()) as u64;
+        if self.accounts.len() < before {
+            self.names.prune();
+        }
     }
 
     /// Makes room for a new account at the cap: forgets the longest idle of
@@ -439,7 +565,7 @@ impl AccountStage {
             .min_by_key(|(_, a)| (a.watched, a.last_seen))
             .map(|(id, _)| id.clone());
         if let Some(id) = victim {
-            self.accounts.remove(&id);
+            self.accounts.swap_remove(&id);
             self.evicted += 1;
         }
     }
@@ -468,8 +594,11 @@ impl AccountStage {
 
     /// Restores one account from its checkpoint record.
     pub fn restore_account(&mut self, id: &str, payload: &[u8]) -> Result<(), RestoreError> {
-        let account = checkpoint::decode_payload(&format!("{ACCOUNT_PREFIX}{id}"), payload)?;
-        self.accounts.insert(id.to_owned(), account);
+        let mut account: AccountState =
+            checkpoint::decode_payload(&format!("{ACCOUNT_PREFIX}{id}"), payload)?;
+        account.manager_id = self.names.intern(&account.manager_id);
+        account.team = self.names.intern(&account.team);
+        self.accounts.insert(id.into(), account);
         Ok(())
     }
 }
@@ -529,23 +658,23 @@ fn sweep_deals(
     let stall_after = detect.leakage.stall_after.as_secs() as i64;
     let keep_for = at.0 - forget_before.0;
     let mut next_due = i64::MAX;
-    account.open.retain(|opportunity_id, deal| {
+    account.open.0.retain_mut(|(opportunity_id, deal)| {
         let stalls_at = deal.last_update.plus(stall_after);
         if !deal.stalled && stalls_at <= at {
             deal.stalled = true;
             facts.push(Fact {
-                manager_id: account.manager_id.clone(),
-                team: account.team.clone(),
+                manager_id: account.manager_id.to_string(),
+                team: account.team.to_string(),
                 at: stalls_at,
                 kind: FactKind::DealExited {
                     leak: Some(LeakRoute::Stalled),
                 },
                 evidence: EvidenceRef {
-                    event_id: deal.last_event_id.clone(),
+                    event_id: deal.last_event_id.to_string(),
                     event_type: deal.last_event_type,
                     occurred_at: deal.last_update,
                     account_id: account_id.to_owned(),
-                    opportunity_id: Some(opportunity_id.clone()),
+                    opportunity_id: Some(opportunity_id.to_string()),
                     amount: Some(deal.amount),
                     reason: None,
                     competitor: None,
@@ -612,13 +741,21 @@ fn judge_rhythm(
             if finding.alerting || account.watched {
                 let draft = || {
                     Some(AlertDraft {
-                        manager_id: account.manager_id.clone(),
-                        team: account.team.clone(),
+                        manager_id: account.manager_id.to_string(),
+                        team: account.team.to_string(),
                         account_id: Some(account_id.to_owned()),
                         window_start: last_order.occurred_at,
                         window_end: at,
                         finding: finding.clone(),
-                        evidence: account_evidence(last_order, &account.recent_visits, lapsed),
+                        evidence: cite_kept(
+                            account_id,
+                            Some(last_order),
+                            account.recent_visits.iter(),
+                            lapsed,
+                        )
+                        .iter()
+                        .map(EvidenceRef::to_json)
+                        .collect(),
                     })
                 };
                 lifecycle.observe(
@@ -650,16 +787,16 @@ fn judge_rhythm(
     }
     // Looked up before inserting: the manager's id is cloned once per
     // evaluation, not once per account.
-    if !books.contains_key(&account.manager_id) {
+    if !books.contains_key(&*account.manager_id) {
         books.insert(
-            account.manager_id.clone(),
+            account.manager_id.to_string(),
             Book {
-                team: account.team.clone(),
+                team: account.team.to_string(),
                 ..Book::default()
             },
         );
     }
-    let Some(book) = books.get_mut(&account.manager_id) else {
+    let Some(book) = books.get_mut(&*account.manager_id) else {
         return;
     };
     book.judged += 1;
@@ -680,28 +817,35 @@ fn judge_rhythm(
             account_churn::kept_visiting(account.visits_since, account.days_since_visit(at), churn);
         book.churning += 1;
         book.visited += u64::from(visited);
-        let mut evidence: Vec<EvidenceRef> = account.last_order.iter().cloned().collect();
-        evidence.extend(account.recent_visits.iter().rev().take(2).cloned());
-        evidence.extend(lapsed.cloned());
         book.churning_accounts.push(ChurningAccount {
             account_id: account_id.to_owned(),
             p_value,
             visited,
-            evidence,
+            evidence: cite_kept(
+                account_id,
+                account.last_order.as_ref(),
+                account.recent_visits.iter().rev().take(2),
+                lapsed,
+            ),
         });
     }
 }
 
-fn account_evidence(
-    last_order: &EvidenceRef,
-    visits: &[EvidenceRef],
-    lapsed: Option<&EvidenceRef>,
-) -> Vec<serde_json::Value> {
-    std::iter::once(last_order)
-        .chain(visits.iter())
-        .chain(lapsed)
-        .map(EvidenceRef::to_json)
-        .collect()
+/// An account's kept events as evidence: its last order, the `visits`
+/// given, and a contract that lapsed.
+fn cite_kept<'a>(
+    account_id: &str,
+    last_order: Option<&Kept>,
+    visits: impl Iterator<Item = &'a Kept>,
+    lapsed: Option<&Kept>,
+) -> Vec<EvidenceRef> {
+    let mut evidence: Vec<EvidenceRef> = last_order
+        .map(|order| order.cite(account_id, ORDER, None))
+        .into_iter()
+        .collect();
+    evidence.extend(visits.map(|v| v.cite(account_id, VISIT, Some(NOTE_ACTIVITY_SINCE_ORDER))));
+    evidence.extend(lapsed.map(|l| l.cite(account_id, CONTRACT, Some(NOTE_NOT_RENEWED))));
+    evidence
 }
 
 /// The company's order pace: orders per day over a span against its usual
@@ -889,6 +1033,91 @@ mod tests {
         assert!(evaluate_on(&mut stage, 60, &config, &mut life)
             .facts
             .is_empty());
+    }
+
+    #[test]
+    fn an_account_checkpointed_with_full_evidence_and_a_deal_map_restores_the_same() {
+        // The account record as feidan wrote it before kept events were
+        // compacted: every cited event in full, open deals in a hash map.
+        #[derive(Serialize)]
+        struct Before<'a> {
+            manager_id: &'a str,
+            team: &'a str,
+            assigned_at: Option<Timestamp>,
+            open: Map<String, OpenDeal>,
+            rhythm: Rhythm,
+            last_order: Option<EvidenceRef>,
+            visits_since: u32,
+            recent_visits: Vec<EvidenceRef>,
+            recent_orders: [i64; RECENT_ORDERS],
+            lapsed: Option<EvidenceRef>,
+            watched: bool,
+            churning_since: Option<Timestamp>,
+            last_seen: Timestamp,
+        }
+        let config = Config::defaults();
+        let mut stage = ordering_every_ten_days("a", &config);
+        let mut facts = Vec::new();
+        for body in [
+            EventBody::ActivityLogged {
+                activity: ActivityKind::Visit,
+            },
+            EventBody::OpportunityCreated {
+                opportunity_id: "o1".into(),
+                amount: 70.0,
+            },
+            EventBody::ContractEnded {
+                contract_id: "c1".into(),
+                renewed: false,
+                amount: 500.0,
+            },
+        ] {
+            let id = format!("x-{}", body.type_name());
+            stage.apply(&event(&id, "a", 92, body), &config, &mut facts);
+        }
+        let now = &stage.accounts["a"];
+        let before = Before {
+            manager_id: &now.manager_id,
+            team: &now.team,
+            assigned_at: now.assigned_at,
+            open: now
+                .open
+                .0
+                .iter()
+                .map(|(id, deal)| (id.to_string(), deal.clone()))
+                .collect(),
+            rhythm: now.rhythm,
+            last_order: now.last_order.as_ref().map(|o| o.cite("a", ORDER, None)),
+            visits_since: now.visits_since,
+            recent_visits: cite_kept("a", None, now.recent_visits.iter(), None),
+            recent_orders: now.recent_orders,
+            lapsed: now
+                .lapsed
+                .as_ref()
+                .map(|l| l.cite("a", CONTRACT, Some(NOTE_NOT_RENEWED))),
+            watched: now.watched,
+            churning_since: now.churning_since,
+            last_seen: now.last_seen,
+        };
+        let mut restored = AccountStage::default();
+        restored
+            .restore_account("a", &checkpoint::encode(&before))
+            .unwrap();
+        let records = |stage: &AccountStage| {
+            let mut out = Vec::new();
+            stage.checkpoint(&mut out);
+            out
+        };
+        assert_eq!(records(&restored), records(&stage));
+        // And it goes on the same: the deal stalls, citing its event.
+        let mut life = Lifecycle::new(3, 7);
+        let stalled = |stage: &mut AccountStage, life: &mut Lifecycle| {
+            evaluate_on(stage, 140, &config, life).facts
+        };
+        let facts = stalled(&mut restored, &mut life);
+        assert_eq!(facts, stalled(&mut stage, &mut Lifecycle::new(3, 7)));
+        assert_eq!(facts.len(), 1);
+        assert_eq!(facts[0].evidence.event_id, "x-opportunity_created");
     }
 
     #[test]
