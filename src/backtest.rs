@@ -7,12 +7,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufRead};
+use std::sync::mpsc::{self, SyncSender};
+use std::thread;
 
 use serde::Deserialize;
 
 use crate::alert::{Alert, AlertKind, Status};
 use crate::config::Config;
 use crate::engine::{Engine, Outcome};
+use crate::event::{decode, DecodeError, DecodeLimits, Event};
 use crate::time::{Timestamp, DAY};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,48 +54,87 @@ pub struct BacktestReport {
 /// Fails only on I/O; invalid lines are counted as dead letters.
 pub fn replay(
     config: &Config,
-    mut input: impl BufRead,
+    input: impl BufRead + Send,
     mut on_alert: impl FnMut(&Alert) -> io::Result<()>,
 ) -> Result<BacktestReport, BacktestError> {
-    let mut engine = Engine::new(config);
-    let mut report = BacktestReport::default();
+    let limits = Engine::decode_limits(config);
+    // Reading and decoding run on a thread of their own, a batch ahead of
+    // the engine: the engine is sequential by nature, decoding is not.
+    let (sender, batches) = mpsc::sync_channel(BATCHES_AHEAD);
+    thread::scope(|scope| {
+        scope.spawn(move || read_and_decode(input, limits, sender));
+        let mut engine = Engine::new(config);
+        let mut report = BacktestReport::default();
+        let mut out = Vec::new();
+        for batch in batches {
+            for decoded in batch? {
+                report.messages += 1;
+                let ingested = engine.ingest_decoded(decoded, 0, &mut out);
+                *report.outcomes.entry(ingested.outcome.label()).or_default() += 1;
+                if let Outcome::DeadLetter(reason) = &ingested.outcome {
+                    *report.dead_letters.entry(reason.code()).or_default() += 1;
+                }
+                for alert in out.drain(..) {
+                    on_alert(&alert).map_err(BacktestError::Write)?;
+                    *report
+                        .transitions
+                        .entry((alert.kind.as_str(), alert.status.as_str()))
+                        .or_default() += 1;
+                    report.alerts.push(alert);
+                }
+            }
+        }
+        report.watermark = engine.watermark();
+        report.state = engine.stats();
+        Ok(report)
+    })
+}
+
+/// Lines decoded per batch handed to the engine, and batches decoded ahead.
+const BATCH_LINES: usize = 1024;
+const BATCHES_AHEAD: usize = 8;
+
+type Batch = Vec<Result<Event, DecodeError>>;
+
+/// Reads `input` line by line (blank lines skipped) and sends the decoded
+/// lines in batches, then a read error if there is one. Stops when the
+/// engine's side hangs up.
+fn read_and_decode(
+    mut input: impl BufRead,
+    limits: DecodeLimits,
+    batches: SyncSender<Result<Batch, BacktestError>>,
+) {
     let mut line = Vec::new();
-    let mut out = Vec::new();
     let mut line_number = 0u64;
+    let mut batch = Vec::with_capacity(BATCH_LINES);
     loop {
         line.clear();
         line_number += 1;
-        let read = input
-            .read_until(b'\n', &mut line)
-            .map_err(|source| BacktestError::Read {
-                line: line_number,
-                source,
-            })?;
-        if read == 0 {
-            break;
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(source) => {
+                let _ = batches.send(Ok(std::mem::take(&mut batch)));
+                let _ = batches.send(Err(BacktestError::Read {
+                    line: line_number,
+                    source,
+                }));
+                return;
+            }
         }
         let payload = trim_line(&line);
         if payload.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        report.messages += 1;
-        let ingested = engine.ingest(payload, 0, &mut out);
-        *report.outcomes.entry(ingested.outcome.label()).or_default() += 1;
-        if let Outcome::DeadLetter(reason) = &ingested.outcome {
-            *report.dead_letters.entry(reason.code()).or_default() += 1;
-        }
-        for alert in out.drain(..) {
-            on_alert(&alert).map_err(BacktestError::Write)?;
-            *report
-                .transitions
-                .entry((alert.kind.as_str(), alert.status.as_str()))
-                .or_default() += 1;
-            report.alerts.push(alert);
+        batch.push(decode(payload, limits));
+        if batch.len() == BATCH_LINES {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_LINES));
+            if batches.send(Ok(full)).is_err() {
+                return;
+            }
         }
     }
-    report.watermark = engine.watermark();
-    report.state = engine.stats();
-    Ok(report)
+    let _ = batches.send(Ok(batch));
 }
 
 fn trim_line(line: &[u8]) -> &[u8] {

@@ -324,14 +324,14 @@ pub struct AccountReport {
 impl AccountStage {
     /// Applies one event to its account and appends the facts it yields.
     pub fn apply(&mut self, event: &Event, config: &Config, facts: &mut Vec<Fact>) {
-        // Looked up without cloning the id: a new account is the rare case.
-        if !self.accounts.contains_key(event.account_id.as_str()) {
-            if self.accounts.len() >= config.engine.max_accounts {
-                self.evict_one();
-            }
-            self.accounts.insert(
-                event.account_id.as_str().into(),
-                AccountState {
+        // Looked up once, without cloning the id: a new account is the rare case.
+        let index = match self.accounts.get_index_of(event.account_id.as_str()) {
+            Some(index) => index,
+            None => {
+                if self.accounts.len() >= config.engine.max_accounts {
+                    self.evict_one();
+                }
+                let account = AccountState {
                     manager_id: self.names.intern(&event.manager_id),
                     team: self.names.intern(&event.team),
                     assigned_at: None,
@@ -346,12 +346,13 @@ impl AccountStage {
                     churning_since: None,
                     last_seen: event.occurred_at,
                     deals_due: i64::MAX,
-                },
-            );
-        }
-        let Some(account) = self.accounts.get_mut(event.account_id.as_str()) else {
-            return;
+                };
+                self.accounts
+                    .insert_full(event.account_id.as_str().into(), account)
+                    .0
+            }
         };
+        let account = &mut self.accounts[index];
         let at = event.occurred_at;
         account.last_seen = account.last_seen.max(at);
         match &event.body {

@@ -168,9 +168,7 @@ impl Engine {
         let engine = &config.engine;
         Engine {
             config: config.clone(),
-            limits: DecodeLimits {
-                max_event_bytes: engine.max_event_bytes,
-            },
+            limits: Engine::decode_limits(config),
             late_horizon: engine.late_horizon.as_secs() as i64,
             evaluate_every: config.alerts.evaluate_every.as_secs() as i64,
             watermark: WatermarkTracker::new(engine.allowed_lateness.as_secs() as i64),
@@ -189,7 +187,26 @@ impl Engine {
     /// Decodes and applies one message from input `partition`, appending any
     /// alert transitions it causes to `out`.
     pub fn ingest(&mut self, payload: &[u8], partition: i32, out: &mut Vec<Alert>) -> Ingested {
-        match decode(payload, self.limits) {
+        self.ingest_decoded(decode(payload, self.limits), partition, out)
+    }
+
+    /// The limits `ingest` decodes with, for a caller that decodes elsewhere
+    /// (another thread) and hands the result to [`Engine::ingest_decoded`].
+    pub fn decode_limits(config: &Config) -> DecodeLimits {
+        DecodeLimits {
+            max_event_bytes: config.engine.max_event_bytes,
+        }
+    }
+
+    /// Applies one message already decoded with [`Engine::decode_limits`]:
+    /// the same as [`Engine::ingest`] on its bytes.
+    pub fn ingest_decoded(
+        &mut self,
+        decoded: Result<Event, DecodeError>,
+        partition: i32,
+        out: &mut Vec<Alert>,
+    ) -> Ingested {
+        match decoded {
             Ok(event) => {
                 let event_type = event.body.type_name();
                 let outcome = self.apply(event, partition, out);

@@ -118,6 +118,21 @@ impl<T> Default for DailyBuckets<T> {
 impl<T: Copy + Default + AddAssign + Sub<Output = T>> DailyBuckets<T> {
     /// Adds `value` to the bucket of `day`.
     pub fn add(&mut self, day: i64, value: T) {
+        // The usual case first: the newest day, or a day after it.
+        match self.buckets.back_mut() {
+            Some((last, own, total)) if *last == day => {
+                *own += value;
+                *total += value;
+                return;
+            }
+            Some((last, _, total)) if *last < day => {
+                let mut through = *total;
+                through += value;
+                self.buckets.push_back((day, value, through));
+                return;
+            }
+            _ => {}
+        }
         let at = self.buckets.partition_point(|(d, ..)| *d < day);
         if self.buckets.get(at).is_none_or(|(d, ..)| *d != day) {
             let before = self.total_before(day);
