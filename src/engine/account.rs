@@ -65,10 +65,12 @@ struct AccountState {
     /// Activities logged since the last order.
     visits_since: u32,
     recent_visits: Vec<Kept>,
-    /// Times of the latest orders, newest first (0: none), for order volume.
-    recent_orders: [i64; RECENT_ORDERS],
-    /// The latest contract that ended without renewal.
-    lapsed: Option<Kept>,
+    /// Times of the latest orders in Unix seconds, newest first (0: none),
+    /// for order volume. 32 bits hold 1970 to 2106; an order outside that is
+    /// not counted in volume.
+    recent_orders: [u32; RECENT_ORDERS],
+    /// The latest contract that ended without renewal (boxed: it is rare).
+    lapsed: Option<Box<Kept>>,
     /// Whether the lifecycle holds an account-churn entry for this account.
     watched: bool,
     /// The evaluation at which the account began churning (none while it is
@@ -375,7 +377,7 @@ impl AccountStage {
                     }
                     account.last_order = Some(Kept::of(event, Some(*amount)));
                     account.recent_orders.rotate_right(1);
-                    account.recent_orders[0] = at.0;
+                    account.recent_orders[0] = u32::try_from(at.0).unwrap_or(0);
                     account.visits_since = 0;
                     account.recent_visits.clear();
                 }
@@ -397,7 +399,7 @@ impl AccountStage {
             EventBody::ContractEnded {
                 renewed, amount, ..
             } => {
-                account.lapsed = (!renewed).then(|| Kept::of(event, Some(*amount)));
+                account.lapsed = (!renewed).then(|| Box::new(Kept::of(event, Some(*amount))));
             }
             EventBody::OpportunityCreated {
                 opportunity_id,
@@ -711,7 +713,7 @@ fn judge_rhythm(
     let churn = &detect.churn;
     let lapsed = account
         .lapsed
-        .as_ref()
+        .as_deref()
         .filter(|l| at.0 - l.occurred_at.0 <= churn.lapse_horizon.as_secs() as i64);
     let judged = account.rhythm.gaps >= churn.min_gaps;
     let recently_assigned = account
@@ -808,7 +810,8 @@ fn judge_rhythm(
             book.orders[i] += account
                 .recent_orders
                 .iter()
-                .filter(|t| **t > 0 && **t >= since && **t < at.0)
+                .map(|t| i64::from(*t))
+                .filter(|t| *t > 0 && *t >= since && *t < at.0)
                 .count() as u64;
             book.expected_orders[i] += span as f64 / DAY as f64 / account.rhythm.gap_mean.max(1.0);
         }
@@ -1091,7 +1094,7 @@ mod tests {
             last_order: now.last_order.as_ref().map(|o| o.cite("a", ORDER, None)),
             visits_since: now.visits_since,
             recent_visits: cite_kept("a", None, now.recent_visits.iter(), None),
-            recent_orders: now.recent_orders,
+            recent_orders: now.recent_orders.map(i64::from),
             lapsed: now
                 .lapsed
                 .as_ref()
