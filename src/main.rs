@@ -377,6 +377,9 @@ fn simulate_to_file(sim: SimConfig, out: &Path, labels: Option<PathBuf>) -> Resu
 }
 
 async fn simulate_to_kafka(config: &Config, sim: SimConfig) -> Result<()> {
+    // Fails at once on a refused login or an absent cluster; the producer
+    // alone would retry until its messages time out.
+    feidan::kafka::fetch_metadata(&config.kafka, Duration::from_secs(30))?;
     let producer: FutureProducer = feidan::kafka::client_config(&config.kafka)
         .set("linger.ms", "20")
         .create()

@@ -153,6 +153,36 @@ async fn the_service_runs_against_a_broker_requiring_scram_with_the_password_fro
         );
     }
 
+    // feidan given a wrong password says so, at once, and does not echo it.
+    for command in [&["run"][..], &["simulate", "--kafka", "--days", "5"]] {
+        let started = std::time::Instant::now();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_feidan"))
+            .args(command)
+            .args(feidan_kafka_flags(&config))
+            .args(["--set", "metrics.addr=127.0.0.1:0"])
+            .env(
+                "FEIDAN__KAFKA__CLIENT__SASL_PASSWORD",
+                "guess-0f-an-intruder",
+            )
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "{command:?} with a wrong password"
+        );
+        assert!(
+            stderr.contains("refused feidan's credentials"),
+            "{command:?} names the refused login: {stderr}"
+        );
+        assert!(!stderr.contains("guess-0f-an-intruder"), "{stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{command:?} gave up on the refused login only after {:?}",
+            started.elapsed()
+        );
+    }
+
     create_topic_via(client(password), &config.kafka.input_topic).await;
     let input: Vec<Vec<u8>> = small_world(8).into_iter().take(20_000).collect();
     produce_via(client(password), &config.kafka.input_topic, &input, |p| {

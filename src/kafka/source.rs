@@ -16,7 +16,7 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::KafkaConfig;
 
@@ -68,6 +68,13 @@ impl SourceContext {
 
 impl ClientContext for SourceContext {
     fn error(&self, error: KafkaError, reason: &str) {
+        if super::is_refused_login(&error) {
+            // Not ready, and retried: the credentials may be fixed on the
+            // broker's side without restarting feidan.
+            self.set_connected(false);
+            error!(reason, "The Kafka cluster refused feidan's credentials (check `sasl.username` and the password in `kafka.client`); retrying.");
+            return;
+        }
         if matches!(
             error.rdkafka_error_code(),
             Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)

@@ -15,7 +15,9 @@ use crate::config::KafkaConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
-    #[error("cannot reach the Kafka cluster to check topics: {0}")]
+    #[error("while checking topics")]
+    Connect(#[from] super::ConnectError),
+    #[error("cannot ask the Kafka cluster to create topics: {0}")]
     Admin(KafkaError),
     #[error("cannot create topic `{topic}`: {code}")]
     Create {
@@ -43,10 +45,7 @@ pub async fn ensure_topics(kafka: &KafkaConfig) -> Result<TopicReport, TopicErro
     let admin: AdminClient<DefaultClientContext> = super::client_config(kafka)
         .create()
         .map_err(TopicError::Admin)?;
-    let metadata = admin
-        .inner()
-        .fetch_metadata(None, Duration::from_secs(10))
-        .map_err(TopicError::Admin)?;
+    let metadata = super::fetch_metadata(kafka, Duration::from_secs(10))?;
     let exists = |name: &str| {
         metadata
             .topics()

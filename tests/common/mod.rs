@@ -407,13 +407,41 @@ pub fn spawn_feidan_with_env(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> Feidan {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_feidan"));
+    command
+        .arg("run")
+        .args(["--set", &format!("metrics.addr=127.0.0.1:{port}")])
+        .args(feidan_kafka_flags(config));
+    for set in extra {
+        command.args(["--set", set]);
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(format!("{}/feidan-{port}.log", env!("CARGO_TARGET_TMPDIR")))
+        .expect("log file");
+    command
+        .env(
+            "RUST_LOG",
+            std::env::var("FEIDAN_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map(Feidan)
+        .expect("feidan runs")
+}
+
+/// `--set` flags pointing a `feidan` process at `config`'s cluster, client
+/// settings, topics and timings.
+pub fn feidan_kafka_flags(config: &Config) -> Vec<String> {
     let k = &config.kafka;
     let client = k
         .client
         .iter()
         .map(|(name, value)| format!("kafka.client.{name}={value}"));
-    let sets = [
-        format!("metrics.addr=127.0.0.1:{port}"),
+    [
         format!("kafka.brokers={}", k.brokers),
         format!("kafka.group_id={}", k.group_id),
         format!("kafka.input_topic={}", k.input_topic),
@@ -433,28 +461,8 @@ pub fn spawn_feidan_with_env(
     ]
     .into_iter()
     .chain(client)
-    .collect::<Vec<_>>();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_feidan"));
-    command.arg("run");
-    for set in sets.iter().map(String::as_str).chain(extra.iter().copied()) {
-        command.args(["--set", set]);
-    }
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(format!("{}/feidan-{port}.log", env!("CARGO_TARGET_TMPDIR")))
-        .expect("log file");
-    command
-        .env(
-            "RUST_LOG",
-            std::env::var("FEIDAN_TEST_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .envs(env.iter().copied())
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map(Feidan)
-        .expect("feidan runs")
+    .flat_map(|set| ["--set".to_owned(), set])
+    .collect()
 }
 
 /// A running `feidan` process, killed if the test ends (or fails) first.
