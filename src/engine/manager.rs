@@ -349,7 +349,7 @@ impl ManagerStage {
                 named,
             ));
         }
-        let mut shares = Vec::new();
+        let usual = UsualShares::new(&rival_counts, &team_sums);
 
         let competitors = &self.competitors;
         for (manager_id, manager) in self.managers.iter_mut() {
@@ -374,7 +374,8 @@ impl ManagerStage {
             manager.losses.retain(|e| e.occurred_at >= oldest);
             manager.leaks.retain(|e| e.occurred_at >= oldest);
 
-            let team = team_sums.get(&manager.team).cloned().unwrap_or_default();
+            let no_team = TeamSums::default();
+            let team = team_sums.get(&manager.team).unwrap_or(&no_team);
             let team_name = manager.team.clone();
 
             // Win rate and leakage, each over three recent windows.
@@ -419,14 +420,7 @@ impl ManagerStage {
                 .map(|(rival, losses)| CompetitorCounts {
                     competitor: &competitors[*rival as usize],
                     losses: *losses,
-                    team_share: usual_share(
-                        &rival_counts,
-                        &team_name,
-                        manager_id,
-                        *rival,
-                        team.rivals.len(),
-                        &mut shares,
-                    ),
+                    team_share: usual.without(&team_name, *rival, *losses, named),
                     team_weight: team.named.saturating_sub(named) as f64,
                 })
                 .collect();
@@ -634,43 +628,91 @@ impl ManagerStage {
     }
 }
 
-/// A competitor's usual share of competitor-named losses among `manager`'s
-/// teammates: the mean of the teammates' own shares (each smoothed toward an
-/// even split by two pseudo-losses), leaving out the teammate most given to
-/// that rival when there are three or more. Averaging shares rather than
-/// pooling losses keeps one busy teammate — above all one diverting to
-/// another rival — from setting everyone's yardstick.
-/// `shares` is scratch space, reused across calls.
-fn usual_share(
-    by_team: &Map<String, Vec<(String, RivalTally, u64)>>,
-    team: &str,
-    manager: &str,
-    rival: u32,
-    candidates: usize,
-    shares: &mut Vec<f64>,
-) -> f64 {
+/// Each competitor's share of every team member's competitor-named losses
+/// (members naming none left out), per team, sorted: worked out once per
+/// evaluation, so that a manager's yardstick is one pass over a short list
+/// instead of a pass over every teammate's tally.
+struct UsualShares<'a> {
+    /// Team → (the even split, competitor → members' shares, ascending).
+    by_team: Map<&'a str, (f64, Map<u32, Vec<f64>>)>,
+}
+
+impl<'a> UsualShares<'a> {
+    /// Pseudo-losses smoothing each share toward the even split.
     const PSEUDO: f64 = 2.0;
-    let even = 1.0 / candidates.max(1) as f64;
-    shares.clear();
-    shares.extend(
-        by_team
-            .get(team)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
+
+    fn new(
+        members: &'a Map<String, Vec<(String, RivalTally, u64)>>,
+        team_sums: &Map<String, TeamSums>,
+    ) -> UsualShares<'a> {
+        let mut by_team = Map::default();
+        for (team, members) in members {
+            let candidates = team_sums.get(team).map_or(0, |t| t.rivals.len());
+            let even = 1.0 / candidates.max(1) as f64;
+            let mut rivals: Vec<u32> = members
+                .iter()
+                .flat_map(|(_, tally, _)| tally.iter().map(|(rival, _)| *rival))
+                .collect();
+            rivals.sort_unstable();
+            rivals.dedup();
+            let by_rival = rivals
+                .into_iter()
+                .map(|rival| {
+                    let mut shares: Vec<f64> = members
+                        .iter()
+                        .filter(|(_, _, named)| *named > 0)
+                        .map(|(_, tally, named)| {
+                            Self::share(rival_losses(tally, rival), *named, even)
+                        })
+                        .collect();
+                    shares.sort_by(f64::total_cmp);
+                    (rival, shares)
+                })
+                .collect();
+            by_team.insert(team.as_str(), (even, by_rival));
+        }
+        UsualShares { by_team }
+    }
+
+    fn share(losses: u64, named: u64, even: f64) -> f64 {
+        (losses as f64 + Self::PSEUDO * even) / (named as f64 + Self::PSEUDO)
+    }
+
+    /// A competitor's usual share of competitor-named losses among a
+    /// manager's teammates, the manager having lost `losses` of `named`
+    /// deals to it: the mean of the teammates' own shares (each smoothed
+    /// toward an even split by two pseudo-losses), leaving out the teammate
+    /// most given to that rival when there are three or more. Averaging
+    /// shares rather than pooling losses keeps one busy teammate — above all
+    /// one diverting to another rival — from setting everyone's yardstick.
+    fn without(&self, team: &str, rival: u32, losses: u64, named: u64) -> f64 {
+        // Every manager is on its own team's list.
+        let Some((even, by_rival)) = self.by_team.get(team) else {
+            return 1.0;
+        };
+        let all = by_rival.get(&rival).map(Vec::as_slice).unwrap_or_default();
+        // The manager's own share is one of `all`: leave one equal value out.
+        let own = (named > 0).then(|| Self::share(losses, named, *even));
+        let skip = own.and_then(|own| all.iter().position(|s| s.to_bits() == own.to_bits()));
+        let teammates = all.len() - usize::from(skip.is_some());
+        if teammates == 0 {
+            return *even;
+        }
+        // The largest teammate's share is the last one not skipped.
+        let largest = if teammates >= 3 {
+            (0..all.len()).rev().find(|i| Some(*i) != skip)
+        } else {
+            None
+        };
+        let kept = teammates - usize::from(largest.is_some());
+        let sum: f64 = all
             .iter()
-            .filter(|(id, _, named)| id != manager && *named > 0)
-            .map(|(_, counts, named)| {
-                (rival_losses(counts, rival) as f64 + PSEUDO * even) / (*named as f64 + PSEUDO)
-            }),
-    );
-    if shares.is_empty() {
-        return even;
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != skip && Some(*i) != largest)
+            .map(|(_, share)| share)
+            .sum();
+        sum / kept as f64
     }
-    if shares.len() >= 3 {
-        shares.sort_by(f64::total_cmp);
-        shares.pop();
-    }
-    shares.iter().sum::<f64>() / shares.len() as f64
 }
 
 /// Losses per competitor (index, count), sorted by index: a manager names
