@@ -949,8 +949,8 @@ impl CompanyPace {
         let mut prefix = Vec::with_capacity((end - first_day + 1) as usize);
         let mut total = 0;
         prefix.push(0);
-        for day in first_day..end {
-            total += orders.sum(day..day + 1);
+        for orders in orders.each_day(first_day..end) {
+            total += orders;
             prefix.push(total);
         }
         CompanyPace {

@@ -173,16 +173,51 @@ impl<T: Copy + Default + AddAssign + Sub<Output = T>> DailyBuckets<T> {
         }
     }
 
-    /// The sums over `history` and over each of `recent`.
+    /// The sums over `history` and over each of `recent`. Ranges that
+    /// share a bound (recent windows ending at the same day, the history
+    /// ending where the longest one starts) search for it once.
     pub fn sums<const N: usize>(
         &self,
         history: &Range<i64>,
         recent: &[Range<i64>; N],
     ) -> (T, [T; N]) {
-        (
-            self.sum(history.clone()),
-            std::array::from_fn(|i| self.sum(recent[i].clone())),
-        )
+        // Bounds already looked up (at most 8 kept, on the stack).
+        let mut known = [(0i64, T::default()); 8];
+        let mut count = 0;
+        let mut total_before = |day: i64| {
+            if let Some((_, total)) = known[..count].iter().find(|(d, _)| *d == day) {
+                return *total;
+            }
+            let total = self.total_before(day);
+            if count < known.len() {
+                known[count] = (day, total);
+                count += 1;
+            }
+            total
+        };
+        let mut sum = |days: &Range<i64>| {
+            if days.start >= days.end {
+                T::default()
+            } else {
+                total_before(days.end) - total_before(days.start)
+            }
+        };
+        let history = sum(history);
+        (history, std::array::from_fn(|i| sum(&recent[i])))
+    }
+
+    /// The value of each day in `days`, in order (default where no bucket):
+    /// one walk over the buckets, not a search per day.
+    pub fn each_day(&self, days: Range<i64>) -> Vec<T> {
+        let mut values = vec![T::default(); (days.end - days.start).max(0) as usize];
+        let first = self.buckets.partition_point(|(d, ..)| *d < days.start);
+        for (day, value, _) in self.buckets.range(first..) {
+            if *day >= days.end {
+                break;
+            }
+            values[(day - days.start) as usize] = *value;
+        }
+        values
     }
 
     pub fn is_empty(&self) -> bool {
@@ -219,9 +254,23 @@ mod tests {
                 .filter(|(day, _)| range.contains(day) && *day >= prune)
                 .fold(Tally::default(), |acc, (_, won)| acc + if *won { Tally::hit() } else { Tally::miss() });
             prop_assert_eq!(buckets.sum(range.clone()), naive);
-            let (history, [recent]) = buckets.sums(&(0..start), &[range]);
+            let (history, [recent]) = buckets.sums(&(0..start), &[range.clone()]);
             prop_assert_eq!(recent, naive);
             prop_assert_eq!(history, buckets.sum(0..start));
+            // Windows sharing their end, as the detectors ask for them.
+            let end = start + len;
+            let nested = [end - len / 3..end, end - 2 * len / 3..end, start..end];
+            let (before, sums) = buckets.sums(&(start - 50..start), &nested);
+            prop_assert_eq!(before, buckets.sum(start - 50..start));
+            for (window, total) in nested.iter().zip(sums) {
+                prop_assert_eq!(total, buckets.sum(window.clone()));
+            }
+            // Day by day, the same as a sum over each day.
+            let days = buckets.each_day(range.clone());
+            prop_assert_eq!(days.len(), len as usize);
+            for (day, value) in range.zip(days) {
+                prop_assert_eq!(value, buckets.sum(day..day + 1));
+            }
         }
     }
 
