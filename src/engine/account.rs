@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use super::Map;
 
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::alert::{Alert, AlertKind};
@@ -44,6 +46,8 @@ pub struct AccountStage {
     accounts: Accounts,
     /// Manager and team names, shared by the accounts that name them.
     names: Names,
+    /// Chooses eviction samples (see `evict_one`).
+    eviction_sample: EvictionSample,
     /// Accounts forgotten because they were idle past `engine.entity_ttl` ...
     pub expired: u64,
     /// ... or because `engine.max_accounts` was reached.
@@ -638,17 +642,25 @@ impl AccountStage {
 
     /// Makes room for a new account at the cap: forgets the longest idle of
     /// a small sample (approximately the least recently seen, in constant
-    /// time), preferring accounts no alert is about.
+    /// time), preferring accounts no alert is about. The sample is spread
+    /// over the dense vector by a fixed pseudo-random sequence: the vector is
+    /// in insertion order, so a stretch of it would often hold only accounts
+    /// of one age, and a fixed stretch would keep finding the accounts the
+    /// last evictions moved there.
     fn evict_one(&mut self) {
         const SAMPLE: usize = 16;
-        let victim = self
-            .accounts
-            .iter()
-            .take(SAMPLE)
-            .min_by_key(|(_, a)| (a.watched, a.last_seen))
-            .map(|(id, _)| id.clone());
-        if let Some(id) = victim {
-            self.accounts.swap_remove(&id);
+        let len = self.accounts.len();
+        if len == 0 {
+            return;
+        }
+        let victim = (0..SAMPLE)
+            .map(|_| self.eviction_sample.0.gen_range(0..len))
+            .min_by_key(|i| {
+                let account = &self.accounts[*i];
+                (account.watched, account.last_seen)
+            });
+        if let Some(index) = victim {
+            self.accounts.swap_remove_index(index);
             self.evicted += 1;
         }
     }
@@ -683,6 +695,17 @@ impl AccountStage {
         account.team = self.names.intern(&account.team);
         self.accounts.insert(id.into(), account);
         Ok(())
+    }
+}
+
+/// The pseudo-random sequence of eviction samples: seeded the same in
+/// every process, so a replay evicts the same accounts.
+#[derive(Debug)]
+struct EvictionSample(SmallRng);
+
+impl Default for EvictionSample {
+    fn default() -> Self {
+        EvictionSample(SmallRng::seed_from_u64(0x6665_6964_616e))
     }
 }
 
@@ -1205,6 +1228,56 @@ mod tests {
         assert_eq!(facts, stalled(&mut stage, &mut Lifecycle::new(3, 7)));
         assert_eq!(facts.len(), 1);
         assert_eq!(facts[0].evidence.event_id, "x-opportunity_created");
+    }
+
+    #[test]
+    fn at_the_cap_new_accounts_push_out_idle_ones_not_busy_ones() {
+        let mut config = Config::defaults();
+        config.engine.max_accounts = 200;
+        let mut stage = AccountStage::default();
+        let mut facts = Vec::new();
+        let visit = || EventBody::ActivityLogged {
+            activity: ActivityKind::Visit,
+        };
+        // 100 busy accounts first, then 100 that go idle on day 0.
+        for i in 0..100 {
+            stage.apply(
+                &event("b", &format!("busy-{i}"), 0, visit()),
+                &config,
+                &mut facts,
+            );
+        }
+        for i in 0..100 {
+            stage.apply(
+                &event("i", &format!("idle-{i}"), 0, visit()),
+                &config,
+                &mut facts,
+            );
+        }
+        // Each day the busy accounts are active and five new ones arrive.
+        for day in 1..=20 {
+            for i in 0..100 {
+                stage.apply(
+                    &event("b", &format!("busy-{i}"), day, visit()),
+                    &config,
+                    &mut facts,
+                );
+            }
+            for n in 0..5 {
+                let id = format!("new-{day}-{n}");
+                stage.apply(&event("n", &id, day, visit()), &config, &mut facts);
+            }
+        }
+        assert_eq!(stage.accounts(), 200);
+        let busy = (0..100)
+            .filter(|i| stage.owner(&format!("busy-{i}")).is_some())
+            .count();
+        let idle = (0..100)
+            .filter(|i| stage.owner(&format!("idle-{i}")).is_some())
+            .count();
+        // 100 evictions: sampling at random, nearly all fall on idle accounts.
+        assert!(busy >= 95, "only {busy} of 100 busy accounts kept");
+        assert!(idle <= 15, "{idle} of 100 idle accounts kept");
     }
 
     #[test]
