@@ -232,6 +232,15 @@ impl Names {
         name
     }
 
+    /// Gives back one account's hold on `name`, forgetting the name when no
+    /// other account holds it: a flood of new names at the account cap must
+    /// not grow the set.
+    fn release(&mut self, name: Arc<str>) {
+        if Arc::strong_count(&name) == 2 {
+            self.0.remove(&*name);
+        }
+    }
+
     /// Drops the names only this set still holds.
     fn prune(&mut self) {
         self.0.retain(|name| Arc::strong_count(name) > 1);
@@ -659,8 +668,9 @@ impl AccountStage {
                 let account = &self.accounts[*i];
                 (account.watched, account.last_seen)
             });
-        if let Some(index) = victim {
-            self.accounts.swap_remove_index(index);
+        if let Some((_, account)) = victim.and_then(|i| self.accounts.swap_remove_index(i)) {
+            self.names.release(account.manager_id);
+            self.names.release(account.team);
             self.evicted += 1;
         }
     }
@@ -1278,6 +1288,31 @@ mod tests {
         // 100 evictions: sampling at random, nearly all fall on idle accounts.
         assert!(busy >= 95, "only {busy} of 100 busy accounts kept");
         assert!(idle <= 15, "{idle} of 100 idle accounts kept");
+        // Every account here names manager kam-1 of team t: two names, held.
+        assert_eq!(stage.names.0.len(), 2);
+    }
+
+    #[test]
+    fn a_flood_of_new_managers_at_the_cap_does_not_grow_the_names_held() {
+        let mut config = Config::defaults();
+        config.engine.max_accounts = 50;
+        let mut stage = AccountStage::default();
+        let mut facts = Vec::new();
+        for i in 0..1_000 {
+            let mut visit = event(
+                "v",
+                &format!("acc-{i}"),
+                0,
+                EventBody::ActivityLogged {
+                    activity: ActivityKind::Visit,
+                },
+            );
+            visit.manager_id = format!("kam-{i}");
+            stage.apply(&visit, &config, &mut facts);
+        }
+        assert_eq!(stage.accounts(), 50);
+        // 50 managers and the one team, not 1,000 managers.
+        assert_eq!(stage.names.0.len(), 51);
     }
 
     #[test]
