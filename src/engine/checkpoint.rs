@@ -30,7 +30,10 @@ use super::watermark::WatermarkTracker;
 use super::{Engine, InEventTime};
 
 /// The layout of the engine's records this build writes, and the newest it reads.
-pub const STATE_FORMAT: u32 = 1;
+/// 2: an account cites its last order, visits and lapsed contract by id, time
+/// and amount only (format 1 wrote full evidence references; this build
+/// reads both, a format-1 build refuses format 2 by name).
+pub const STATE_FORMAT: u32 = 2;
 
 const ENGINE_KEY: &str = "engine";
 const BUFFER_PREFIX: &str = "buffer/";
