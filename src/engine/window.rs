@@ -254,7 +254,7 @@ mod tests {
                 .filter(|(day, _)| range.contains(day) && *day >= prune)
                 .fold(Tally::default(), |acc, (_, won)| acc + if *won { Tally::hit() } else { Tally::miss() });
             prop_assert_eq!(buckets.sum(range.clone()), naive);
-            let (history, [recent]) = buckets.sums(&(0..start), &[range.clone()]);
+            let (history, [recent]) = buckets.sums(&(0..start), std::array::from_ref(&range));
             prop_assert_eq!(recent, naive);
             prop_assert_eq!(history, buckets.sum(0..start));
             // Windows sharing their end, as the detectors ask for them.
