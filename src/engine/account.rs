@@ -16,6 +16,7 @@ use super::Map;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use thin_vec::ThinVec;
 
 use crate::alert::{Alert, AlertKind};
 use crate::config::{Config, DetectConfig};
@@ -62,13 +63,13 @@ struct AccountState {
     team: Arc<str>,
     /// When the account last changed hands; recent arrivals do not count in
     /// the new owner's book churn.
-    assigned_at: Option<Timestamp>,
+    assigned_at: MaybeTime,
     open: OpenDeals,
     rhythm: Rhythm,
     last_order: Option<Kept>,
     /// Activities logged since the last order.
     visits_since: u32,
-    recent_visits: Vec<Kept>,
+    recent_visits: ThinVec<Kept>,
     /// Times of the latest orders in Unix seconds, newest first (0: none),
     /// for order volume. 32 bits hold 1970 to 2106; an order outside that is
     /// not counted in volume.
@@ -81,7 +82,7 @@ struct AccountState {
     /// not): accounts churning for longer than `churn.book_window` are gone
     /// from the book.
     #[serde(default)]
-    churning_since: Option<Timestamp>,
+    churning_since: MaybeTime,
     /// The newest event time seen on the account, for expiry.
     last_seen: Timestamp,
     /// The earliest time an open deal may stall or be forgotten, so that an
@@ -106,8 +107,59 @@ impl AccountState {
 struct Kept {
     event_id: Box<str>,
     occurred_at: Timestamp,
-    #[serde(default)]
-    amount: Option<f64>,
+    /// NaN when the event has none (an activity); checkpointed as an option.
+    #[serde(default = "no_amount", with = "amount_or_none")]
+    amount: f64,
+}
+
+fn no_amount() -> f64 {
+    f64::NAN
+}
+
+/// Serde for an amount held as NaN when absent: written and read as an
+/// option, as the full evidence references of older checkpoints hold it.
+mod amount_or_none {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(amount: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        (!amount.is_nan()).then_some(*amount).serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
+    }
+}
+
+/// An optional time in 8 bytes (`i64::MIN`: none), checkpointed as an
+/// option: an account holds two.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(from = "Option<Timestamp>", into = "Option<Timestamp>")]
+struct MaybeTime(i64);
+
+impl MaybeTime {
+    const NONE: MaybeTime = MaybeTime(i64::MIN);
+
+    fn get(self) -> Option<Timestamp> {
+        (self != MaybeTime::NONE).then_some(Timestamp(self.0))
+    }
+}
+
+impl From<Option<Timestamp>> for MaybeTime {
+    fn from(time: Option<Timestamp>) -> MaybeTime {
+        time.map_or(MaybeTime::NONE, |t| MaybeTime(t.0))
+    }
+}
+
+impl From<MaybeTime> for Option<Timestamp> {
+    fn from(time: MaybeTime) -> Option<Timestamp> {
+        time.get()
+    }
+}
+
+impl Default for MaybeTime {
+    fn default() -> MaybeTime {
+        MaybeTime::NONE
+    }
 }
 
 impl Kept {
@@ -115,7 +167,7 @@ impl Kept {
         Kept {
             event_id: event.event_id.as_str().into(),
             occurred_at: event.occurred_at,
-            amount,
+            amount: amount.unwrap_or(f64::NAN),
         }
     }
 
@@ -132,7 +184,7 @@ impl Kept {
             occurred_at: self.occurred_at,
             account_id: account_id.to_owned(),
             opportunity_id: None,
-            amount: self.amount,
+            amount: (!self.amount.is_nan()).then_some(self.amount),
             reason: None,
             competitor: None,
             note,
@@ -149,7 +201,7 @@ const CONTRACT: StaticName = "contract_ended";
 /// accounts have none or a few, and a map's fixed size and spare buckets cost
 /// more than the search. Checkpointed as a map of [`OpenDealRecord`]s.
 #[derive(Debug, Default)]
-struct OpenDeals(Vec<OpenDeal>);
+struct OpenDeals(ThinVec<OpenDeal>);
 
 impl OpenDeals {
     fn find(&self, id: &str) -> Result<usize, usize> {
@@ -439,16 +491,16 @@ impl AccountStage {
                 let account = AccountState {
                     manager_id: self.names.intern(&event.manager_id),
                     team: self.names.intern(&event.team),
-                    assigned_at: None,
+                    assigned_at: MaybeTime::NONE,
                     open: OpenDeals::default(),
                     rhythm: Rhythm::default(),
                     last_order: None,
                     visits_since: 0,
-                    recent_visits: Vec::new(),
+                    recent_visits: ThinVec::new(),
                     recent_orders: [0; RECENT_ORDERS],
                     lapsed: None,
                     watched: false,
-                    churning_since: None,
+                    churning_since: MaybeTime::NONE,
                     last_seen: event.occurred_at,
                     deals_due: i64::MAX,
                 };
@@ -464,7 +516,7 @@ impl AccountStage {
             EventBody::AccountAssigned { .. } => {
                 account.manager_id = self.names.intern(&event.manager_id);
                 account.team = self.names.intern(&event.team);
-                account.assigned_at = Some(at);
+                account.assigned_at = MaybeTime::from(Some(at));
                 // The new team's `stall_after` may be shorter.
                 account.deals_due = 0;
             }
@@ -831,6 +883,7 @@ fn judge_rhythm(
     let judged = account.rhythm.gaps >= churn.min_gaps;
     let recently_assigned = account
         .assigned_at
+        .get()
         .is_some_and(|t| at.0 - t.0 < churn.reassign_grace.as_secs() as i64);
 
     let mut p_value = 1.0;
@@ -894,9 +947,11 @@ fn judge_rhythm(
         .rhythm
         .value_fell(churn.value_fall_ratio, churn.min_gaps);
     let churning = p_value < churn.book_alpha || value_fell || lapsed.is_some();
-    account.churning_since = churning.then(|| account.churning_since.unwrap_or(at));
+    account.churning_since =
+        MaybeTime::from(churning.then(|| account.churning_since.get().unwrap_or(at)));
     let gone = account
         .churning_since
+        .get()
         .is_some_and(|since| at.0 - since.0 > churn.book_window.as_secs() as i64);
     if (!judged && !churning) || gone {
         return;
@@ -1196,7 +1251,7 @@ mod tests {
         let before = Before {
             manager_id: &now.manager_id,
             team: &now.team,
-            assigned_at: now.assigned_at,
+            assigned_at: now.assigned_at.get(),
             open: now
                 .open
                 .0
@@ -1216,7 +1271,7 @@ mod tests {
                 .as_ref()
                 .map(|l| l.cite("a", CONTRACT, Some(NOTE_NOT_RENEWED))),
             watched: now.watched,
-            churning_since: now.churning_since,
+            churning_since: now.churning_since.get(),
             last_seen: now.last_seen,
         };
         let mut restored = AccountStage::default();
