@@ -97,8 +97,8 @@ fn main() {
         .position(|a| a == "--measure")
         .map(|i| &args[i + 1])
     {
-        let (bytes, _) = measure_kind(kind, scale);
-        println!("{bytes}");
+        let (bytes, count) = measure_kind(kind, scale);
+        println!("{bytes} {count}");
         return;
     }
     let exe = std::env::current_exe().expect("the bench's own path");
@@ -111,14 +111,12 @@ fn main() {
             .args(["--measure", kind])
             .output()
             .expect("the bench re-runs itself");
-        let bytes: f64 = String::from_utf8_lossy(&output.stdout)
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("measuring {kind} failed: {output:?}"));
-        let count = match kind {
-            "account" | "open_opportunity" => 1_000_000 / scale,
-            _ => 100_000 / scale,
-        };
+        // The child prints the bytes per entity and how many it grew.
+        let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (bytes, count) = printed
+            .split_once(' ')
+            .and_then(|(bytes, count)| Some((bytes.parse::<f64>().ok()?, count.trim().to_owned())))
+            .unwrap_or_else(|| panic!("measuring {kind} failed: {output:?}"));
         println!(
             "{:<27}{bytes:>5.0} bytes  ({count} {what})",
             format!("memory/{kind}")

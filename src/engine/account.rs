@@ -130,6 +130,36 @@ mod amount_or_none {
     }
 }
 
+impl Kept {
+    fn of(event: &Event, amount: Option<f64>) -> Kept {
+        Kept {
+            event_id: event.event_id.as_str().into(),
+            occurred_at: event.occurred_at,
+            amount: amount.unwrap_or(f64::NAN),
+        }
+    }
+
+    /// The evidence reference of the kept event.
+    fn cite(
+        &self,
+        account_id: &str,
+        event_type: StaticName,
+        note: Option<StaticName>,
+    ) -> EvidenceRef {
+        EvidenceRef {
+            event_id: self.event_id.to_string(),
+            event_type,
+            occurred_at: self.occurred_at,
+            account_id: account_id.to_owned(),
+            opportunity_id: None,
+            amount: (!self.amount.is_nan()).then_some(self.amount),
+            reason: None,
+            competitor: None,
+            note,
+        }
+    }
+}
+
 /// An optional time in 8 bytes (`i64::MIN`: none), checkpointed as an
 /// option: an account holds two.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -159,36 +189,6 @@ impl From<MaybeTime> for Option<Timestamp> {
 impl Default for MaybeTime {
     fn default() -> MaybeTime {
         MaybeTime::NONE
-    }
-}
-
-impl Kept {
-    fn of(event: &Event, amount: Option<f64>) -> Kept {
-        Kept {
-            event_id: event.event_id.as_str().into(),
-            occurred_at: event.occurred_at,
-            amount: amount.unwrap_or(f64::NAN),
-        }
-    }
-
-    /// The evidence reference of the kept event.
-    fn cite(
-        &self,
-        account_id: &str,
-        event_type: StaticName,
-        note: Option<StaticName>,
-    ) -> EvidenceRef {
-        EvidenceRef {
-            event_id: self.event_id.to_string(),
-            event_type,
-            occurred_at: self.occurred_at,
-            account_id: account_id.to_owned(),
-            opportunity_id: None,
-            amount: (!self.amount.is_nan()).then_some(self.amount),
-            reason: None,
-            competitor: None,
-            note,
-        }
     }
 }
 
@@ -255,15 +255,7 @@ impl<'de> Deserialize<'de> for OpenDeals {
         Ok(OpenDeals(
             sorted
                 .into_iter()
-                .map(|(id, record)| OpenDeal {
-                    ids: OpenDeal::ids(&id, &record.last_event_id),
-                    split: id.len() as u32,
-                    updated: record.last_event_type == UPDATED,
-                    stalled: record.stalled,
-                    initial_amount: record.initial_amount,
-                    last_update: record.last_update,
-                    amount: record.amount,
-                })
+                .map(|(id, record)| OpenDeal::from_record(&id, record))
                 .collect(),
         ))
     }
@@ -365,6 +357,19 @@ impl OpenDeal {
             stalled: self.stalled,
         };
         (self.opportunity_id(), record)
+    }
+
+    /// The deal of a checkpoint record (the inverse of [`OpenDeal::record`]).
+    fn from_record(opportunity_id: &str, record: OpenDealRecord) -> OpenDeal {
+        OpenDeal {
+            ids: OpenDeal::ids(opportunity_id, &record.last_event_id),
+            split: opportunity_id.len() as u32,
+            updated: record.last_event_type == UPDATED,
+            stalled: record.stalled,
+            initial_amount: record.initial_amount,
+            last_update: record.last_update,
+            amount: record.amount,
+        }
     }
 
     /// Records an update at `at` as the deal's latest event.
@@ -1139,6 +1144,14 @@ mod tests {
         }
     }
 
+    /// A visit by kam-1 to `account` on `day`.
+    fn visit(id: &str, account: &str, day: i64) -> Event {
+        let body = EventBody::ActivityLogged {
+            activity: ActivityKind::Visit,
+        };
+        event(id, account, day, body)
+    }
+
     /// Evaluates `stage` at the start of `day`, forgetting nothing; the
     /// alerts it emits are not looked at.
     fn evaluate_on(
@@ -1301,36 +1314,23 @@ mod tests {
         config.engine.max_accounts = 200;
         let mut stage = AccountStage::default();
         let mut facts = Vec::new();
-        let visit = || EventBody::ActivityLogged {
-            activity: ActivityKind::Visit,
+        let mut visit_on = |account: String, day: i64| {
+            stage.apply(&visit("v", &account, day), &config, &mut facts);
         };
         // 100 busy accounts first, then 100 that go idle on day 0.
         for i in 0..100 {
-            stage.apply(
-                &event("b", &format!("busy-{i}"), 0, visit()),
-                &config,
-                &mut facts,
-            );
+            visit_on(format!("busy-{i}"), 0);
         }
         for i in 0..100 {
-            stage.apply(
-                &event("i", &format!("idle-{i}"), 0, visit()),
-                &config,
-                &mut facts,
-            );
+            visit_on(format!("idle-{i}"), 0);
         }
         // Each day the busy accounts are active and five new ones arrive.
         for day in 1..=20 {
             for i in 0..100 {
-                stage.apply(
-                    &event("b", &format!("busy-{i}"), day, visit()),
-                    &config,
-                    &mut facts,
-                );
+                visit_on(format!("busy-{i}"), day);
             }
             for n in 0..5 {
-                let id = format!("new-{day}-{n}");
-                stage.apply(&event("n", &id, day, visit()), &config, &mut facts);
+                visit_on(format!("new-{day}-{n}"), day);
             }
         }
         assert_eq!(stage.accounts(), 200);
@@ -1354,14 +1354,7 @@ mod tests {
         let mut stage = AccountStage::default();
         let mut facts = Vec::new();
         for i in 0..1_000 {
-            let mut visit = event(
-                "v",
-                &format!("acc-{i}"),
-                0,
-                EventBody::ActivityLogged {
-                    activity: ActivityKind::Visit,
-                },
-            );
+            let mut visit = visit("v", &format!("acc-{i}"), 0);
             visit.manager_id = format!("kam-{i}");
             stage.apply(&visit, &config, &mut facts);
         }
@@ -1436,18 +1429,7 @@ mod tests {
         );
         moved.manager_id = "kam-2".into();
         stage.apply(&moved, &config, &mut facts);
-        stage.apply(
-            &event(
-                "v",
-                "a",
-                96,
-                EventBody::ActivityLogged {
-                    activity: ActivityKind::Visit,
-                },
-            ),
-            &config,
-            &mut facts,
-        );
+        stage.apply(&visit("v", "a", 96), &config, &mut facts);
         assert_eq!(stage.owner("a"), Some("kam-2"));
         let mut life = Lifecycle::new(3, 7);
         let report = evaluate_on(&mut stage, 100, &config, &mut life);
@@ -1468,14 +1450,7 @@ mod tests {
         let mut facts = Vec::new();
         // Visits since the last order (day 90), the latest on day 100.
         for (i, day) in [95, 98, 100].into_iter().enumerate() {
-            let visit = EventBody::ActivityLogged {
-                activity: ActivityKind::Visit,
-            };
-            stage.apply(
-                &event(&format!("v{i}"), "a", day, visit),
-                &config,
-                &mut facts,
-            );
+            stage.apply(&visit(&format!("v{i}"), "a", day), &config, &mut facts);
         }
         let mut life = Lifecycle::new(3, 7);
         let mut book_on = |day: i64| {

@@ -350,6 +350,7 @@ impl ManagerStage {
             ));
         }
         let usual = UsualShares::new(&rival_counts, &team_sums);
+        let no_team = TeamSums::default();
 
         let competitors = &self.competitors;
         for (manager_id, manager) in self.managers.iter_mut() {
@@ -374,7 +375,6 @@ impl ManagerStage {
             manager.losses.retain(|e| e.occurred_at >= oldest);
             manager.leaks.retain(|e| e.occurred_at >= oldest);
 
-            let no_team = TeamSums::default();
             let team = team_sums.get(&manager.team).unwrap_or(&no_team);
             let team_name = manager.team.clone();
 

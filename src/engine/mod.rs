@@ -119,6 +119,9 @@ pub struct Engine {
     limits: DecodeLimits,
     late_horizon: i64,
     evaluate_every: i64,
+    /// How far back any window reaches, seconds: open deals and company
+    /// order buckets older than this are dropped at each evaluation.
+    reach: i64,
     watermark: WatermarkTracker,
     dedup: Dedup,
     accounts: AccountStage,
@@ -171,6 +174,13 @@ impl Engine {
             limits: Engine::decode_limits(config),
             late_horizon: engine.late_horizon.as_secs() as i64,
             evaluate_every: config.alerts.evaluate_every.as_secs() as i64,
+            reach: {
+                let detect = &config.detect;
+                (detect.win_rate.history + detect.win_rate.window)
+                    .max(detect.leakage.history + detect.leakage.window)
+                    .max(detect.churn.business_baseline * 2)
+                    .as_secs() as i64
+            },
             watermark: WatermarkTracker::new(engine.allowed_lateness.as_secs() as i64),
             dedup: Dedup::new(engine.dedup_capacity, engine.dedup_horizon.as_secs() as i64),
             accounts: AccountStage::default(),
@@ -363,13 +373,9 @@ impl Engine {
 
     fn evaluate_at(&mut self, at: Timestamp, out: &mut Vec<Alert>) {
         let first_new = out.len();
-        let detect = &self.config.detect;
-        let reach = (detect.win_rate.history + detect.win_rate.window)
-            .max(detect.leakage.history + detect.leakage.window)
-            .max(detect.churn.business_baseline * 2);
         let report = self.accounts.evaluate(
             at,
-            at.plus(-(reach.as_secs() as i64)),
+            at.plus(-self.reach),
             &self.config,
             &mut self.lifecycle,
             out,

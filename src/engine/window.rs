@@ -159,10 +159,17 @@ impl<T: Copy + Default + AddAssign + Sub<Output = T>> DailyBuckets<T> {
 
     /// The sum over the days in `days` (start inclusive, end exclusive).
     pub fn sum(&self, days: Range<i64>) -> T {
+        Self::between(&days, |day| self.total_before(day))
+    }
+
+    /// The sum over `days` from running totals before a day: nothing over
+    /// an empty range.
+    fn between(days: &Range<i64>, mut total_before: impl FnMut(i64) -> T) -> T {
         if days.start >= days.end {
             return T::default();
         }
-        self.total_before(days.end) - self.total_before(days.start)
+        let end = total_before(days.end);
+        end - total_before(days.start)
     }
 
     /// Drops every bucket before `day`. Running totals stay as they are:
@@ -195,13 +202,7 @@ impl<T: Copy + Default + AddAssign + Sub<Output = T>> DailyBuckets<T> {
             }
             total
         };
-        let mut sum = |days: &Range<i64>| {
-            if days.start >= days.end {
-                T::default()
-            } else {
-                total_before(days.end) - total_before(days.start)
-            }
-        };
+        let mut sum = |days: &Range<i64>| Self::between(days, &mut total_before);
         let history = sum(history);
         (history, std::array::from_fn(|i| sum(&recent[i])))
     }

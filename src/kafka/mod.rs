@@ -21,7 +21,7 @@ use rdkafka::metadata::Metadata;
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
-use tracing::error;
+use tracing::warn;
 
 use crate::config::KafkaConfig;
 
@@ -70,7 +70,7 @@ impl ClientContext for LoginWatch {
                 *refused = Some(reason.to_owned());
             }
         } else {
-            error!(error = %error, reason, "Kafka client error.");
+            warn!(error = %error, reason, "Kafka client error.");
         }
     }
 }
