@@ -1,9 +1,13 @@
 //! Engine hot path on a simulated stream, beside the cost of its layers:
 //! scanning the bytes, decoding alone, and decode + stages + lifecycle.
+//! Then the cost of a checkpoint of the engine fed that stream (records
+//! encoded and changelog writes planned): of the whole state, and of what
+//! changed in the stream's last hour, which is what `run` writes.
 //! Inputs are generated before the timed loops. Size with
 //! `FEIDAN_BENCH_MANAGERS` (default 200 managers, 10 accounts each, 180 days).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use feidan::changelog::{Changelog, Marker};
 use feidan::config::Config;
 use feidan::engine::Engine;
 use feidan::event::{decode, DecodeLimits};
@@ -64,5 +68,75 @@ fn engine_hot_path(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, engine_hot_path);
+fn checkpoints(c: &mut Criterion) {
+    let events = stream();
+    let config = Config::defaults();
+    let limits = DecodeLimits::default();
+    let time_of = |e: &[u8]| decode(e, limits).map(|e| e.occurred_at.0).unwrap_or(0);
+    let end = events.iter().map(|e| time_of(e)).max().unwrap_or(0);
+    let (before, last_hour): (Vec<_>, Vec<_>) =
+        events.iter().partition(|e| time_of(e) < end - 3600);
+    let mut engine = Engine::new(&config);
+    let mut out = Vec::new();
+    for event in &before {
+        engine.ingest(event, 0, &mut out);
+    }
+    let records = engine.checkpoint();
+    let mut group = c.benchmark_group("checkpoint");
+    group.sample_size(10);
+    // Each run starts from an engine and a changelog that hold the state
+    // before the last hour, then applies the last hour (untimed, as is
+    // dropping them).
+    let setup = || {
+        let mut changelog = Changelog::default();
+        changelog.plan(records.clone(), Marker::default());
+        let mut engine = Engine::restore(&config, records.clone()).expect("restores");
+        let mut out = Vec::new();
+        for event in &last_hour {
+            engine.ingest(event, 0, &mut out);
+        }
+        (engine, changelog)
+    };
+    let (mut engine, _) = setup();
+    let mut listed: Vec<(&str, usize, usize)> = Vec::new();
+    for (key, payload) in engine.checkpoint_changes() {
+        let kind = [
+            "account/", "manager/", "team/", "alert/", "dedup/", "buffer/",
+        ]
+        .into_iter()
+        .find(|p| key.starts_with(p))
+        .unwrap_or("engine");
+        match listed.iter_mut().find(|(k, _, _)| *k == kind) {
+            Some(entry) => (entry.1, entry.2) = (entry.1 + 1, entry.2 + payload.len()),
+            None => listed.push((kind, 1, payload.len())),
+        }
+    }
+    println!(
+        "checkpoint/state: {} records in all; after the last hour's {} events, listed as changed (kind, records, bytes): {listed:?}",
+        records.len(),
+        last_hour.len()
+    );
+    group.bench_function("whole", |b| {
+        b.iter_batched_ref(
+            setup,
+            |(engine, changelog)| changelog.plan(engine.checkpoint(), Marker::default()).len(),
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("changes_of_the_last_hour", |b| {
+        b.iter_batched_ref(
+            setup,
+            |(engine, changelog)| {
+                let changes = engine.checkpoint_changes();
+                changelog
+                    .plan_changes(changes, Marker::default(), |key| engine.holds(key))
+                    .len()
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, engine_hot_path, checkpoints);
 criterion_main!(benches);

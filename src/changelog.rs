@@ -146,7 +146,19 @@ impl Changelog {
     /// The writes of the next checkpoint of `records` (the engine's whole
     /// state), ending with its marker. Produce them in order, the marker
     /// only once all others are acknowledged; then commit `marker.offsets`.
-    pub fn plan(&mut self, records: Vec<(String, Vec<u8>)>, mut marker: Marker) -> Vec<Write> {
+    pub fn plan(&mut self, records: Vec<(String, Vec<u8>)>, marker: Marker) -> Vec<Write> {
+        self.plan_changes(records, marker, |_| false)
+    }
+
+    /// As [`Changelog::plan`], for `records` that list only what may have
+    /// changed: an entity the topic holds that `records` leaves out is
+    /// unchanged if `unchanged(entity)`, and deleted if not.
+    pub fn plan_changes(
+        &mut self,
+        records: Vec<(String, Vec<u8>)>,
+        mut marker: Marker,
+        unchanged: impl Fn(&str) -> bool,
+    ) -> Vec<Write> {
         self.epoch += 1;
         let epoch = self.epoch;
         let mut writes = Vec::new();
@@ -180,7 +192,7 @@ impl Changelog {
         }
         let mut forget = Vec::new();
         for (entity, slots) in &mut self.entities {
-            if seen.contains(entity) {
+            if seen.contains(entity) || (!slots.deleted && unchanged(entity)) {
                 continue;
             }
             let partition_hash = hash_of(entity.as_bytes());
@@ -293,19 +305,13 @@ impl Changelog {
                 .map(|(_, _, payload)| payload)
                 .unwrap_or_default();
             let deleted = flag != LIVE;
-            let stray = changelog
-                .stray
-                .last()
-                .is_some_and(|k| *k == slot_key(&entity, slot ^ 1));
-            if stray {
-                // The free slot is rewritten anyway: no need to null it first.
-                changelog.stray.pop();
-            }
+            // A stray write in the other slot is nulled by the next
+            // checkpoint (before anything else), whether or not the entity
+            // changes: a checkpoint of changes may not list it.
             changelog.entities.insert(
                 entity.clone(),
                 Slots {
-                    // A stray write in the free slot must be overwritten.
-                    hash: if stray { 0 } else { hash_of(&payload) },
+                    hash: hash_of(&payload),
                     slot,
                     deleted,
                 },
@@ -404,14 +410,14 @@ mod tests {
         assert_eq!(restored.marker.as_ref().unwrap().offsets[&0], 20);
         assert_eq!(restored.marker.as_ref().unwrap().epoch, 2);
 
-        // The next checkpoint, even with nothing changed, rewrites `a`'s
-        // stray slot and nulls `c`'s; then a restore sees the new state.
+        // The next checkpoint, even with nothing changed, nulls the stray
+        // slots of `a` and `c`; then a restore sees the new state.
         let writes = restored
             .changelog
             .plan(state(&[("a", "2"), ("b", "2")]), marker(20));
         let keys: Vec<&str> = writes.iter().map(|w| w.key.as_str()).collect();
-        assert_eq!(keys, vec!["c#0", "a#0", MARKER_KEY]);
-        assert!(writes[0].value.is_none());
+        assert_eq!(keys, vec!["a#0", "c#0", MARKER_KEY]);
+        assert!(writes[0].value.is_none() && writes[1].value.is_none());
         topic.append(&writes);
         let (again, entities) = self::restored(&topic);
         assert_eq!(entities, pairs(&[("a", "2"), ("b", "2")]));
@@ -440,6 +446,39 @@ mod tests {
         topic.append(&log.plan(state(&[("a", "1"), ("b", "9")]), marker(4)));
         let (_, entities) = restored(&topic);
         assert_eq!(entities, pairs(&[("a", "1"), ("b", "9")]));
+    }
+
+    #[test]
+    fn a_checkpoint_of_changes_keeps_what_it_leaves_out_only_if_still_held() {
+        let mut log = Changelog::default();
+        let mut topic = Topic::default();
+        topic.append(&log.plan(state(&[("a", "1"), ("b", "1"), ("c", "1")]), marker(1)));
+        // `a` changed, `b` is held unchanged, `c` is gone.
+        let writes = log.plan_changes(state(&[("a", "2")]), marker(2), |e| e == "b");
+        let keys: Vec<&str> = writes.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(keys, vec!["a#1", "c#1", MARKER_KEY]);
+        topic.append(&writes);
+        let (mut restored, entities) = restored(&topic);
+        assert_eq!(entities, pairs(&[("a", "2"), ("b", "1")]));
+
+        // A crash in the middle of the next one: its stray write is nulled
+        // by the one after, though that one lists nothing (which also ends
+        // `c`'s deletion).
+        let writes = restored
+            .changelog
+            .plan_changes(state(&[("b", "3")]), marker(3), |_| true);
+        topic.append(&writes[..1]);
+        let (mut again, entities) = self::restored(&topic);
+        assert_eq!(entities, pairs(&[("a", "2"), ("b", "1")]));
+        let writes = again
+            .changelog
+            .plan_changes(Vec::new(), marker(4), |_| true);
+        let keys: Vec<&str> = writes.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(keys, vec!["b#1", "c#0", "c#1", MARKER_KEY]);
+        assert!(writes[..3].iter().all(|w| w.value.is_none()));
+        topic.append(&writes);
+        let (_, entities) = self::restored(&topic);
+        assert_eq!(entities, pairs(&[("a", "2"), ("b", "1")]));
     }
 
     #[test]

@@ -201,7 +201,7 @@ pub async fn run(
                 state.send_alerts(None).await?;
                 state.dirty |= engine.watermark() != watermark;
                 if state.dirty && now.duration_since(state.last_checkpoint) >= config.engine.checkpoint_interval {
-                    state.checkpoint(&engine).await?;
+                    state.checkpoint(&mut engine).await?;
                 }
                 metrics.refresh(&engine.stats(), unix_now());
 
@@ -254,7 +254,7 @@ pub async fn run(
     if let Some(handle) = lag_refresh.take() {
         let _ = handle.await;
     }
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, state.checkpoint(&engine)).await;
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, state.checkpoint(&mut engine)).await;
     match drained {
         Ok(result) => result?,
         Err(_) => warn!(
@@ -462,7 +462,7 @@ impl Loop<'_> {
     /// Takes a checkpoint (see the module documentation): everything sent so
     /// far acknowledged, then the changed state, then the marker, then the
     /// input offsets committed.
-    async fn checkpoint(&mut self, engine: &Engine) -> Result<(), ServiceError> {
+    async fn checkpoint(&mut self, engine: &mut Engine) -> Result<(), ServiceError> {
         let started = Instant::now();
         self.settle(true).await?;
         let marker = Marker {
@@ -470,7 +470,10 @@ impl Loop<'_> {
             input_topic: self.config.kafka.input_topic.clone(),
             offsets: self.consumed.clone(),
         };
-        let mut writes = self.changelog.plan(engine.checkpoint(), marker);
+        let records = engine.checkpoint_changes();
+        let mut writes = self
+            .changelog
+            .plan_changes(records, marker, |key| engine.holds(key));
         let marker = writes.pop();
         let records = writes.len() as u64 + 1;
         let mut pending = Vec::with_capacity(writes.len());

@@ -90,6 +90,10 @@ struct AccountState {
     /// at the next evaluation; how a restored account starts).
     #[serde(skip)]
     deals_due: i64,
+    /// Whether the account changed since the last checkpoint of changes
+    /// (new accounts have; restored ones have not).
+    #[serde(skip)]
+    changed: bool,
 }
 
 impl AccountState {
@@ -508,6 +512,7 @@ impl AccountStage {
                     churning_since: MaybeTime::NONE,
                     last_seen: event.occurred_at,
                     deals_due: i64::MAX,
+                    changed: true,
                 };
                 self.accounts
                     .insert_full(event.account_id.as_str().into(), account)
@@ -515,6 +520,7 @@ impl AccountStage {
             }
         };
         let account = &mut self.accounts[index];
+        account.changed = true;
         let at = event.occurred_at;
         account.last_seen = account.last_seen.max(at);
         match &event.body {
@@ -656,7 +662,9 @@ impl AccountStage {
         );
         for (account_id, account) in self.accounts.iter_mut() {
             let detect = config.detect_for(&account.team);
+            let judged_before = (account.watched, account.churning_since);
             if account.deals_due <= at.0 {
+                account.changed = true;
                 account.deals_due = sweep_deals(
                     account_id,
                     account,
@@ -676,6 +684,7 @@ impl AccountStage {
                 &mut report.books,
                 out,
             );
+            account.changed |= (account.watched, account.churning_since) != judged_before;
         }
         self.company_orders.prune_before(forget_before.day());
         report
@@ -735,8 +744,23 @@ impl AccountStage {
     /// Appends one checkpoint record per account: `account/<id>`.
     pub fn checkpoint(&self, out: &mut Vec<(String, Vec<u8>)>) {
         for (id, account) in &self.accounts {
-            out.push((format!("{ACCOUNT_PREFIX}{id}"), checkpoint::encode(account)));
+            out.push(account_record(id, account));
         }
+    }
+
+    /// Appends the records of the accounts changed since the last call (all
+    /// of them at the first), and counts them as saved.
+    pub fn checkpoint_changes(&mut self, out: &mut Vec<(String, Vec<u8>)>) {
+        for (id, account) in &mut self.accounts {
+            if std::mem::take(&mut account.changed) {
+                out.push(account_record(id, account));
+            }
+        }
+    }
+
+    /// Whether the stage holds account `id`.
+    pub fn holds(&self, id: &str) -> bool {
+        self.accounts.contains_key(id)
     }
 
     /// What the stage keeps besides its accounts.
@@ -763,6 +787,10 @@ impl AccountStage {
         self.accounts.insert(id.into(), account);
         Ok(())
     }
+}
+
+fn account_record(id: &str, account: &AccountState) -> (String, Vec<u8>) {
+    (format!("{ACCOUNT_PREFIX}{id}"), checkpoint::encode(account))
 }
 
 /// The pseudo-random sequence of eviction samples: seeded the same in

@@ -91,9 +91,42 @@ pub(crate) fn decode_payload<T: DeserializeOwned>(
 impl Engine {
     /// The whole state as checkpoint records, in no particular order.
     pub fn checkpoint(&self) -> Vec<(String, Vec<u8>)> {
-        let mut out = Vec::with_capacity(
-            self.accounts.accounts() + self.managers.managers() + self.lifecycle.len() + 8,
-        );
+        let mut out = self.records_besides_entities();
+        self.accounts.checkpoint(&mut out);
+        self.managers.checkpoint(&mut out);
+        out
+    }
+
+    /// The checkpoint records that may have changed since the last call:
+    /// every record except the accounts, managers and teams that did not change
+    /// (at the first call, every record). A record left out is unchanged if
+    /// [`Engine::holds`] its key, and gone if not. A checkpoint costs the
+    /// changes, not the whole state.
+    pub fn checkpoint_changes(&mut self) -> Vec<(String, Vec<u8>)> {
+        let mut out = self.records_besides_entities();
+        self.accounts.checkpoint_changes(&mut out);
+        self.managers.checkpoint_changes(&mut out);
+        out
+    }
+
+    /// Whether the engine holds the entity of checkpoint key `key` among
+    /// those [`Engine::checkpoint_changes`] lists only when they change
+    /// (accounts, managers, teams).
+    pub fn holds(&self, key: &str) -> bool {
+        if let Some(id) = key.strip_prefix(ACCOUNT_PREFIX) {
+            self.accounts.holds(id)
+        } else if let Some(id) = key.strip_prefix(MANAGER_PREFIX) {
+            self.managers.holds_manager(id)
+        } else if let Some(name) = key.strip_prefix(TEAM_PREFIX) {
+            self.managers.holds_team(name)
+        } else {
+            false
+        }
+    }
+
+    /// Every record but the accounts', managers' and teams'.
+    fn records_besides_entities(&self) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::with_capacity(self.lifecycle.len() + 8);
         let globals = EngineGlobals {
             format: STATE_FORMAT,
             watermark: self.watermark.clone(),
@@ -104,8 +137,6 @@ impl Engine {
             managers: self.managers.globals(),
         };
         out.push((ENGINE_KEY.to_owned(), encode(&globals)));
-        self.accounts.checkpoint(&mut out);
-        self.managers.checkpoint(&mut out);
         self.lifecycle.checkpoint(&mut out);
         for (n, chunk) in self.dedup.chunks(DEDUP_CHUNK) {
             out.push((format!("{DEDUP_PREFIX}{n}"), encode(&chunk)));
@@ -307,6 +338,78 @@ mod tests {
                 )
             );
         }
+    }
+
+    /// Checkpoints of changes, kept by the changelog, hold at every point
+    /// exactly the records a whole checkpoint would: no change to an account
+    /// or manager goes unlisted (silent accounts going overdue, deals
+    /// stalling), and no forgotten one stays behind (tight caps and a short
+    /// idle time make accounts and managers come and go).
+    #[test]
+    fn checkpoints_of_changes_keep_what_whole_checkpoints_keep() {
+        let events = stream();
+        let config = Config::defaults();
+        let listed = checkpoint_changes_along(&config, &events, 80);
+        assert!(listed.0 < listed.1, "{listed:?}: changes, whole");
+
+        let mut config = Config::defaults();
+        config.engine.max_accounts = 90;
+        config.engine.max_managers = 9;
+        config.engine.entity_ttl = std::time::Duration::from_secs(60 * 86_400);
+        checkpoint_changes_along(&config, &events, 20);
+    }
+
+    /// Feeds `events` in `cuts` parts, then a day at a time of silence,
+    /// checkpointing the changes after each and comparing what the changelog keeps with a whole checkpoint;
+    /// returns the records listed and those whole checkpoints would have.
+    fn checkpoint_changes_along(
+        config: &Config,
+        events: &[Vec<u8>],
+        cuts: usize,
+    ) -> (usize, usize) {
+        use crate::changelog::{Changelog, Marker};
+
+        let mut engine = Engine::new(config);
+        let mut log = Changelog::default();
+        let mut topic: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+        let mut alerts = Vec::new();
+        let (mut listed, mut whole_records) = (0, 0);
+        // The stream in parts, then days of silence (no events, no facts:
+        // only evaluations change anything).
+        let parts = events.chunks(events.len() / cuts + 1).map(Some);
+        let silence = std::iter::repeat_n(None, 12);
+        for (n, part) in parts.chain(silence).enumerate() {
+            match part {
+                Some(part) => feed(&mut engine, part, &mut alerts),
+                None => engine.advance_idle(86_400, &mut alerts),
+            }
+            let changes = engine.checkpoint_changes();
+            listed += changes.len();
+            let marker = Marker {
+                offsets: [(0, n as i64)].into(),
+                ..Marker::default()
+            };
+            let writes = log.plan_changes(changes, marker, |key| engine.holds(key));
+            topic.extend(writes.into_iter().map(|w| (w.key, w.value)));
+
+            let mut kept = Changelog::restore(topic.clone())
+                .expect("restores")
+                .entities;
+            let mut whole = engine.checkpoint();
+            whole_records += whole.len();
+            kept.sort();
+            whole.sort();
+            assert_eq!(kept.len(), whole.len(), "after part {n}");
+            for (kept, whole) in kept.iter().zip(&whole) {
+                assert_eq!(kept.0, whole.0, "after part {n}");
+                assert!(kept.1 == whole.1, "after part {n}: `{}` differs", whole.0);
+            }
+        }
+        let evictions = engine.stats().evictions;
+        let capped = config.engine.max_accounts < 1000;
+        let forgotten = evictions[1..].iter().all(|(_, n)| *n > 0);
+        assert_eq!(capped, forgotten, "{evictions:?}");
+        (listed, whole_records)
     }
 
     #[test]

@@ -58,6 +58,10 @@ struct ManagerState {
     gauges: ManagerGauges,
     /// The newest fact or book report about the manager, for expiry.
     last_seen: Timestamp,
+    /// Whether the manager changed since the last checkpoint of changes
+    /// (new managers have; restored ones have not).
+    #[serde(skip)]
+    changed: bool,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -66,6 +70,9 @@ struct TeamState {
     exits: DailyBuckets<Tally>,
     rivals: VecDeque<(i64, u32)>,
     last_win_rate: Option<f64>,
+    /// Whether the team changed since the last checkpoint of changes.
+    #[serde(skip)]
+    changed: bool,
 }
 
 /// A manager's statistics at the last evaluation, for the metrics.
@@ -167,15 +174,49 @@ pub struct ManagerGlobals {
     evicted: u64,
 }
 
+fn manager_record(id: &str, manager: &ManagerState) -> (String, Vec<u8>) {
+    (format!("{MANAGER_PREFIX}{id}"), checkpoint::encode(manager))
+}
+
+fn team_record(name: &str, team: &TeamState) -> (String, Vec<u8>) {
+    (format!("{TEAM_PREFIX}{name}"), checkpoint::encode(team))
+}
+
 impl ManagerStage {
     /// Appends one checkpoint record per manager and per team.
     pub fn checkpoint(&self, out: &mut Vec<(String, Vec<u8>)>) {
         for (id, manager) in &self.managers {
-            out.push((format!("{MANAGER_PREFIX}{id}"), checkpoint::encode(manager)));
+            out.push(manager_record(id, manager));
         }
         for (name, team) in &self.teams {
-            out.push((format!("{TEAM_PREFIX}{name}"), checkpoint::encode(team)));
+            out.push(team_record(name, team));
         }
+    }
+
+    /// Appends the records of the managers and teams changed since the last
+    /// call (all of them at the first; every one after an evaluation), and
+    /// counts them as saved.
+    pub fn checkpoint_changes(&mut self, out: &mut Vec<(String, Vec<u8>)>) {
+        for (id, manager) in &mut self.managers {
+            if std::mem::take(&mut manager.changed) {
+                out.push(manager_record(id, manager));
+            }
+        }
+        for (name, team) in &mut self.teams {
+            if std::mem::take(&mut team.changed) {
+                out.push(team_record(name, team));
+            }
+        }
+    }
+
+    /// Whether the stage holds manager `id`.
+    pub fn holds_manager(&self, id: &str) -> bool {
+        self.managers.contains_key(id)
+    }
+
+    /// Whether the stage holds team `name`.
+    pub fn holds_team(&self, name: &str) -> bool {
+        self.teams.contains_key(name)
     }
 
     pub fn globals(&self) -> ManagerGlobals {
@@ -225,9 +266,11 @@ impl ManagerStage {
             self.evict_one();
         }
         let manager = self.managers.entry(fact.manager_id.clone()).or_default();
+        manager.changed = true;
         manager.team.clone_from(&fact.team);
         manager.last_seen = manager.last_seen.max(fact.at);
         let team = self.teams.entry(fact.team.clone()).or_default();
+        team.changed = true;
         let day = fact.at.day();
         match fact.kind {
             FactKind::DealClosed { outcome } => {
@@ -296,6 +339,7 @@ impl ManagerStage {
 
         let mut team_sums: Map<String, TeamSums> = Map::default();
         for (name, team) in self.teams.iter_mut() {
+            team.changed = true;
             let w = Windows::new(end_day, config.detect_for(name));
             team.closes.prune_before(w.earliest());
             team.exits.prune_before(w.earliest());
@@ -354,6 +398,7 @@ impl ManagerStage {
 
         let competitors = &self.competitors;
         for (manager_id, manager) in self.managers.iter_mut() {
+            manager.changed = true;
             let detect = config.detect_for(&manager.team);
             let w = Windows::new(end_day, detect);
             manager.closes.prune_before(w.earliest());
