@@ -13,8 +13,6 @@ use std::sync::Arc;
 
 use super::Map;
 
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thin_vec::ThinVec;
 
@@ -25,6 +23,7 @@ use crate::event::{Event, EventBody, LossReason};
 use crate::time::{Timestamp, DAY};
 
 use super::checkpoint::{self, RestoreError, StaticName};
+use super::eviction::EvictionSampler;
 use super::fact::{DealOutcome, EvidenceRef, Fact, FactKind, LeakRoute};
 use super::lifecycle::{AlertDraft, Lifecycle};
 use super::window::DailyBuckets;
@@ -47,8 +46,8 @@ pub struct AccountStage {
     accounts: Accounts,
     /// Manager and team names, shared by the accounts that name them.
     names: Names,
-    /// Chooses eviction samples (see `evict_one`).
-    eviction_sample: EvictionSample,
+    /// Chooses what to forget at the cap.
+    eviction: EvictionSampler,
     /// Accounts forgotten because they were idle past `engine.entity_ttl` ...
     pub expired: u64,
     /// ... or because `engine.max_accounts` was reached.
@@ -716,24 +715,14 @@ impl AccountStage {
     }
 
     /// Makes room for a new account at the cap: forgets the longest idle of
-    /// a small sample (approximately the least recently seen, in constant
-    /// time), preferring accounts no alert is about. The sample is spread
-    /// over the dense vector by a fixed pseudo-random sequence: the vector is
-    /// in insertion order, so a stretch of it would often hold only accounts
-    /// of one age, and a fixed stretch would keep finding the accounts the
-    /// last evictions moved there.
+    /// a small sample (approximately the least recently seen), preferring
+    /// accounts no alert is about.
     fn evict_one(&mut self) {
-        const SAMPLE: usize = 16;
-        let len = self.accounts.len();
-        if len == 0 {
-            return;
-        }
-        let victim = (0..SAMPLE)
-            .map(|_| self.eviction_sample.0.gen_range(0..len))
-            .min_by_key(|i| {
-                let account = &self.accounts[*i];
-                (account.watched, account.last_seen)
-            });
+        let accounts = &self.accounts;
+        let victim = self.eviction.pick(accounts.len(), |i| {
+            let account = &accounts[i];
+            (account.watched, account.last_seen)
+        });
         if let Some((_, account)) = victim.and_then(|i| self.accounts.swap_remove_index(i)) {
             self.names.release(account.manager_id);
             self.names.release(account.team);
@@ -791,17 +780,6 @@ impl AccountStage {
 
 fn account_record(id: &str, account: &AccountState) -> (String, Vec<u8>) {
     (format!("{ACCOUNT_PREFIX}{id}"), checkpoint::encode(account))
-}
-
-/// The pseudo-random sequence of eviction samples: seeded the same in
-/// every process, so a replay evicts the same accounts.
-#[derive(Debug)]
-struct EvictionSample(SmallRng);
-
-impl Default for EvictionSample {
-    fn default() -> Self {
-        EvictionSample(SmallRng::seed_from_u64(0x6665_6964_616e))
-    }
 }
 
 /// Closes a deal: a `DealClosed` fact, and a `DealExited` one unless the deal

@@ -23,6 +23,7 @@ use crate::time::{Timestamp, DAY};
 
 use super::account::Book;
 use super::checkpoint::{self, RestoreError};
+use super::eviction::EvictionSampler;
 use super::fact::{keep_largest, largest_between, DealOutcome, EvidenceRef, Fact, FactKind};
 use super::lifecycle::{AlertDraft, Lifecycle};
 use super::window::{DailyBuckets, Tally};
@@ -30,14 +31,20 @@ use super::window::{DailyBuckets, Tally};
 /// Losses and leaks kept per manager as candidate evidence; the largest are cited.
 const EVIDENCE_KEPT: usize = 64;
 
+/// Managers in insertion order, so that which one a cap forgets does not
+/// depend on a hash seed.
+type Managers = indexmap::IndexMap<String, ManagerState, ahash::RandomState>;
+
 #[derive(Debug, Default)]
 pub struct ManagerStage {
-    managers: Map<String, ManagerState>,
+    managers: Managers,
     teams: Map<String, TeamState>,
     /// Competitor names, interned: losses store an index.
     competitors: Vec<String>,
     competitor_index: Map<String, u32>,
     max_managers: usize,
+    /// Chooses what to forget at the cap.
+    eviction: EvictionSampler,
     /// Managers forgotten because they were idle past `engine.entity_ttl` ...
     pub expired: u64,
     /// ... or because `engine.max_managers` was reached.
@@ -641,15 +648,14 @@ impl ManagerStage {
 
     /// Makes room at the cap: forgets the longest idle of a small sample.
     fn evict_one(&mut self) {
-        const SAMPLE: usize = 16;
+        let managers = &self.managers;
         let victim = self
-            .managers
-            .iter()
-            .take(SAMPLE)
-            .min_by_key(|(_, m)| m.last_seen)
-            .map(|(id, _)| id.clone());
-        if let Some(id) = victim {
-            self.managers.remove(&id);
+            .eviction
+            .pick(managers.len(), |i| managers[i].last_seen);
+        if victim
+            .and_then(|i| self.managers.swap_remove_index(i))
+            .is_some()
+        {
             self.evicted += 1;
         }
     }

@@ -6,6 +6,7 @@
 pub mod account;
 pub mod checkpoint;
 pub mod dedup;
+pub mod eviction;
 pub mod fact;
 pub mod lifecycle;
 pub mod manager;
@@ -461,5 +462,46 @@ mod tests {
         let stats = engine.stats();
         assert!(stats.accounts <= 2, "{} accounts left", stats.accounts);
         assert!(stats.evictions[1].1 >= 998);
+    }
+
+    #[test]
+    fn the_same_stream_under_the_caps_forgets_the_same_entities_in_every_engine() {
+        use crate::simulate::{SimConfig, Simulation};
+        let events: Vec<Vec<u8>> = Simulation::new(SimConfig {
+            managers: 40,
+            accounts_per_manager: 3,
+            days: 150,
+            seed: 3,
+            ..SimConfig::default()
+        })
+        .flatten()
+        .map(|e| e.to_json().to_string().into_bytes())
+        .collect();
+        let mut config = Config::defaults();
+        // Caps above the eviction sample's 16, so that it is a sample.
+        config.engine.max_managers = 24;
+        config.engine.max_accounts = 60;
+        // Each engine's maps get hash seeds of their own.
+        let run = || {
+            let mut engine = Engine::new(&config);
+            let mut out = Vec::new();
+            for payload in &events {
+                engine.ingest(payload, 0, &mut out);
+            }
+            let mut held: Vec<String> = engine
+                .checkpoint()
+                .into_iter()
+                .map(|(key, _)| key)
+                .collect();
+            held.sort();
+            (held, out, engine.stats().evictions)
+        };
+        let (held, alerts, evictions) = run();
+        assert!(evictions[1].1 > 0 && evictions[2].1 > 0, "{evictions:?}");
+        for _ in 0..3 {
+            let again = run();
+            assert_eq!(again.0, held);
+            assert_eq!(again.1, alerts);
+        }
     }
 }
