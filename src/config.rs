@@ -178,6 +178,8 @@ pub struct ChurnConfig {
     pub signal_alpha: f64,
     pub min_visits: u32,
     pub min_gaps: u32,
+    #[serde(with = "duration")]
+    pub min_history: Duration,
     pub max_shape: f64,
     pub critical_p_value: f64,
     pub book_alpha: f64,

@@ -44,7 +44,10 @@ fn no_honest_manager_is_accused_and_most_diverters_are_found() {
             managers.median_delay_days.unwrap() <= 70.0,
             "seed {seed}: {managers:?}"
         );
-        assert!(accounts.precision >= 0.85, "seed {seed}: {accounts:?}");
-        assert!(accounts.recall >= 0.7, "seed {seed}: {accounts:?}");
+        // Measured 0.96 / 0.73 (seed 11) and 0.97 / 0.76 (seed 12) once
+        // young accounts (two gaps, a month of history) were judged; 0.90 /
+        // 0.72 and 0.93 / 0.73 before.
+        assert!(accounts.precision >= 0.94, "seed {seed}: {accounts:?}");
+        assert!(accounts.recall >= 0.72, "seed {seed}: {accounts:?}");
     }
 }

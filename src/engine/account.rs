@@ -428,6 +428,15 @@ impl Rhythm {
         (estimate / (1.0 + (2.0 / n).sqrt())).clamp(0.5, max_shape.min(n / 2.0).max(0.5))
     }
 
+    /// Whether the rhythm is learnt well enough to judge a silence by: at
+    /// least `min_gaps` gaps, adding up to at least `min_history` (their
+    /// mean times their count; the mean is exact until `RHYTHM_MEMORY`
+    /// gaps, and by then the history is long anyway).
+    fn learnt(&self, min_gaps: u32, min_history: std::time::Duration) -> bool {
+        let span_days = self.gap_mean * f64::from(self.gaps);
+        self.gaps >= min_gaps && span_days * DAY as f64 >= min_history.as_secs_f64()
+    }
+
     /// Whether the last three orders average below `ratio` of the usual value.
     fn value_fell(&self, ratio: f64, min_orders: u32) -> bool {
         self.orders >= min_orders + 3
@@ -891,7 +900,7 @@ fn judge_rhythm(
         .lapsed
         .as_deref()
         .filter(|l| at.0 - l.occurred_at.0 <= churn.lapse_horizon.as_secs() as i64);
-    let judged = account.rhythm.gaps >= churn.min_gaps;
+    let judged = account.rhythm.learnt(churn.min_gaps, churn.min_history);
     let recently_assigned = account
         .assigned_at
         .get()
@@ -1172,16 +1181,45 @@ mod tests {
 
     /// A stage holding one account of kam-1's that ordered on days 0, 10, … 90.
     fn ordering_every_ten_days(account: &str, config: &Config) -> AccountStage {
+        let days: Vec<i64> = (0..10).map(|i| i * 10).collect();
+        ordering_on(account, &days, config)
+    }
+
+    /// A stage holding one account of kam-1's that ordered on `days`.
+    fn ordering_on(account: &str, days: &[i64], config: &Config) -> AccountStage {
         let mut stage = AccountStage::default();
-        for i in 0..10 {
+        for (i, day) in days.iter().enumerate() {
             let order = EventBody::OrderPlaced {
                 order_id: format!("o{i}"),
                 amount: 10.0,
             };
-            let event = event(&format!("e{i}"), account, i * 10, order);
+            let event = event(&format!("e{i}"), account, *day, order);
             stage.apply(&event, config, &mut Vec::new());
         }
         stage
+    }
+
+    #[test]
+    fn a_rhythm_is_judged_once_it_has_two_gaps_spanning_a_month_and_not_on_a_burst() {
+        let config = Config::defaults();
+        assert_eq!(config.detect.churn.min_gaps, 2);
+        assert_eq!(config.detect.churn.min_history.as_secs() / DAY as u64, 30);
+        // Whether kam-1's book judges the account (an unjudged, not churning
+        // account is not in it).
+        let judged_on = |days: &[i64], on: i64| {
+            let mut stage = ordering_on("a", days, &config);
+            let mut life = Lifecycle::new(3, 7);
+            let report = evaluate_on(&mut stage, on, &config, &mut life);
+            report.books.get("kam-1").map(|b| b.judged)
+        };
+        // Six orders in five days are a burst, not a rhythm: 40 days of
+        // silence after them say nothing.
+        assert_eq!(judged_on(&[0, 1, 2, 3, 4, 5], 45), None);
+        // One gap is not enough, however long; two gaps of 14 days are 28.
+        assert_eq!(judged_on(&[0, 40], 45), None);
+        assert_eq!(judged_on(&[0, 14, 28], 35), None);
+        assert_eq!(judged_on(&[0, 15, 30], 35), Some(1));
+        assert_eq!(judged_on(&[0, 1, 2, 3, 4, 5, 40], 45), Some(1));
     }
 
     #[test]
