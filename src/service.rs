@@ -1,10 +1,17 @@
-//! The live service (`feidan run`): state restore → input consumer → engine
+//! The live service (`feidan run`): input consumer → state restore → engine
 //! → sinks, with checkpoints, idle-time watermark advance, metrics and
 //! readiness.
 //!
-//! At start the state topic is read whole and the engine restored from its
-//! last complete checkpoint ([`crate::changelog`]); input messages below the
-//! checkpoint's offsets, consumed again after a crash, are skipped.
+//! One writer. feidan does not scale out yet: an instance applies input,
+//! moves event time and writes state only while the group gives it every
+//! input partition (the *owner*). Each assignment arrives paused. Holding
+//! fewer partitions, because another instance shares the group, it stands
+//! by: nothing consumed, nothing written, not ready. On becoming the owner
+//! (at start, and after standing by) it reads the state topic whole, since
+//! another instance may have written it meanwhile. It restores the engine
+//! from the last complete checkpoint ([`crate::changelog`]) and starts each
+//! partition at that checkpoint's offset. Input below those offsets,
+//! consumed again after a crash, is skipped.
 //!
 //! Order of a message's life: consumed → applied by the engine → its alerts
 //! and dead letter handed to the producer → acknowledged by the broker. The
@@ -19,7 +26,8 @@
 //! the state of that checkpoint, and re-emitted transitions are identical.
 //!
 //! Shutdown (SIGINT/SIGTERM or the caller's future): not ready → stop
-//! consuming → drain in-flight sends → checkpoint → commit → flush.
+//! consuming → drain in-flight sends → checkpoint (the owner only) → commit
+//! → flush.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -29,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::alert::{Alert, Status};
 use crate::changelog::{Changelog, Marker};
@@ -37,7 +45,7 @@ use crate::config::Config;
 use crate::engine::checkpoint::RestoreError;
 use crate::engine::{Engine, Outcome};
 use crate::kafka::sink::{DeliveryState, Pending, SinkError, Sinks, SourceRecord};
-use crate::kafka::source::{self, InputConsumer};
+use crate::kafka::source::{self, InputConsumer, SourceContext};
 use crate::kafka::state::{self as state_topic, StateError};
 use crate::metrics::{Health, Metrics};
 
@@ -101,34 +109,35 @@ pub async fn run(
         crate::kafka::topics::ensure_topics(kafka).await?;
     }
     tokio::pin!(shutdown);
-    let Some(restored) = restore(config, &mut shutdown).await? else {
-        return Ok(RunSummary::default());
-    };
     let (consumer, context) =
         source::subscribe(kafka).map_err(|source| ServiceError::Consumer {
             topic: kafka.input_topic.clone(),
             source,
         })?;
-    for (partition, next) in &restored.offsets {
-        context.set_position(*partition, *next);
-    }
     let consumer = Arc::new(consumer);
     let sinks = Sinks::new(kafka)?;
-    let mut engine = restored.engine;
+    // The state is read from the state topic once this instance holds every
+    // input partition (see `Loop::reassign`); until then it stands by.
+    let mut engine = Engine::new(config);
     let mut state = Loop {
         config,
         consumer: consumer.clone(),
+        context: context.clone(),
         sinks,
         metrics: metrics.clone(),
+        health: health.clone(),
         in_flight: VecDeque::new(),
         summary: RunSummary::default(),
         alerts: Vec::new(),
-        changelog: restored.changelog,
-        state_partitions: restored.partitions,
-        consumed: restored.offsets,
+        changelog: Changelog::default(),
+        state_partitions: 1,
+        consumed: BTreeMap::new(),
+        counted: HashMap::new(),
         refetched: HashMap::new(),
         dirty: false,
         last_checkpoint: Instant::now(),
+        assigned: Vec::new(),
+        owner: false,
     };
     info!(brokers = %kafka.brokers, topic = %kafka.input_topic, group = %kafka.group_id, "Consuming.");
 
@@ -151,7 +160,15 @@ pub async fn run(
                     context.set_connected(true);
                     let now = Instant::now();
                     if let Some(partitions) = context.take_assignment() {
-                        assign(&mut engine, &mut state, &mut last_by_partition, &partitions, now);
+                        state.assigned = partitions;
+                        if !state.reassign(&mut engine, &mut last_by_partition, &mut shutdown).await? {
+                            break;
+                        }
+                    }
+                    if !state.owner {
+                        // Fetched before the pause; consumed again once this
+                        // instance owns the input, from where the state ends.
+                        continue;
                     }
                     last_message = now;
                     idle_clock = None;
@@ -180,8 +197,21 @@ pub async fn run(
             _ = tick.tick() => {
                 let now = Instant::now();
                 let watermark = engine.watermark();
-                if let Some(partitions) = context.take_assignment() {
-                    assign(&mut engine, &mut state, &mut last_by_partition, &partitions, now);
+                let assignment = context.take_assignment();
+                if assignment.is_some() || !state.owner {
+                    // Standing by, ownership is looked at again every tick:
+                    // the metadata may not have answered, or a partition count changed.
+                    if let Some(partitions) = assignment {
+                        state.assigned = partitions;
+                    }
+                    if !state.reassign(&mut engine, &mut last_by_partition, &mut shutdown).await? {
+                        break;
+                    }
+                }
+                if !state.owner {
+                    // Neither event time nor state moves while standing by.
+                    state.settle(false).await?;
+                    continue;
                 }
                 // Partitions quiet for the idle timeout stop holding the watermark back.
                 for (partition, last) in &last_by_partition {
@@ -228,7 +258,7 @@ pub async fn run(
                             false
                         }
                     };
-                    let ready = ready && context.connected();
+                    let ready = ready && context.connected() && state.owner;
                     health.set_ready(ready);
                     metrics.ready.set(i64::from(ready));
                 }
@@ -254,13 +284,24 @@ pub async fn run(
     if let Some(handle) = lag_refresh.take() {
         let _ = handle.await;
     }
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, state.checkpoint(&mut engine)).await;
-    match drained {
-        Ok(result) => result?,
-        Err(_) => warn!(
+    // Only the owner writes state: standing by, another instance may.
+    if state.owner {
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, state.checkpoint(&mut engine)).await;
+        match drained {
+            Ok(result) => result?,
+            Err(_) => warn!(
+                unsettled = state.in_flight.len(),
+                "Gave up waiting for the broker; the input since the last checkpoint will be consumed again."
+            ),
+        }
+    } else if tokio::time::timeout(DRAIN_TIMEOUT, state.settle(true))
+        .await
+        .is_err()
+    {
+        warn!(
             unsettled = state.in_flight.len(),
-            "Gave up waiting for the broker; the input since the last checkpoint will be consumed again."
-        ),
+            "Gave up waiting for the broker."
+        );
     }
     // Leave the group now, so a restarted instance gets the partitions at
     // once instead of after the session timeout.
@@ -281,8 +322,10 @@ pub async fn run(
 struct Loop<'a> {
     config: &'a Config,
     consumer: Arc<InputConsumer>,
+    context: SourceContext,
     sinks: Sinks,
     metrics: Arc<Metrics>,
+    health: Health,
     in_flight: VecDeque<InFlight>,
     summary: RunSummary,
     /// Alert transitions from the engine not yet handed to the producer.
@@ -293,11 +336,20 @@ struct Loop<'a> {
     /// (from the restored checkpoint at start): messages below it are
     /// already in the state.
     consumed: BTreeMap<i32, i64>,
+    /// Per input partition, the next offset not yet counted in the metrics
+    /// by this process: input applied again after the state was read afresh
+    /// is not counted twice.
+    counted: HashMap<i32, i64>,
     /// Per input partition, an offset refused once for jumping ahead.
     refetched: HashMap<i32, i64>,
     /// Whether the state changed since the last checkpoint.
     dirty: bool,
     last_checkpoint: Instant,
+    /// The input partitions the group gave this instance.
+    assigned: Vec<i32>,
+    /// Whether this instance holds every input partition: only then does it
+    /// apply input, move event time and write state.
+    owner: bool,
 }
 
 impl Loop<'_> {
@@ -351,9 +403,13 @@ impl Loop<'_> {
         self.metrics
             .processing
             .observe(started.elapsed().as_secs_f64());
-        self.metrics
-            .count_message(ingested.event_type, &ingested.outcome);
-        self.summary.messages += 1;
+        let counted = self.counted.entry(record.partition).or_insert(0);
+        if record.offset >= *counted {
+            *counted = record.offset + 1;
+            self.metrics
+                .count_message(ingested.event_type, &ingested.outcome);
+            self.summary.messages += 1;
+        }
 
         let mut pending = Vec::new();
         if let Outcome::DeadLetter(reason) = &ingested.outcome {
@@ -457,6 +513,100 @@ impl Loop<'_> {
         if position.is_some() {
             self.summary.settled += 1;
         }
+    }
+
+    /// Acts on the input partitions the group gave this instance; `false`
+    /// when shutdown came first.
+    ///
+    /// feidan does not scale out yet (README): an instance applies input,
+    /// moves event time and writes state only while it holds every
+    /// partition of the input topic. Holding fewer (another instance shares
+    /// the group), it stands by: partitions paused, nothing written, not
+    /// ready. On becoming the owner it reads the state topic afresh, since
+    /// another instance may have written it meanwhile, and starts each
+    /// partition where that state ends.
+    async fn reassign(
+        &mut self,
+        engine: &mut Engine,
+        last_by_partition: &mut HashMap<i32, Instant>,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<bool, ServiceError> {
+        let topic = self.config.kafka.input_topic.clone();
+        let Some(total) = source::partition_count(&self.consumer, &topic) else {
+            return Ok(true); // asked again at the next tick
+        };
+        let holds_all =
+            !self.assigned.is_empty() && (0..total as i32).all(|p| self.assigned.contains(&p));
+        if !holds_all {
+            if self.owner || self.metrics.group_standby.get() == 0 {
+                if self.assigned.is_empty() {
+                    info!("No input partitions assigned; standing by.");
+                } else {
+                    error!(
+                        group = %self.config.kafka.group_id,
+                        assigned = ?self.assigned,
+                        partitions = total,
+                        "Another feidan instance shares this consumer group. feidan does not scale out yet: this one stands by (consumes nothing, writes no state, not ready) until it holds every input partition. Run one instance per group."
+                    );
+                }
+            }
+            source::pause(&self.consumer, &topic, &self.assigned);
+            self.owner = false;
+            self.health.set_ready(false);
+            self.metrics.ready.set(0);
+            self.metrics.group_standby.set(1);
+            return Ok(true);
+        }
+        if self.owner {
+            // Still the owner (a rebalance gave back the same partitions,
+            // each starting where this instance's state ends).
+            self.start(engine, last_by_partition);
+            return Ok(true);
+        }
+        self.settle(true).await?;
+        let Some(restored) = restore(self.config, shutdown).await? else {
+            return Ok(false);
+        };
+        *engine = restored.engine;
+        self.changelog = restored.changelog;
+        self.state_partitions = restored.partitions;
+        self.consumed = restored.offsets;
+        self.refetched.clear();
+        self.alerts.clear();
+        self.dirty = false;
+        let starts = source::start_offsets(&self.consumer, &topic, &self.assigned, &self.consumed);
+        for (partition, start) in &starts {
+            if let rdkafka::Offset::Offset(next) = start {
+                self.context.set_position(*partition, *next);
+            }
+            if let Err(error) =
+                self.consumer
+                    .seek(&topic, *partition, *start, Duration::from_secs(5))
+            {
+                warn!(partition, error = %error, "Cannot start the partition where the state ends.");
+            }
+        }
+        self.start(engine, last_by_partition);
+        self.owner = true;
+        self.metrics.group_standby.set(0);
+        info!(
+            partitions = total,
+            "This instance holds every input partition; consuming."
+        );
+        Ok(true)
+    }
+
+    /// Hands the assigned partitions to the engine's watermark (each starts
+    /// its idle clock now) and resumes fetching them.
+    fn start(&mut self, engine: &mut Engine, last_by_partition: &mut HashMap<i32, Instant>) {
+        let now = Instant::now();
+        last_by_partition.retain(|p, _| self.assigned.contains(p));
+        for partition in &self.assigned {
+            last_by_partition.entry(*partition).or_insert(now);
+        }
+        engine.assign_partitions(&self.assigned, &mut self.alerts);
+        let topic = &self.config.kafka.input_topic;
+        source::resume(&self.consumer, topic, &self.assigned);
     }
 
     /// Takes a checkpoint (see the module documentation): everything sent so
@@ -592,22 +742,6 @@ async fn restore(
         partitions: read.partitions,
         offsets,
     }))
-}
-
-/// Hands a new assignment to the engine's watermark; new partitions start
-/// their idle clock now.
-fn assign(
-    engine: &mut Engine,
-    state: &mut Loop<'_>,
-    last: &mut HashMap<i32, Instant>,
-    partitions: &[i32],
-    now: Instant,
-) {
-    last.retain(|p, _| partitions.contains(p));
-    for partition in partitions {
-        last.entry(*partition).or_insert(now);
-    }
-    engine.assign_partitions(partitions, &mut state.alerts);
 }
 
 fn unix_now() -> f64 {

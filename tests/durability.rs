@@ -95,6 +95,18 @@ fn expected_transitions(alerts: &[Alert]) -> BTreeMap<(String, String), String> 
         .collect()
 }
 
+/// Asserts that the alert topic holds exactly `expected`'s transitions
+/// (each repeat of one identical to its first copy).
+fn assert_alert_topic_holds(config: &Config, expected: &[Alert]) {
+    let records = read_topic(
+        &config.kafka.brokers,
+        &config.kafka.alert_topic,
+        expected.len(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(transitions(&records), expected_transitions(expected));
+}
+
 fn metrics_of(port: u16) -> Option<String> {
     http_get(port, "/metrics")
         .filter(|(status, _)| *status == 200)
@@ -375,13 +387,72 @@ async fn a_broker_outage_is_waited_out_with_nothing_lost() {
         "feidan was never restarted"
     );
 
-    let records = read_topic(
-        &config.kafka.brokers,
-        &config.kafka.alert_topic,
-        expected.len(),
-        Duration::from_secs(60),
-    );
-    assert_eq!(transitions(&records), expected_transitions(&expected));
+    assert_alert_topic_holds(&config, &expected);
     drop(relay);
+    drop(broker);
+}
+
+/// feidan does not scale out yet, and a second instance in the group must
+/// not corrupt the first one's work: both stand by (consume nothing, write
+/// no state, not ready, `feidan_group_standby` 1) while they share the
+/// group; when the first leaves, the second reads the state afresh, takes
+/// over every partition where that state ends, and the alerts equal the
+/// backtest's. Without the stand-by, the two would split the partitions,
+/// each judge half of every manager's accounts, and write the state topic
+/// over each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_in_the_group_stands_by_then_takes_over_with_the_state() {
+    let Some(broker) = start_tansu() else { return };
+    let config = tansu_config(&broker.bootstrap);
+    create_input(&config, 3).await;
+    let input = small_world(4);
+    let half = input.len() / 2;
+    let expected = backtest_alerts(&config, &input);
+    produce(
+        &config.kafka.brokers,
+        &config.kafka.input_topic,
+        &input[..half],
+        account_key,
+    );
+
+    let (first_port, second_port) = (free_port(), free_port());
+    let mut first = spawn_feidan(&config, first_port, &[]);
+    wait_caught_up(first_port, 3, Duration::from_secs(120));
+    let standby = |port: u16| metrics_of(port).map(|b| metric_sum(&b, "feidan_group_standby"));
+    assert_eq!(standby(first_port), Some(0));
+
+    let mut second = spawn_feidan(&config, second_port, &[]);
+    let started = Instant::now();
+    while standby(first_port) != Some(1) || standby(second_port) != Some(1) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "both must stand by while they share the group"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    produce(
+        &config.kafka.brokers,
+        &config.kafka.input_topic,
+        &input[half..],
+        account_key,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    for port in [first_port, second_port] {
+        assert_eq!(http_get(port, "/readyz").map(|(s, _)| s), Some(503));
+    }
+    let counted = |port: u16| metrics_of(port).map_or(0, |b| metric_sum(&b, "feidan_events_total"));
+    assert_eq!(
+        counted(first_port),
+        half as u64,
+        "the first consumed nothing more"
+    );
+    assert_eq!(counted(second_port), 0, "the second consumed nothing");
+
+    assert!(terminate(&mut first).success());
+    wait_caught_up(second_port, 3, Duration::from_secs(120));
+    assert_eq!(standby(second_port), Some(0));
+    assert!(terminate(&mut second).success());
+
+    assert_alert_topic_holds(&config, &expected);
     drop(broker);
 }

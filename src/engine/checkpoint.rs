@@ -412,6 +412,44 @@ mod tests {
         (listed, whole_records)
     }
 
+    /// A checkpoint taken while one partition has delivered nothing (so
+    /// every event waits in the buffer) restores into an engine that goes
+    /// on exactly as the uninterrupted one.
+    #[test]
+    fn a_restore_while_a_silent_partition_holds_everything_back_goes_on_the_same() {
+        let config = Config::defaults();
+        let events = stream();
+        let partition_of = |i: usize| (i % 3) as i32;
+        let (held, late): (Vec<usize>, Vec<usize>) =
+            (0..events.len()).partition(|i| partition_of(*i) != 2 && *i < events.len() / 3);
+        let order: Vec<usize> = held.iter().chain(late.iter()).copied().collect();
+        let feed_in = |engine: &mut Engine, indices: &[usize], out: &mut Vec<Alert>| {
+            for i in indices {
+                engine.ingest(&events[*i], partition_of(*i), out);
+            }
+        };
+        let mut whole = Engine::new(&config);
+        let mut expected = Vec::new();
+        whole.assign_partitions(&[0, 1, 2], &mut expected);
+        feed_in(&mut whole, &order, &mut expected);
+        assert!(!expected.is_empty());
+
+        let mut first = Engine::new(&config);
+        let mut alerts = Vec::new();
+        first.assign_partitions(&[0, 1, 2], &mut alerts);
+        feed_in(&mut first, &held, &mut alerts);
+        assert_eq!(
+            first.stats().accounts,
+            0,
+            "everything waits for partition 2"
+        );
+        let records = first.checkpoint();
+        let mut second = Engine::restore(&config, records).expect("restores");
+        second.assign_partitions(&[0, 1, 2], &mut alerts);
+        feed_in(&mut second, &late, &mut alerts);
+        assert_eq!(alerts, expected);
+    }
+
     #[test]
     fn every_fixed_name_state_keeps_reads_back() {
         type E = serde::de::value::Error;

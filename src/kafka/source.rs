@@ -88,7 +88,7 @@ impl ClientContext for SourceContext {
 impl ConsumerContext for SourceContext {
     /// The default eager rebalance, except that each assigned partition
     /// starts at the position the state needs (when known) instead of the
-    /// committed offset.
+    /// committed offset, and starts paused: the service resumes it.
     fn rebalance(
         &self,
         base_consumer: &BaseConsumer<Self>,
@@ -118,6 +118,12 @@ impl ConsumerContext for SourceContext {
                 }
                 if let Err(error) = base_consumer.assign(tpl) {
                     warn!(error = %error, "Cannot take the assigned partitions.");
+                }
+                // Nothing is fetched until the service has decided whether
+                // this instance owns the input and where each partition
+                // starts (it resumes them).
+                if let Err(error) = base_consumer.pause(tpl) {
+                    warn!(error = %error, "Cannot pause the assigned partitions.");
                 }
                 self.post_rebalance(base_consumer, &Rebalance::Assign(tpl));
             }
@@ -177,6 +183,81 @@ pub fn subscribe(kafka: &KafkaConfig) -> KafkaResult<(InputConsumer, SourceConte
         .create_with_context(context.clone())?;
     consumer.subscribe(&[&kafka.input_topic])?;
     Ok((consumer, context))
+}
+
+/// How many partitions `topic` has, as the cluster says now; `None` when it
+/// cannot be asked. Blocking (briefly): the cluster is asked directly.
+pub fn partition_count(consumer: &InputConsumer, topic: &str) -> Option<usize> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .map_err(|error| warn!(error = %error, "Cannot read the input topic's partitions."))
+        .ok()?;
+    metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len())
+        .filter(|n| *n > 0)
+}
+
+fn partition_list(topic: &str, partitions: &[i32]) -> TopicPartitionList {
+    let mut list = TopicPartitionList::with_capacity(partitions.len());
+    for partition in partitions {
+        list.add_partition(topic, *partition);
+    }
+    list
+}
+
+/// Stops fetching `partitions` of `topic` (the consumer stays in its group).
+pub fn pause(consumer: &InputConsumer, topic: &str, partitions: &[i32]) {
+    if partitions.is_empty() {
+        return;
+    }
+    if let Err(error) = consumer.pause(&partition_list(topic, partitions)) {
+        warn!(error = %error, "Cannot pause the input partitions.");
+    }
+}
+
+/// Fetches `partitions` of `topic` again.
+pub fn resume(consumer: &InputConsumer, topic: &str, partitions: &[i32]) {
+    if partitions.is_empty() {
+        return;
+    }
+    if let Err(error) = consumer.resume(&partition_list(topic, partitions)) {
+        warn!(error = %error, "Cannot resume the input partitions.");
+    }
+}
+
+/// Where each of `partitions` starts: at `state`'s next offset where the
+/// restored state has one; else at the group's committed offset; else at
+/// the beginning (nothing of it is in the state). Blocking (briefly).
+pub fn start_offsets(
+    consumer: &InputConsumer,
+    topic: &str,
+    partitions: &[i32],
+    state: &std::collections::BTreeMap<i32, i64>,
+) -> Vec<(i32, Offset)> {
+    let committed = consumer
+        .committed_offsets(partition_list(topic, partitions), Duration::from_secs(5))
+        .map_err(|error| warn!(error = %error, "Cannot read the committed offsets."))
+        .ok();
+    partitions
+        .iter()
+        .map(|partition| {
+            let committed = committed
+                .as_ref()
+                .and_then(|c| c.find_partition(topic, *partition))
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(offset) => Some(offset),
+                    _ => None,
+                });
+            let start = match state.get(partition).copied().or(committed) {
+                Some(next) => Offset::Offset(next),
+                None => Offset::Beginning,
+            };
+            (*partition, start)
+        })
+        .collect()
 }
 
 /// Messages behind the high watermark, per assigned partition of `topic`.

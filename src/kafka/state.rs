@@ -1,13 +1,15 @@
-//! The state topic's edge: reads the whole compacted changelog at start
-//! (every partition, from the beginning to its high watermark) and hands it
-//! to [`Changelog::restore`]. Writes go through the sinks' producer.
+//! The state topic's edge: reads the whole compacted changelog when the
+//! instance becomes the owner of the input (every partition, from the
+//! beginning to its high watermark and whatever the last batch holds past
+//! it) and hands it to [`Changelog::restore`]. Writes go through the sinks'
+//! producer.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::info;
 
@@ -49,6 +51,22 @@ pub struct StateRead {
 /// How long a read may go without a new record before it is given up.
 const STALL: Duration = Duration::from_secs(30);
 
+/// A state record's key and value (`None`: a tombstone).
+fn record_of(message: &BorrowedMessage<'_>) -> (String, Option<Vec<u8>>) {
+    let key = message
+        .key()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .unwrap_or_default();
+    (key, message.payload().map(<[u8]>::to_vec))
+}
+
+/// How long the reader waits for records past the high watermarks.
+const TAIL_WAIT: Duration = Duration::from_millis(500);
+
+/// The state reader's fetch limit per partition and request: above any
+/// state record (a dedup or buffer chunk is well under 1 MB).
+const STATE_FETCH_BYTES: &str = "16777216";
+
 /// Reads the whole state topic. Blocking: call it off the async threads.
 ///
 /// # Errors
@@ -65,6 +83,11 @@ pub fn read(kafka: &KafkaConfig, timeout: Duration) -> Result<StateRead, StateEr
         .set("group.id", format!("{}-state-restore", kafka.group_id))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
+        // Whatever `kafka.client` sets for the input, the reader must be
+        // able to fetch the largest state record (up to about 1 MB): not
+        // every broker hands out a record larger than the fetch limit.
+        .set("max.partition.fetch.bytes", STATE_FETCH_BYTES)
+        .set("fetch.max.bytes", STATE_FETCH_BYTES)
         .create()
         .map_err(read_error)?;
     let metadata = consumer
@@ -105,11 +128,7 @@ pub fn read(kafka: &KafkaConfig, timeout: Duration) -> Result<StateRead, StateEr
                 Some(Ok(message)) => {
                     last_progress = Instant::now();
                     let partition = message.partition();
-                    let key = message
-                        .key()
-                        .map(|k| String::from_utf8_lossy(k).into_owned())
-                        .unwrap_or_default();
-                    records.push((key, message.payload().map(<[u8]>::to_vec)));
+                    records.push(record_of(&message));
                     if remaining
                         .get(&partition)
                         .is_some_and(|high| message.offset() + 1 >= *high)
@@ -126,6 +145,13 @@ pub fn read(kafka: &KafkaConfig, timeout: Duration) -> Result<StateRead, StateEr
                 }
                 None => {}
             }
+        }
+        // Whatever follows in a batch the high watermark cut: tansu 0.6
+        // reports the high watermark of a partition whose last batch holds
+        // several records below that batch's end, so records past it still
+        // arrive. Taken until the consumer has nothing more to hand out.
+        while let Some(message) = consumer.poll(TAIL_WAIT) {
+            records.push(record_of(&message.map_err(read_error)?));
         }
     }
     let count = records.len() as u64;
