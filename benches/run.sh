@@ -118,7 +118,7 @@ $broker
 | engine ≥ 1 M events/s, within 2× of decode-only | not met: see the engine figures above |
 | backtest of 5 M events < 10 s, < 1 GiB | memory met; time not met (see above) |
 | ≤ 256 B/account, ≤ 4 KiB/manager, ≤ 128 B/open opportunity | manager and open opportunity met; account not met (see above) |
-| run ≥ 80% of a bare consumer through a broker | met in two of three runs on 2026-11-29 (0.83, 0.77, 0.86; 0.78 before): borderline, with tansu and feidan sharing the two cores |
+| run ≥ 80% of a bare consumer through a broker | met: 0.86 and 0.87 in two runs on 2026-11-29 (0.77 to 0.86 before), with tansu and feidan sharing the two cores |
 | p99 append-to-processed ≤ 50 ms at 10 k/s | met: see the latency above |
 
 How the memory is measured: each kind in a fresh process (memory one

@@ -194,6 +194,14 @@ pub async fn run(
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             },
+            () = context.rebalanced() => {
+                if let Some(partitions) = context.take_assignment() {
+                    state.assigned = partitions;
+                    if !state.reassign(&mut engine, &mut last_by_partition, &mut shutdown).await? {
+                        break;
+                    }
+                }
+            }
             _ = tick.tick() => {
                 let now = Instant::now();
                 let watermark = engine.watermark();

@@ -31,6 +31,9 @@ pub struct SourceContext {
     /// The input partitions after the latest rebalance, until the loop takes them.
     assignment: Arc<Mutex<Option<Vec<i32>>>>,
     changed: Arc<AtomicBool>,
+    /// Wakes the service when an assignment arrives: its partitions are
+    /// paused, so no message would.
+    assigned: Arc<tokio::sync::Notify>,
     /// Per input partition, the next offset the state needs: an assigned
     /// partition starts there, not at the committed offset, so a rebalance
     /// can neither skip input nor hand back input already applied.
@@ -47,6 +50,12 @@ impl SourceContext {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
+    }
+
+    /// Completes when a rebalance has happened since the last call (at once
+    /// if one happened meanwhile).
+    pub async fn rebalanced(&self) {
+        self.assigned.notified().await;
     }
 
     /// Records that input `partition` has been applied up to `next` (exclusive).
@@ -153,6 +162,7 @@ impl ConsumerContext for SourceContext {
             .unwrap_or_default();
         *self.assignment.lock().unwrap_or_else(|e| e.into_inner()) = Some(partitions);
         self.changed.store(true, Ordering::Release);
+        self.assigned.notify_one();
         match rebalance {
             Rebalance::Assign(partitions) => info!(
                 partitions = partitions.count(),
