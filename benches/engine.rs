@@ -72,10 +72,17 @@ fn checkpoints(c: &mut Criterion) {
     let events = stream();
     let config = Config::defaults();
     let limits = DecodeLimits::default();
-    let time_of = |e: &[u8]| decode(e, limits).map(|e| e.occurred_at.0).unwrap_or(0);
-    let end = events.iter().map(|e| time_of(e)).max().unwrap_or(0);
-    let (before, last_hour): (Vec<_>, Vec<_>) =
-        events.iter().partition(|e| time_of(e) < end - 3600);
+    let times: Vec<i64> = events
+        .iter()
+        .map(|e| decode(e, limits).map(|e| e.occurred_at.0).unwrap_or(0))
+        .collect();
+    let end = times.iter().copied().max().unwrap_or(0);
+    let (before, last_hour): (Vec<_>, Vec<_>) = events
+        .iter()
+        .zip(&times)
+        .partition(|(_, at)| **at < end - 3600);
+    let before: Vec<&Vec<u8>> = before.into_iter().map(|(e, _)| e).collect();
+    let last_hour: Vec<&Vec<u8>> = last_hour.into_iter().map(|(e, _)| e).collect();
     let mut engine = Engine::new(&config);
     let mut out = Vec::new();
     for event in &before {

@@ -137,6 +137,7 @@ pub async fn run(
         dirty: false,
         last_checkpoint: Instant::now(),
         assigned: Vec::new(),
+        undecided: false,
         owner: false,
     };
     info!(brokers = %kafka.brokers, topic = %kafka.input_topic, group = %kafka.group_id, "Consuming.");
@@ -159,11 +160,8 @@ pub async fn run(
                 Ok(message) => {
                     context.set_connected(true);
                     let now = Instant::now();
-                    if let Some(partitions) = context.take_assignment() {
-                        state.assigned = partitions;
-                        if !state.reassign(&mut engine, &mut last_by_partition, &mut shutdown).await? {
-                            break;
-                        }
+                    if !state.follow_assignment(&mut engine, &mut last_by_partition, &mut shutdown).await? {
+                        break;
                     }
                     if !state.owner {
                         // Fetched before the pause; consumed again once this
@@ -195,26 +193,15 @@ pub async fn run(
                 }
             },
             () = context.rebalanced() => {
-                if let Some(partitions) = context.take_assignment() {
-                    state.assigned = partitions;
-                    if !state.reassign(&mut engine, &mut last_by_partition, &mut shutdown).await? {
-                        break;
-                    }
+                if !state.follow_assignment(&mut engine, &mut last_by_partition, &mut shutdown).await? {
+                    break;
                 }
             }
             _ = tick.tick() => {
                 let now = Instant::now();
                 let watermark = engine.watermark();
-                let assignment = context.take_assignment();
-                if assignment.is_some() || !state.owner {
-                    // Standing by, ownership is looked at again every tick:
-                    // the metadata may not have answered, or a partition count changed.
-                    if let Some(partitions) = assignment {
-                        state.assigned = partitions;
-                    }
-                    if !state.reassign(&mut engine, &mut last_by_partition, &mut shutdown).await? {
-                        break;
-                    }
+                if !state.follow_assignment(&mut engine, &mut last_by_partition, &mut shutdown).await? {
+                    break;
                 }
                 if !state.owner {
                     // Neither event time nor state moves while standing by.
@@ -355,6 +342,9 @@ struct Loop<'a> {
     last_checkpoint: Instant,
     /// The input partitions the group gave this instance.
     assigned: Vec<i32>,
+    /// Whether the last assignment is still to be acted on (the input
+    /// topic's partition count could not be read).
+    undecided: bool,
     /// Whether this instance holds every input partition: only then does it
     /// apply input, move event time and write state.
     owner: bool,
@@ -523,6 +513,25 @@ impl Loop<'_> {
         }
     }
 
+    /// Takes a new assignment of input partitions, if the group made one,
+    /// and acts on it (again, if it could not be decided before); `false`
+    /// when shutdown came first.
+    async fn follow_assignment(
+        &mut self,
+        engine: &mut Engine,
+        last_by_partition: &mut HashMap<i32, Instant>,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<bool, ServiceError> {
+        if let Some(partitions) = self.context.take_assignment() {
+            self.assigned = partitions;
+            self.undecided = true;
+        }
+        if !self.undecided {
+            return Ok(true);
+        }
+        self.reassign(engine, last_by_partition, shutdown).await
+    }
+
     /// Acts on the input partitions the group gave this instance; `false`
     /// when shutdown came first.
     ///
@@ -543,20 +552,19 @@ impl Loop<'_> {
         let Some(total) = source::partition_count(&self.consumer, &topic) else {
             return Ok(true); // asked again at the next tick
         };
+        self.undecided = false;
         let holds_all =
             !self.assigned.is_empty() && (0..total as i32).all(|p| self.assigned.contains(&p));
         if !holds_all {
-            if self.owner || self.metrics.group_standby.get() == 0 {
-                if self.assigned.is_empty() {
-                    info!("No input partitions assigned; standing by.");
-                } else {
-                    error!(
-                        group = %self.config.kafka.group_id,
-                        assigned = ?self.assigned,
-                        partitions = total,
-                        "Another feidan instance shares this consumer group. feidan does not scale out yet: this one stands by (consumes nothing, writes no state, not ready) until it holds every input partition. Run one instance per group."
-                    );
-                }
+            if self.assigned.is_empty() {
+                info!("No input partitions assigned; standing by.");
+            } else {
+                error!(
+                    group = %self.config.kafka.group_id,
+                    assigned = ?self.assigned,
+                    partitions = total,
+                    "Another feidan instance shares this consumer group. feidan does not scale out yet: this one stands by (consumes nothing, writes no state, not ready) until it holds every input partition. Run one instance per group."
+                );
             }
             source::pause(&self.consumer, &topic, &self.assigned);
             self.owner = false;
