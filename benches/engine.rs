@@ -13,6 +13,10 @@ use feidan::engine::Engine;
 use feidan::event::{decode, DecodeLimits};
 use feidan::simulate::{SimConfig, Simulation};
 
+/// The allocator `feidan` itself runs with (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn stream() -> Vec<Vec<u8>> {
     let managers = std::env::var("FEIDAN_BENCH_MANAGERS")
         .ok()

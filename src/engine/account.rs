@@ -487,6 +487,35 @@ pub struct ChurningAccount {
     pub evidence: Vec<EvidenceRef>,
 }
 
+/// The books gathered in one evaluation, keyed by the address of the
+/// interned manager id: every account of a manager holds the same `Arc`
+/// (see [`Names`]), so finding the book hashes a pointer, not the id.
+#[derive(Default)]
+struct BooksByManager(Map<usize, (Arc<str>, Book)>);
+
+impl BooksByManager {
+    fn of(&mut self, manager_id: &Arc<str>, team: &str) -> &mut Book {
+        let (_, book) = self
+            .0
+            .entry(Arc::as_ptr(manager_id) as *const u8 as usize)
+            .or_insert_with(|| {
+                let book = Book {
+                    team: team.to_owned(),
+                    ..Book::default()
+                };
+                (manager_id.clone(), book)
+            });
+        book
+    }
+
+    fn by_id(self) -> Map<String, Book> {
+        self.0
+            .into_values()
+            .map(|(manager_id, book)| (manager_id.to_string(), book))
+            .collect()
+    }
+}
+
 /// What one evaluation of the account stage yields for the manager stage.
 #[derive(Debug, Default)]
 pub struct AccountReport {
@@ -663,6 +692,7 @@ impl AccountStage {
         out: &mut Vec<Alert>,
     ) -> AccountReport {
         let mut report = AccountReport::default();
+        let mut books = BooksByManager::default();
         let pace = CompanyPace::new(
             &self.company_orders,
             at,
@@ -683,18 +713,12 @@ impl AccountStage {
                 );
             }
             judge_rhythm(
-                account_id,
-                account,
-                at,
-                detect,
-                &pace,
-                lifecycle,
-                &mut report.books,
-                out,
+                account_id, account, at, detect, &pace, lifecycle, &mut books, out,
             );
             account.changed |= (account.watched, account.churning_since) != judged_before;
         }
         self.company_orders.prune_before(forget_before.day());
+        report.books = books.by_id();
         report
     }
 
@@ -892,7 +916,7 @@ fn judge_rhythm(
     detect: &DetectConfig,
     pace: &CompanyPace,
     lifecycle: &mut Lifecycle,
-    books: &mut Map<String, Book>,
+    books: &mut BooksByManager,
     out: &mut Vec<Alert>,
 ) {
     let churn = &detect.churn;
@@ -976,20 +1000,7 @@ fn judge_rhythm(
     if (!judged && !churning) || gone {
         return;
     }
-    // Looked up before inserting: the manager's id is cloned once per
-    // evaluation, not once per account.
-    if !books.contains_key(&*account.manager_id) {
-        books.insert(
-            account.manager_id.to_string(),
-            Book {
-                team: account.team.to_string(),
-                ..Book::default()
-            },
-        );
-    }
-    let Some(book) = books.get_mut(&*account.manager_id) else {
-        return;
-    };
+    let book = books.of(&account.manager_id, &account.team);
     book.judged += 1;
     if judged {
         let window = churn.order_window.as_secs() as i64;

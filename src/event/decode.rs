@@ -393,8 +393,11 @@ impl<'s, 'a> Fields<'s, 'a> {
     /// An identifier: a string of 1 to 256 characters.
     fn id(&self, field: &'static str) -> Result<String, DecodeError> {
         let text = self.string(field)?;
-        let chars = text.chars().count();
-        if chars == 0 || chars > MAX_ID_CHARS {
+        // A char is at least one byte, so an id of at most MAX_ID_CHARS
+        // bytes (nearly all) is within the limit without counting chars.
+        let too_long = text.len() > MAX_ID_CHARS && text.chars().count() > MAX_ID_CHARS;
+        if text.is_empty() || too_long {
+            let chars = text.chars().count();
             return Err(DecodeError::InvalidValue {
                 field,
                 problem: format!("length {chars} is outside 1..={MAX_ID_CHARS}"),
