@@ -4,7 +4,8 @@
 //! encoded and changelog writes planned): of the whole state, and of what
 //! changed in the stream's last hour, which is what `run` writes.
 //! Inputs are generated before the timed loops. Size with
-//! `FEIDAN_BENCH_MANAGERS` (default 200 managers, 10 accounts each, 180 days).
+//! `FEIDAN_BENCH_MANAGERS`, `FEIDAN_BENCH_ACCOUNTS` (per manager) and
+//! `FEIDAN_BENCH_DAYS` (default 200 managers, 10 accounts each, 180 days).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use feidan::changelog::{Changelog, Marker};
@@ -17,15 +18,20 @@ use feidan::simulate::{SimConfig, Simulation};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn stream() -> Vec<Vec<u8>> {
-    let managers = std::env::var("FEIDAN_BENCH_MANAGERS")
+/// A positive number from the environment, or `default`.
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(default)
+}
+
+fn stream() -> Vec<Vec<u8>> {
     Simulation::new(SimConfig {
         seed: 1,
-        managers,
-        days: 180,
+        managers: env_or("FEIDAN_BENCH_MANAGERS", 200),
+        accounts_per_manager: env_or("FEIDAN_BENCH_ACCOUNTS", 10),
+        days: env_or("FEIDAN_BENCH_DAYS", 180) as i64,
         ..SimConfig::default()
     })
     .flatten()

@@ -91,18 +91,18 @@ pub fn maven_crm(dir: &Path) -> Result<Imported, ImportError> {
             .cloned()
             .unwrap_or_else(|| "default".to_owned());
         let event = |suffix: &str, at: Timestamp, body: EventBody| Event {
-            event_id: format!("{opportunity}-{suffix}"),
+            event_id: format!("{opportunity}-{suffix}").into(),
             occurred_at: at,
-            manager_id: agent.clone(),
-            account_id: account.clone(),
-            team: team.clone(),
+            manager_id: agent.as_str().into(),
+            account_id: account.as_str().into(),
+            team: team.as_str().into(),
             body,
         };
         imported.events.push(event(
             "created",
             engaged,
             EventBody::OpportunityCreated {
-                opportunity_id: opportunity.clone(),
+                opportunity_id: opportunity.as_str().into(),
                 amount,
             },
         ));
@@ -118,7 +118,7 @@ pub fn maven_crm(dir: &Path) -> Result<Imported, ImportError> {
                 "won",
                 closed,
                 EventBody::OpportunityWon {
-                    opportunity_id: opportunity.clone(),
+                    opportunity_id: opportunity.as_str().into(),
                     amount: value,
                 },
             ));
@@ -126,7 +126,7 @@ pub fn maven_crm(dir: &Path) -> Result<Imported, ImportError> {
                 "order",
                 closed,
                 EventBody::OrderPlaced {
-                    order_id: format!("{opportunity}-order"),
+                    order_id: format!("{opportunity}-order").into(),
                     amount: value,
                 },
             ));
@@ -135,7 +135,7 @@ pub fn maven_crm(dir: &Path) -> Result<Imported, ImportError> {
                 "lost",
                 closed,
                 EventBody::OpportunityLost {
-                    opportunity_id: opportunity.clone(),
+                    opportunity_id: opportunity.as_str().into(),
                     amount,
                     reason: LossReason::Other,
                     competitor: None,

@@ -24,7 +24,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Gamma, LogNormal};
 use serde::Serialize;
 
-use crate::event::{ActivityKind, Event, EventBody, FeedbackKind, LossReason};
+use crate::event::{ActivityKind, Event, EventBody, FeedbackKind, Id, LossReason};
 use crate::time::{Timestamp, DAY};
 
 /// The size and shape of the simulated organisation.
@@ -465,7 +465,14 @@ impl Simulation {
                         self.accounts[a].order_size * amount_factor * self.rng.gen_range(0.6..1.4),
                     );
                     let order_id = format!("ord-{}", self.next_event + 1);
-                    events.push(self.event(day, a, EventBody::OrderPlaced { order_id, amount }));
+                    events.push(self.event(
+                        day,
+                        a,
+                        EventBody::OrderPlaced {
+                            order_id: order_id.into(),
+                            amount,
+                        },
+                    ));
                 }
             }
 
@@ -499,7 +506,7 @@ impl Simulation {
                     update_day: day + self.rng.gen_range(3..10),
                 };
                 let body = EventBody::OpportunityCreated {
-                    opportunity_id: deal.id.clone(),
+                    opportunity_id: deal.id.as_str().into(),
                     amount: deal.amount,
                 };
                 events.push(self.event(day, a, body));
@@ -513,7 +520,7 @@ impl Simulation {
                 let leaving = churned_for.is_some() || matches!(diversion, Diversion::Stopped(_));
                 let renewed = !(leaving && self.rng.gen_bool(0.7));
                 let body = EventBody::ContractEnded {
-                    contract_id: format!("ctr-{}-{}", account.id, day),
+                    contract_id: format!("ctr-{}-{}", account.id, day).into(),
                     renewed,
                     amount: round2(account.order_size * 12.0),
                 };
@@ -540,9 +547,9 @@ impl Simulation {
                     amount = Some(deal.amount);
                 }
                 let body = EventBody::OpportunityUpdated {
-                    opportunity_id: deal.id.clone(),
+                    opportunity_id: deal.id.as_str().into(),
                     amount,
-                    stage: Some("proposal".to_owned()),
+                    stage: Some(Id::const_new("proposal")),
                     expected_close: Some(self.config.start.plus(deal.close_day * DAY)),
                 };
                 events.push(self.event(day, deal.account, body));
@@ -592,21 +599,21 @@ impl Simulation {
         let opportunity_id = deal.id.clone();
         let amount = deal.amount;
         let lost = |reason: LossReason, competitor: Option<&str>| EventBody::OpportunityLost {
-            opportunity_id: opportunity_id.clone(),
+            opportunity_id: opportunity_id.as_str().into(),
             amount,
             reason,
-            competitor: competitor.map(str::to_owned),
+            competitor: competitor.map(Id::from),
         };
         let roll: f64 = self.rng.gen();
         match diversion {
             Diversion::Stopped(Style::Blatant) => {
                 return match roll {
                     r if r < 0.05 => EventBody::OpportunityWon {
-                        opportunity_id,
+                        opportunity_id: opportunity_id.into(),
                         amount,
                     },
                     r if r < 0.25 => EventBody::OpportunityWithdrawn {
-                        opportunity_id,
+                        opportunity_id: opportunity_id.into(),
                         amount,
                     },
                     r if r < 0.6 => lost(LossReason::Competitor, Some(accomplice)),
@@ -616,7 +623,7 @@ impl Simulation {
             Diversion::Stopped(Style::Competitor) => {
                 return match roll {
                     r if r < 0.05 => EventBody::OpportunityWon {
-                        opportunity_id,
+                        opportunity_id: opportunity_id.into(),
                         amount,
                     },
                     r if r < 0.85 => lost(LossReason::Competitor, Some(accomplice)),
@@ -626,7 +633,7 @@ impl Simulation {
             Diversion::Stopped(Style::ShrinkingQuotes) => {
                 return match roll {
                     r if r < 0.1 => EventBody::OpportunityWon {
-                        opportunity_id,
+                        opportunity_id: opportunity_id.into(),
                         amount,
                     },
                     r if r < 0.55 => lost(LossReason::Price, None),
@@ -646,13 +653,13 @@ impl Simulation {
         }
         if roll < win_rate {
             return EventBody::OpportunityWon {
-                opportunity_id,
+                opportunity_id: opportunity_id.as_str().into(),
                 amount,
             };
         }
         if self.rng.gen_bool(0.05) {
             return EventBody::OpportunityWithdrawn {
-                opportunity_id,
+                opportunity_id: opportunity_id.as_str().into(),
                 amount,
             };
         }
@@ -691,7 +698,7 @@ impl Simulation {
             day,
             a,
             EventBody::AccountAssigned {
-                previous_manager_id: Some(previous.clone()),
+                previous_manager_id: Some(previous.as_str().into()),
             },
         );
         self.labels.reassignments.push(ReassignmentLabel {
@@ -708,11 +715,11 @@ impl Simulation {
         let manager = &self.managers[self.accounts[account].manager];
         let second = self.rng.gen_range(8 * 3600..18 * 3600);
         Event {
-            event_id: format!("ev-{}", self.next_event),
+            event_id: format!("ev-{}", self.next_event).into(),
             occurred_at: self.config.start.plus(day * DAY + second),
-            manager_id: manager.id.clone(),
-            account_id: self.accounts[account].id.clone(),
-            team: team_name(manager.team),
+            manager_id: manager.id.as_str().into(),
+            account_id: self.accounts[account].id.as_str().into(),
+            team: team_name(manager.team).into(),
             body,
         }
     }

@@ -650,7 +650,7 @@ impl AccountStage {
             } => {
                 let outcome = DealOutcome::Lost {
                     reason: *reason,
-                    competitor: competitor.clone(),
+                    competitor: competitor.as_ref().map(|c| c.to_string()),
                 };
                 close(
                     account,
@@ -841,8 +841,8 @@ fn close(
         _ => None,
     };
     let fact = |kind, note| Fact {
-        manager_id: event.manager_id.clone(),
-        team: event.team.clone(),
+        manager_id: event.manager_id.to_string(),
+        team: event.team.to_string(),
         at: event.occurred_at,
         kind,
         evidence: evidence_of(event, note),
@@ -1004,15 +1004,17 @@ fn judge_rhythm(
     book.judged += 1;
     if judged {
         let window = churn.order_window.as_secs() as i64;
-        for (i, span) in [window / 2, window, 2 * window].into_iter().enumerate() {
-            let since = at.0 - span;
-            book.orders[i] += account
-                .recent_orders
-                .iter()
-                .map(|t| i64::from(*t))
-                .filter(|t| *t > 0 && *t >= since && *t < at.0)
-                .count() as u64;
-            book.expected_orders[i] += span as f64 / DAY as f64 / account.rhythm.gap_mean.max(1.0);
+        let spans = [window / 2, window, 2 * window];
+        // One pass over the kept orders for the three windows.
+        for t in account.recent_orders.map(i64::from) {
+            if t > 0 && t < at.0 {
+                for (orders, span) in book.orders.iter_mut().zip(spans) {
+                    *orders += u64::from(t >= at.0 - span);
+                }
+            }
+        }
+        for (expected, span) in book.expected_orders.iter_mut().zip(spans) {
+            *expected += span as f64 / DAY as f64 / account.rhythm.gap_mean.max(1.0);
         }
     }
     if churning {
@@ -1142,14 +1144,14 @@ pub fn evidence_of(event: &Event, note: Option<&'static str>) -> EvidenceRef {
         | EventBody::CustomerFeedback { .. } => (None, None, None, None),
     };
     EvidenceRef {
-        event_id: event.event_id.clone(),
+        event_id: event.event_id.to_string(),
         event_type: event.body.type_name(),
         occurred_at: event.occurred_at,
-        account_id: event.account_id.clone(),
-        opportunity_id,
+        account_id: event.account_id.to_string(),
+        opportunity_id: opportunity_id.map(|o| o.to_string()),
         amount,
         reason,
-        competitor,
+        competitor: competitor.map(|c| c.to_string()),
         note,
     }
 }
@@ -1161,11 +1163,11 @@ mod tests {
 
     fn event(id: &str, account: &str, day: i64, body: EventBody) -> Event {
         Event {
-            event_id: id.to_owned(),
+            event_id: id.into(),
             occurred_at: Timestamp(day * DAY + 43_200),
-            manager_id: "kam-1".to_owned(),
-            account_id: account.to_owned(),
-            team: "t".to_owned(),
+            manager_id: "kam-1".into(),
+            account_id: account.into(),
+            team: "t".into(),
             body,
         }
     }
@@ -1201,7 +1203,7 @@ mod tests {
         let mut stage = AccountStage::default();
         for (i, day) in days.iter().enumerate() {
             let order = EventBody::OrderPlaced {
-                order_id: format!("o{i}"),
+                order_id: format!("o{i}").into(),
                 amount: 10.0,
             };
             let event = event(&format!("e{i}"), account, *day, order);
@@ -1410,7 +1412,7 @@ mod tests {
         let mut facts = Vec::new();
         for i in 0..1_000 {
             let mut visit = visit("v", &format!("acc-{i}"), 0);
-            visit.manager_id = format!("kam-{i}");
+            visit.manager_id = format!("kam-{i}").into();
             stage.apply(&visit, &config, &mut facts);
         }
         assert_eq!(stage.accounts(), 50);

@@ -12,15 +12,19 @@ pub use decode::{decode, DecodeError, DecodeLimits};
 
 use crate::time::Timestamp;
 
+/// An id or name carried by an event. Ids of up to 24 bytes (nearly all)
+/// are held inline, so decoding an event allocates nothing for them.
+pub type Id = compact_str::CompactString;
+
 /// One decoded sales-activity event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
-    pub event_id: String,
+    pub event_id: Id,
     pub occurred_at: Timestamp,
-    pub manager_id: String,
-    pub account_id: String,
+    pub manager_id: Id,
+    pub account_id: Id,
     /// The peer group; `"default"` when the event names none.
-    pub team: String,
+    pub team: Id,
     pub body: EventBody,
 }
 
@@ -28,41 +32,41 @@ pub struct Event {
 #[derive(Clone, Debug, PartialEq)]
 pub enum EventBody {
     OpportunityCreated {
-        opportunity_id: String,
+        opportunity_id: Id,
         amount: f64,
     },
     OpportunityUpdated {
-        opportunity_id: String,
+        opportunity_id: Id,
         amount: Option<f64>,
-        stage: Option<String>,
+        stage: Option<Id>,
         expected_close: Option<Timestamp>,
     },
     OpportunityWon {
-        opportunity_id: String,
+        opportunity_id: Id,
         amount: f64,
     },
     OpportunityLost {
-        opportunity_id: String,
+        opportunity_id: Id,
         amount: f64,
         reason: LossReason,
-        competitor: Option<String>,
+        competitor: Option<Id>,
     },
     OpportunityWithdrawn {
-        opportunity_id: String,
+        opportunity_id: Id,
         amount: f64,
     },
     OrderPlaced {
-        order_id: String,
+        order_id: Id,
         amount: f64,
     },
     ActivityLogged {
         activity: ActivityKind,
     },
     AccountAssigned {
-        previous_manager_id: Option<String>,
+        previous_manager_id: Option<Id>,
     },
     ContractEnded {
-        contract_id: String,
+        contract_id: Id,
         renewed: bool,
         amount: f64,
     },
