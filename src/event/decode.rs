@@ -103,8 +103,9 @@ pub fn decode(payload: &[u8], limits: DecodeLimits) -> Result<Event, DecodeError
     let text = std::str::from_utf8(payload).map_err(|e| DecodeError::NotUtf8 {
         position: e.valid_up_to(),
     })?;
-    let fields = parse_fields(text)?;
-    let fields = Fields(&fields);
+    let mut slots: Slots<'_> = Default::default();
+    parse_fields(text, &mut slots)?;
+    let fields = Fields(&slots);
 
     let event_id = fields.id("event_id")?;
     let type_name = fields.string("type")?;
@@ -239,66 +240,71 @@ type Slots<'a> = [Option<Scalar<'a>>; FIELD_NAMES.len()];
 
 /// Parses the payload's top-level object into the schema's slots in one
 /// pass, without building a JSON tree. A repeated key keeps its last value,
-/// as a JSON object does.
-fn parse_fields(text: &str) -> Result<Slots<'_>, DecodeError> {
+/// as a JSON object does. The slots are filled in place: returned by value
+/// they were copied several times per event.
+fn parse_fields<'a>(text: &'a str, slots: &mut Slots<'a>) -> Result<(), DecodeError> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let parsed = deserializer
-        .deserialize_any(TopLevel)
-        .and_then(|slots| deserializer.end().map(|()| slots))
+    let is_object = deserializer
+        .deserialize_any(TopLevel(slots))
+        .and_then(|is_object| deserializer.end().map(|()| is_object))
         .map_err(|e| DecodeError::NotJson(e.to_string()))?;
-    parsed.ok_or(DecodeError::NotObject)
+    if is_object {
+        Ok(())
+    } else {
+        Err(DecodeError::NotObject)
+    }
 }
 
-/// The top-level value: `Some(slots)` for an object, `None` for anything else.
-struct TopLevel;
+/// The top-level value: fills the slots and is `true` for an object,
+/// `false` for anything else.
+struct TopLevel<'s, 'a>(&'s mut Slots<'a>);
 
-impl<'de> Visitor<'de> for TopLevel {
-    type Value = Option<Slots<'de>>;
+impl<'de> Visitor<'de> for TopLevel<'_, 'de> {
+    type Value = bool;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut slots: Slots<'de> = Default::default();
         while let Some(slot) = map.next_key_seed(KeySlot)? {
             match slot {
-                Some(i) => slots[i] = Some(map.next_value_seed(ScalarSeed)?),
+                Some(i) => self.0[i] = Some(map.next_value_seed(ScalarSeed)?),
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        Ok(Some(slots))
+        Ok(true)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(None)
+        Ok(false)
     }
 
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok(false)
     }
 
     fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok(false)
     }
 
     fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok(false)
     }
 
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok(false)
     }
 
     fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok(false)
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok(false)
     }
 }
 
