@@ -451,14 +451,11 @@ impl Simulation {
                     .map(|g| g.sample(&mut self.rng))
                     .unwrap_or(mean);
                 let mut amount_factor = 1.0;
-                if lull {
-                    gap *= 2.0;
-                }
                 if let Diversion::Fading(progress) = diversion {
                     gap *= 1.0 + 3.0 * progress;
                     amount_factor = 1.0 - 0.7 * progress;
                 }
-                self.accounts[a].next_order_day = day as f64 + gap.max(1.0);
+                self.accounts[a].next_order_day = after_business_days(day as f64, gap.max(1.0));
                 let stopped = matches!(diversion, Diversion::Stopped(_)) || churned_for.is_some();
                 if !stopped {
                     let amount = round2(
@@ -738,6 +735,25 @@ fn holiday_lull(day: i64) -> bool {
     (14..35).contains(&(day.rem_euclid(365)))
 }
 
+/// The day `business` business days after `from`, where a day of the
+/// holiday lull counts half: ordering runs at half its pace through the
+/// lull, so orders halve there and a gap that spans it grows by half the
+/// lull days it spans, not twofold (which turned a January order into a
+/// pause of months).
+fn after_business_days(from: f64, business: f64) -> f64 {
+    let (mut at, mut left) = (from, business);
+    loop {
+        let day_end = at.floor() + 1.0;
+        let pace = if holiday_lull(at.floor() as i64) { 0.5 } else { 1.0 };
+        let in_this_day = (day_end - at) * pace;
+        if left <= in_this_day {
+            return at + left / pace;
+        }
+        left -= in_this_day;
+        at = day_end;
+    }
+}
+
 fn team_name(team: usize) -> String {
     format!("team-{}", team + 1)
 }
@@ -749,6 +765,19 @@ fn round2(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_holiday_lull_halves_the_pace_of_ordering_only_while_it_lasts() {
+        // Outside the lull a business day is a day.
+        assert_eq!(after_business_days(100.0, 30.0), 130.0);
+        // Inside it (days 14..35), half a business day per day.
+        assert_eq!(after_business_days(20.0, 5.0), 30.0);
+        // A 45-day gap from day 19: its 16 lull days count 8, so it ends 8
+        // days later than without the lull (72, not 64), not 45 days later.
+        assert_eq!(after_business_days(19.0, 45.0), 72.0);
+        // Within a year's lull again.
+        assert_eq!(after_business_days(365.0 + 34.5, 1.0), 365.0 + 35.75);
+    }
 
     fn small() -> SimConfig {
         SimConfig {

@@ -44,10 +44,13 @@ fn no_honest_manager_is_accused_and_most_diverters_are_found() {
             managers.median_delay_days.unwrap() <= 70.0,
             "seed {seed}: {managers:?}"
         );
-        // Measured 0.96 / 0.73 (seed 11) and 0.97 / 0.76 (seed 12) once
-        // young accounts (two gaps, a month of history) were judged; 0.90 /
-        // 0.72 and 0.93 / 0.73 before.
-        assert!(accounts.precision >= 0.94, "seed {seed}: {accounts:?}");
-        assert!(accounts.recall >= 0.72, "seed {seed}: {accounts:?}");
+        // The target is 0.8 for both. Measured 0.96 / 0.83 (seed 11)
+        // and 0.89 / 0.94 (seed 12) since the holiday lull slows ordering
+        // only while it lasts; seed 12's six false alerts are honest gaps of
+        // three mean gaps and more, at p of 0.0005 to 0.0007. On the worlds
+        // of the old lull (a January order could pause for months) it was
+        // 0.96 / 0.73 and 0.97 / 0.76, pinned at 0.94 / 0.72.
+        assert!(accounts.precision >= 0.85, "seed {seed}: {accounts:?}");
+        assert!(accounts.recall >= 0.80, "seed {seed}: {accounts:?}");
     }
 }
