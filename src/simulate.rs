@@ -744,7 +744,11 @@ fn after_business_days(from: f64, business: f64) -> f64 {
     let (mut at, mut left) = (from, business);
     loop {
         let day_end = at.floor() + 1.0;
-        let pace = if holiday_lull(at.floor() as i64) { 0.5 } else { 1.0 };
+        let pace = if holiday_lull(at.floor() as i64) {
+            0.5
+        } else {
+            1.0
+        };
         let in_this_day = (day_end - at) * pace;
         if left <= in_this_day {
             return at + left / pace;

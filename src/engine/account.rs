@@ -19,7 +19,7 @@ use thin_vec::ThinVec;
 use crate::alert::{Alert, AlertKind};
 use crate::config::{Config, DetectConfig};
 use crate::detect::account_churn::{self, OrderSilence};
-use crate::event::{Event, EventBody, LossReason};
+use crate::event::{Event, EventBody, Id, LossReason};
 use crate::time::{Timestamp, DAY};
 
 use super::checkpoint::{self, RestoreError, StaticName};
@@ -38,7 +38,7 @@ const RECENT_ORDERS: usize = 12;
 /// The accounts, in one dense vector indexed by id: iterated in order at
 /// every evaluation, and about a fifth of the memory of a hash map holding
 /// the states in its buckets (whose spare buckets are resident too).
-type Accounts = indexmap::IndexMap<Box<str>, AccountState, ahash::RandomState>;
+type Accounts = indexmap::IndexMap<Id, AccountState, ahash::RandomState>;
 
 /// All accounts this instance owns, and the company's order rate as they see it.
 #[derive(Debug, Default)]
@@ -463,7 +463,7 @@ pub struct AccountGlobals {
 /// One manager's book as the account stage sees it at an evaluation.
 #[derive(Debug, Default, Clone)]
 pub struct Book {
-    pub team: String,
+    pub team: Id,
     /// Accounts with a learnt rhythm, not recently reassigned.
     pub judged: u64,
     pub churning: u64,
@@ -500,7 +500,7 @@ impl BooksByManager {
             .entry(Arc::as_ptr(manager_id) as *const u8 as usize)
             .or_insert_with(|| {
                 let book = Book {
-                    team: team.to_owned(),
+                    team: Id::from(team),
                     ..Book::default()
                 };
                 (manager_id.clone(), book)
@@ -508,10 +508,10 @@ impl BooksByManager {
         book
     }
 
-    fn by_id(self) -> Map<String, Book> {
+    fn by_id(self) -> Map<Id, Book> {
         self.0
             .into_values()
-            .map(|(manager_id, book)| (manager_id.to_string(), book))
+            .map(|(manager_id, book)| (Id::from(&*manager_id), book))
             .collect()
     }
 }
@@ -521,7 +521,7 @@ impl BooksByManager {
 pub struct AccountReport {
     /// Deals that stalled as the watermark passed.
     pub facts: Vec<Fact>,
-    pub books: Map<String, Book>,
+    pub books: Map<Id, Book>,
 }
 
 impl AccountStage {
@@ -841,8 +841,8 @@ fn close(
         _ => None,
     };
     let fact = |kind, note| Fact {
-        manager_id: event.manager_id.to_string(),
-        team: event.team.to_string(),
+        manager_id: event.manager_id.clone(),
+        team: event.team.clone(),
         at: event.occurred_at,
         kind,
         evidence: evidence_of(event, note),
@@ -875,8 +875,8 @@ fn sweep_deals(
         if !deal.stalled && stalls_at <= at {
             deal.stalled = true;
             facts.push(Fact {
-                manager_id: account.manager_id.to_string(),
-                team: account.team.to_string(),
+                manager_id: Id::from(&*account.manager_id),
+                team: Id::from(&*account.team),
                 at: stalls_at,
                 kind: FactKind::DealExited {
                     leak: Some(LeakRoute::Stalled),

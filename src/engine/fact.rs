@@ -9,15 +9,15 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::event::LossReason;
+use crate::event::{Id, LossReason};
 use crate::time::Timestamp;
 
 use super::checkpoint::StaticName;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Fact {
-    pub manager_id: String,
-    pub team: String,
+    pub manager_id: Id,
+    pub team: Id,
     pub at: Timestamp,
     pub kind: FactKind,
     pub evidence: EvidenceRef,

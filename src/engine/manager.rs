@@ -18,6 +18,7 @@ use crate::detect::competitor::{self, CompetitorCounts};
 use crate::detect::diversion_risk::{self, Component};
 use crate::detect::rate::RateInputs;
 use crate::detect::{leakage, win_rate, Finding};
+use crate::event::Id;
 use crate::stats;
 use crate::time::{Timestamp, DAY};
 
@@ -33,12 +34,12 @@ const EVIDENCE_KEPT: usize = 64;
 
 /// Managers in insertion order, so that which one a cap forgets does not
 /// depend on a hash seed.
-type Managers = indexmap::IndexMap<String, ManagerState, ahash::RandomState>;
+type Managers = indexmap::IndexMap<Id, ManagerState, ahash::RandomState>;
 
 #[derive(Debug, Default)]
 pub struct ManagerStage {
     managers: Managers,
-    teams: Map<String, TeamState>,
+    teams: Map<Id, TeamState>,
     /// Competitor names, interned: losses store an index.
     competitors: Vec<String>,
     competitor_index: Map<String, u32>,
@@ -53,7 +54,7 @@ pub struct ManagerStage {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct ManagerState {
-    team: String,
+    team: Id,
     /// Won of closed (won + lost) deals, by day.
     closes: DailyBuckets<Tally>,
     /// Leaked of exited deals, by day.
@@ -247,14 +248,14 @@ impl ManagerStage {
     /// Restores one manager from its checkpoint record.
     pub fn restore_manager(&mut self, id: &str, payload: &[u8]) -> Result<(), RestoreError> {
         let manager = checkpoint::decode_payload(&format!("{MANAGER_PREFIX}{id}"), payload)?;
-        self.managers.insert(id.to_owned(), manager);
+        self.managers.insert(id.into(), manager);
         Ok(())
     }
 
     /// Restores one team from its checkpoint record.
     pub fn restore_team(&mut self, name: &str, payload: &[u8]) -> Result<(), RestoreError> {
         let team = checkpoint::decode_payload(&format!("{TEAM_PREFIX}{name}"), payload)?;
-        self.teams.insert(name.to_owned(), team);
+        self.teams.insert(name.into(), team);
         Ok(())
     }
 
@@ -267,7 +268,7 @@ impl ManagerStage {
     }
 
     pub fn apply(&mut self, fact: Fact) {
-        if !self.managers.contains_key(&fact.manager_id)
+        if !self.managers.contains_key(fact.manager_id.as_str())
             && self.managers.len() >= self.max_managers.max(1)
         {
             self.evict_one();
@@ -321,7 +322,7 @@ impl ManagerStage {
     pub fn evaluate(
         &mut self,
         at: Timestamp,
-        books: &Map<String, Book>,
+        books: &Map<Id, Book>,
         config: &Config,
         max_evidence: usize,
         lifecycle: &mut Lifecycle,
@@ -329,7 +330,7 @@ impl ManagerStage {
     ) {
         let end_day = at.day() + i64::from(at.0 % DAY != 0);
         for (manager_id, book) in books {
-            if !self.managers.contains_key(manager_id)
+            if !self.managers.contains_key(manager_id.as_str())
                 && self.managers.len() >= self.max_managers.max(1)
             {
                 self.evict_one();
@@ -344,7 +345,7 @@ impl ManagerStage {
             manager.last_seen = manager.last_seen.max(at);
         }
 
-        let mut team_sums: Map<String, TeamSums> = Map::default();
+        let mut team_sums: Map<Id, TeamSums> = Map::default();
         for (name, team) in self.teams.iter_mut() {
             team.changed = true;
             let w = Windows::new(end_day, config.detect_for(name));
@@ -390,7 +391,7 @@ impl ManagerStage {
         }
 
         // Each manager's competitor-named losses in their window, by team.
-        let mut rival_counts: Map<String, Vec<(String, RivalTally, u64)>> = Map::default();
+        let mut rival_counts: Map<Id, Vec<(Id, RivalTally, u64)>> = Map::default();
         for (manager_id, manager) in &self.managers {
             let from = Windows::new(end_day, config.detect_for(&manager.team)).rivals_from;
             let (counts, named) = tally_rivals(&manager.rivals, from..end_day);
@@ -555,8 +556,8 @@ impl ManagerStage {
             let draft =
                 |finding: &Option<Finding>, start: Timestamp, evidence: Vec<serde_json::Value>| {
                     finding.clone().map(|finding| AlertDraft {
-                        manager_id: manager_id.clone(),
-                        team: team_name.clone(),
+                        manager_id: manager_id.to_string(),
+                        team: team_name.to_string(),
                         account_id: None,
                         window_start: start,
                         window_end: at,
@@ -693,8 +694,8 @@ impl<'a> UsualShares<'a> {
     const PSEUDO: f64 = 2.0;
 
     fn new(
-        members: &'a Map<String, Vec<(String, RivalTally, u64)>>,
-        team_sums: &Map<String, TeamSums>,
+        members: &'a Map<Id, Vec<(Id, RivalTally, u64)>>,
+        team_sums: &Map<Id, TeamSums>,
     ) -> UsualShares<'a> {
         let mut by_team = Map::default();
         for (team, members) in members {
