@@ -82,4 +82,40 @@ mod tests {
         ));
         assert_eq!(finding.test.p_value(), finding.p_value);
     }
+
+    fn tally(hits: u64, total: u64) -> Tally {
+        Tally { hits, total }
+    }
+
+    #[test]
+    fn the_team_leaking_more_excuses_but_leaking_less_does_not_accuse() {
+        let config = Config::defaults().detect.leakage;
+        let manager = RateInputs {
+            recent: tally(12, 30),
+            history: tally(15, 100),
+            team_recent: tally(60, 400),
+            team_history: tally(240, 1600),
+        };
+        // No recent team figures: the expectation from history alone.
+        let alone = RateInputs {
+            team_recent: tally(0, 0),
+            ..manager
+        };
+        let alone = assess(&[(alone, 90)], &config, "t").unwrap();
+        // The whole team leaks four times as much: the market, not the manager.
+        let market = RateInputs {
+            team_recent: tally(240, 400),
+            ..manager
+        };
+        let market = assess(&[(market, 90)], &config, "t").unwrap();
+        assert!(market.expected > 0.4 && !market.alerting, "{market:?}");
+        // The rest of the team leaks a third as much as before: no reason to
+        // expect less of this manager than their own history.
+        let lucky = RateInputs {
+            team_recent: tally(20, 400),
+            ..manager
+        };
+        let lucky = assess(&[(lucky, 90)], &config, "t").unwrap();
+        assert!((lucky.expected - alone.expected).abs() < 1e-12, "{lucky:?}");
+    }
 }

@@ -128,8 +128,15 @@ pub fn assess(
     let team_moved = inputs.team_recent.total >= params.min_sample
         && inputs.team_history.total >= params.min_sample;
     let team_recent_rate = smoothed_rate(inputs.team_recent);
+    // Only a move of the team's that excuses the manager counts: a team's
+    // downturn lowers the bar, but teammates on a lucky streak do not raise
+    // it (their luck is not evidence against this manager).
     let shift = if team_moved {
-        logit(team_recent_rate) - logit(team_history_rate)
+        let shift = logit(team_recent_rate) - logit(team_history_rate);
+        match direction {
+            Direction::Drop => shift.min(0.0),
+            Direction::Rise => shift.max(0.0),
+        }
     } else {
         0.0
     };
@@ -155,7 +162,7 @@ pub fn assess(
         severity: Severity::for_p_value(p_value, params.critical_p_value),
         test,
         p_value,
-        team_shift: team_moved.then_some((team_history_rate, team_recent_rate)),
+        team_shift: (shift != 0.0).then_some((team_history_rate, team_recent_rate)),
     })
 }
 

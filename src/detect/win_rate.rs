@@ -99,6 +99,30 @@ mod tests {
     }
 
     #[test]
+    fn teammates_on_a_lucky_streak_do_not_raise_the_bar() {
+        // The rest of the team went from 61% to 75% over 53 deals: a streak
+        // that size is luck as often as not, and not evidence against this
+        // manager. The expectation stays at the manager's own rate.
+        let streak = RateInputs {
+            recent: wl(3, 10),
+            history: wl(26, 8),
+            team_recent: wl(40, 13),
+            team_history: wl(119, 75),
+        };
+        let steady = RateInputs {
+            team_recent: wl(61, 39),
+            ..streak
+        };
+        let with_streak = assess(&[(streak, 30)], &config(), "t").unwrap();
+        let without = assess(&[(steady, 30)], &config(), "t").unwrap();
+        assert!(
+            (with_streak.expected - without.expected).abs() < 0.01,
+            "{with_streak:?}"
+        );
+        assert!(!with_streak.summary.text().contains("adjusted"));
+    }
+
+    #[test]
     fn no_baseline_no_judgement() {
         // The team's history is three won deals; the manager has none.
         let inputs = RateInputs {
