@@ -91,10 +91,27 @@ pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<Finding> {
             shortfall <= 1.0 - 2.0 * config.min_excess,
         ));
     }
+    // A candidate whose count is on the unsuspicious side of the median has
+    // a p-value of at least one half: while another is below one half it
+    // cannot be the strongest, and its tail is not computed.
+    let mut least = f64::INFINITY;
+    for candidate in candidates.iter_mut() {
+        if !surely_unremarkable(&candidate.test) {
+            least = least.min(candidate.settle());
+        }
+    }
+    if least >= 0.5 {
+        for candidate in candidates.iter_mut() {
+            candidate.settle();
+        }
+    }
     let best = candidates
         .into_iter()
-        .min_by(|a, b| a.p_value.total_cmp(&b.p_value))?;
-    let adjusted = (best.p_value * TESTS).min(1.0);
+        .filter_map(|c| c.p_value.map(|p| (p, c)))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)?;
+    let best_p = best.p_value.unwrap_or(1.0);
+    let adjusted = (best_p * TESTS).min(1.0);
     let (book, test, observed) = (*book, best.test.clone(), best.observed);
     let summary = Summary::new(move || {
         match test {
@@ -127,7 +144,7 @@ pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<Finding> {
         observed: best.observed,
         expected: best.expected,
         test: best.test,
-        p_value: best.p_value,
+        p_value: best_p,
         component_p: adjusted,
         severity: Severity::for_p_value(adjusted, config.critical_p_value),
         summary,
@@ -136,7 +153,8 @@ pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<Finding> {
 
 struct Candidate {
     test: StatTest,
-    p_value: f64,
+    /// Computed when needed (see [`surely_unremarkable`]).
+    p_value: Option<f64>,
     observed: f64,
     expected: f64,
     /// Whether the effect is large enough to matter, besides significant.
@@ -146,12 +164,28 @@ struct Candidate {
 impl Candidate {
     fn new(test: StatTest, observed: f64, expected: f64, effect: bool) -> Candidate {
         Candidate {
-            p_value: test.p_value(),
+            p_value: None,
             test,
             observed,
             expected,
             effect,
         }
+    }
+
+    /// The p-value, computed once.
+    fn settle(&mut self) -> f64 {
+        *self.p_value.get_or_insert_with(|| self.test.p_value())
+    }
+}
+
+/// Whether a binomial test's p-value is certainly at least one half: its
+/// count at least one past n·p on the unsuspicious side, so beyond the
+/// median (which lies between ⌊np⌋ and ⌈np⌉).
+fn surely_unremarkable(test: &StatTest) -> bool {
+    match *test {
+        StatTest::BinomialLower { k, n, p } => k as f64 >= n as f64 * p + 1.0,
+        StatTest::BinomialUpper { k, n, p } => k as f64 <= n as f64 * p - 1.0,
+        _ => false,
     }
 }
 
@@ -163,6 +197,21 @@ fn round6(x: f64) -> f64 {
 mod tests {
     use super::*;
     use crate::config::Config;
+
+    proptest::proptest! {
+        /// What is skipped as surely unremarkable has a p-value of at least
+        /// one half, so skipping it never changes the strongest candidate.
+        #[test]
+        fn a_skipped_tail_is_at_least_one_half(n in 1u64..2000, k in 0u64..2000, p in 0.0f64..1.0) {
+            let k = k.min(n);
+            let p = round6(p);
+            for test in [StatTest::BinomialLower { k, n, p }, StatTest::BinomialUpper { k, n, p }] {
+                if surely_unremarkable(&test) {
+                    proptest::prop_assert!(test.p_value() >= 0.5, "{test:?}: {}", test.p_value());
+                }
+            }
+        }
+    }
 
     fn book() -> BookInputs {
         BookInputs {
