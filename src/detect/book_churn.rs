@@ -16,7 +16,7 @@
 use crate::alert::{Severity, StatTest};
 use crate::config::BookChurnConfig;
 
-use super::{Finding, Summary};
+use super::{settle_the_least, Finding, Summary, Tried};
 
 /// One manager's book and the company and team around it (each excluding
 /// the manager).
@@ -91,20 +91,7 @@ pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<Finding> {
             shortfall <= 1.0 - 2.0 * config.min_excess,
         ));
     }
-    // A candidate whose count is on the unsuspicious side of the median has
-    // a p-value of at least one half: while another is below one half it
-    // cannot be the strongest, and its tail is not computed.
-    let mut least = f64::INFINITY;
-    for candidate in candidates.iter_mut() {
-        if !surely_unremarkable(&candidate.test) {
-            least = least.min(candidate.settle());
-        }
-    }
-    if least >= 0.5 {
-        for candidate in candidates.iter_mut() {
-            candidate.settle();
-        }
-    }
+    settle_the_least(&mut candidates);
     let best = candidates
         .into_iter()
         .filter_map(|c| c.p_value.map(|p| (p, c)))
@@ -153,7 +140,7 @@ pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<Finding> {
 
 struct Candidate {
     test: StatTest,
-    /// Computed when needed (see [`surely_unremarkable`]).
+    /// Computed when needed (see [`settle_the_least`]).
     p_value: Option<f64>,
     observed: f64,
     expected: f64,
@@ -171,21 +158,11 @@ impl Candidate {
             effect,
         }
     }
-
-    /// The p-value, computed once.
-    fn settle(&mut self) -> f64 {
-        *self.p_value.get_or_insert_with(|| self.test.p_value())
-    }
 }
 
-/// Whether a binomial test's p-value is certainly at least one half: its
-/// count at least one past n·p on the unsuspicious side, so beyond the
-/// median (which lies between ⌊np⌋ and ⌈np⌉).
-fn surely_unremarkable(test: &StatTest) -> bool {
-    match *test {
-        StatTest::BinomialLower { k, n, p } => k as f64 >= n as f64 * p + 1.0,
-        StatTest::BinomialUpper { k, n, p } => k as f64 <= n as f64 * p - 1.0,
-        _ => false,
+impl Tried for Candidate {
+    fn test_and_p_value(&mut self) -> (&StatTest, &mut Option<f64>) {
+        (&self.test, &mut self.p_value)
     }
 }
 
@@ -197,21 +174,6 @@ fn round6(x: f64) -> f64 {
 mod tests {
     use super::*;
     use crate::config::Config;
-
-    proptest::proptest! {
-        /// What is skipped as surely unremarkable has a p-value of at least
-        /// one half, so skipping it never changes the strongest candidate.
-        #[test]
-        fn a_skipped_tail_is_at_least_one_half(n in 1u64..2000, k in 0u64..2000, p in 0.0f64..1.0) {
-            let k = k.min(n);
-            let p = round6(p);
-            for test in [StatTest::BinomialLower { k, n, p }, StatTest::BinomialUpper { k, n, p }] {
-                if surely_unremarkable(&test) {
-                    proptest::prop_assert!(test.p_value() >= 0.5, "{test:?}: {}", test.p_value());
-                }
-            }
-        }
-    }
 
     fn book() -> BookInputs {
         BookInputs {
