@@ -118,36 +118,6 @@ impl StatTest {
         }
     }
 
-    /// Whether the p-value is certainly at least one half, known without
-    /// computing the tail: the count lies on the unsuspicious side of the
-    /// median. A detector choosing its strongest of several tests need not
-    /// compute such a tail while another is below one half.
-    /// - binomial: the count at least one past n·p (the median lies between
-    ///   ⌊np⌋ and ⌈np⌉);
-    /// - beta-binomial: the count at least one standard deviation past the
-    ///   mean, plus one (Cantelli: P[X − μ ≥ σ] ≤ 1/2).
-    pub fn surely_at_least_one_half(&self) -> bool {
-        let betabinom = |n: u64, a: f64, b: f64| {
-            let (n, s) = (n as f64, a + b);
-            let mean = n * a / s;
-            let variance = n * a * b * (s + n) / (s * s * (s + 1.0));
-            (mean, variance.sqrt() * (1.0 + 1e-9) + 1e-9)
-        };
-        match *self {
-            StatTest::BinomialLower { k, n, p } => k as f64 >= n as f64 * p + 1.0,
-            StatTest::BinomialUpper { k, n, p } => k as f64 <= n as f64 * p - 1.0,
-            StatTest::BetabinomLower { k, n, a, b } => {
-                let (mean, sd) = betabinom(n, a, b);
-                k as f64 + 1.0 - mean >= sd
-            }
-            StatTest::BetabinomUpper { k, n, a, b } => {
-                let (mean, sd) = betabinom(n, a, b);
-                mean - (k as f64 - 1.0) >= sd
-            }
-            StatTest::GammaSurvival { .. } | StatTest::FisherCombined { .. } => false,
-        }
-    }
-
     /// The `test` object of the alert: name, parameters and p-value.
     pub fn to_json(&self, p_value: f64) -> Value {
         match *self {
@@ -261,39 +231,4 @@ pub fn describe(alert: &Value) -> String {
 /// Four significant decimals: enough to read, stable across platforms.
 fn round(value: f64) -> f64 {
     (value * 10_000.0).round() / 10_000.0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn round6(x: f64) -> f64 {
-        (x * 1e6).round() / 1e6
-    }
-
-    proptest::proptest! {
-        /// A tail skipped as surely unremarkable is at least one half, so
-        /// skipping it never changes which of several tests is strongest.
-        #[test]
-        fn a_tail_known_to_be_unremarkable_is_at_least_one_half(
-            n in 1u64..600,
-            k in 0u64..600,
-            p in 0.0f64..1.0,
-            strength in 1.0f64..200.0,
-        ) {
-            let k = k.min(n);
-            let p = round6(p.clamp(1e-6, 1.0 - 1e-6));
-            let (a, b) = (round6(p * strength), round6((1.0 - p) * strength));
-            for test in [
-                StatTest::BinomialLower { k, n, p },
-                StatTest::BinomialUpper { k, n, p },
-                StatTest::BetabinomLower { k, n, a, b },
-                StatTest::BetabinomUpper { k, n, a, b },
-            ] {
-                if test.surely_at_least_one_half() {
-                    proptest::prop_assert!(test.p_value() >= 0.5, "{test:?}: {}", test.p_value());
-                }
-            }
-        }
-    }
 }

@@ -16,7 +16,7 @@
 use crate::alert::{Severity, StatTest};
 use crate::config::BookChurnConfig;
 
-use super::{settle_the_least, Finding, Summary, Tried};
+use super::{Finding, Summary};
 
 /// One manager's book and the company and team around it (each excluding
 /// the manager).
@@ -91,14 +91,10 @@ pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<Finding> {
             shortfall <= 1.0 - 2.0 * config.min_excess,
         ));
     }
-    settle_the_least(&mut candidates);
     let best = candidates
         .into_iter()
-        .filter_map(|c| c.p_value.map(|p| (p, c)))
-        .min_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)?;
-    let best_p = best.p_value.unwrap_or(1.0);
-    let adjusted = (best_p * TESTS).min(1.0);
+        .min_by(|a, b| a.p_value.total_cmp(&b.p_value))?;
+    let adjusted = (best.p_value * TESTS).min(1.0);
     let (book, test, observed) = (*book, best.test.clone(), best.observed);
     let summary = Summary::new(move || {
         match test {
@@ -131,7 +127,7 @@ pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<Finding> {
         observed: best.observed,
         expected: best.expected,
         test: best.test,
-        p_value: best_p,
+        p_value: best.p_value,
         component_p: adjusted,
         severity: Severity::for_p_value(adjusted, config.critical_p_value),
         summary,
@@ -140,8 +136,7 @@ pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<Finding> {
 
 struct Candidate {
     test: StatTest,
-    /// Computed when needed (see [`settle_the_least`]).
-    p_value: Option<f64>,
+    p_value: f64,
     observed: f64,
     expected: f64,
     /// Whether the effect is large enough to matter, besides significant.
@@ -151,18 +146,12 @@ struct Candidate {
 impl Candidate {
     fn new(test: StatTest, observed: f64, expected: f64, effect: bool) -> Candidate {
         Candidate {
-            p_value: None,
+            p_value: test.p_value(),
             test,
             observed,
             expected,
             effect,
         }
-    }
-}
-
-impl Tried for Candidate {
-    fn test_and_p_value(&mut self) -> (&StatTest, &mut Option<f64>) {
-        (&self.test, &mut self.p_value)
     }
 }
 

@@ -62,31 +62,3 @@ pub struct Finding {
     /// One sentence stating observed and expected plainly.
     pub summary: Summary,
 }
-
-/// One of several tests a detector tries, whose p-value is computed only
-/// when it can matter (see [`settle_the_least`]).
-pub trait Tried {
-    /// The test and its p-value once computed.
-    fn test_and_p_value(&mut self) -> (&StatTest, &mut Option<f64>);
-}
-
-/// Computes the p-values needed to find the least of `tried`: a test whose
-/// p-value is surely at least one half ([`StatTest::surely_at_least_one_half`])
-/// cannot be the least while another is below one half, so its tail is
-/// computed only when none is. The least is then the same as if every tail
-/// were computed.
-pub fn settle_the_least<T: Tried>(tried: &mut [T]) {
-    let mut least = f64::INFINITY;
-    for one in tried.iter_mut() {
-        let (test, p_value) = one.test_and_p_value();
-        if !test.surely_at_least_one_half() {
-            least = least.min(*p_value.get_or_insert_with(|| test.p_value()));
-        }
-    }
-    if least >= 0.5 {
-        for one in tried.iter_mut() {
-            let (test, p_value) = one.test_and_p_value();
-            p_value.get_or_insert_with(|| test.p_value());
-        }
-    }
-}

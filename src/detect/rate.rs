@@ -19,7 +19,7 @@
 use crate::alert::{Severity, StatTest};
 use crate::engine::window::Tally;
 
-use super::{settle_the_least, Finding, Summary, Tried};
+use super::{Finding, Summary};
 
 /// However long a manager's history, a rate drifts over years, so the
 /// baseline is never treated as exact.
@@ -77,30 +77,23 @@ pub struct RateAssessment {
     pub team_shift: Option<(f64, f64)>,
 }
 
-/// Assesses one manager over several recent windows (shortest first, each
-/// against the same history before the longest) and keeps the most
-/// significant: a short window sees an abrupt change soon, a long one a
-/// gradual change at all. Thresholds apply to the p-value times the number
+/// Assesses one manager over several recent windows (inputs and length in
+/// days; shortest first, each against the same history before the longest)
+/// and keeps the most significant: a short window sees an abrupt change
+/// soon, a long one a gradual change at all. Thresholds apply to the p-value times the number
 /// of windows (Bonferroni). Returns the assessment and the window's index;
 /// `None` when no window has the sample and baseline to judge.
 pub fn assess_windows(
-    windows: &[RateInputs],
+    windows: &[(RateInputs, i64)],
     params: &RateParams,
     direction: Direction,
 ) -> Option<(RateAssessment, usize)> {
     let tests = windows.len() as f64;
-    let mut prepared: Vec<Prepared> = windows
+    let (index, mut best) = windows
         .iter()
         .enumerate()
-        .filter_map(|(i, inputs)| prepare(inputs, params, direction).map(|w| w.of_window(i)))
-        .collect();
-    settle_the_least(&mut prepared);
-    let (window, p_value) = prepared
-        .into_iter()
-        .filter_map(|w| w.p_value.map(|p| (w, p)))
-        .min_by(|a, b| a.1.total_cmp(&b.1))?;
-    let index = window.window;
-    let mut best = window.settle(p_value, params);
+        .filter_map(|(i, (inputs, _))| assess(inputs, params, direction).map(|a| (i, a)))
+        .min_by(|a, b| a.1.p_value.total_cmp(&b.1.p_value))?;
     let adjusted = (best.p_value * tests).min(1.0);
     best.component_p = adjusted;
     best.alerting = adjusted < params.alpha && best.change >= params.min_change;
@@ -116,53 +109,6 @@ pub fn assess(
     params: &RateParams,
     direction: Direction,
 ) -> Option<RateAssessment> {
-    let window = prepare(inputs, params, direction)?;
-    let p_value = window.test.p_value();
-    Some(window.settle(p_value, params))
-}
-
-/// One window's assessment, its p-value computed when needed.
-struct Prepared {
-    /// The window's index among those tried.
-    window: usize,
-    p_value: Option<f64>,
-    observed: f64,
-    expected: f64,
-    test: StatTest,
-    change: f64,
-    team_shift: Option<(f64, f64)>,
-}
-
-impl Tried for Prepared {
-    fn test_and_p_value(&mut self) -> (&StatTest, &mut Option<f64>) {
-        (&self.test, &mut self.p_value)
-    }
-}
-
-impl Prepared {
-    fn of_window(self, window: usize) -> Prepared {
-        Prepared { window, ..self }
-    }
-
-    fn settle(self, p_value: f64, params: &RateParams) -> RateAssessment {
-        RateAssessment {
-            observed: self.observed,
-            expected: self.expected,
-            component_p: p_value,
-            change: self.change,
-            alerting: p_value < params.alpha && self.change >= params.min_change,
-            holding: p_value < params.resolve_alpha && self.change >= params.min_change / 2.0,
-            severity: Severity::for_p_value(p_value, params.critical_p_value),
-            test: self.test,
-            p_value,
-            team_shift: self.team_shift,
-        }
-    }
-}
-
-/// The expectation and the test of one window; `None` when the sample or
-/// the baseline is too small to judge.
-fn prepare(inputs: &RateInputs, params: &RateParams, direction: Direction) -> Option<Prepared> {
     let n = inputs.recent.total;
     if n < params.min_sample {
         return None;
@@ -205,13 +151,17 @@ fn prepare(inputs: &RateInputs, params: &RateParams, direction: Direction) -> Op
         Direction::Drop => (StatTest::BetabinomLower { k, n, a, b }, expected - observed),
         Direction::Rise => (StatTest::BetabinomUpper { k, n, a, b }, observed - expected),
     };
-    Some(Prepared {
-        window: 0,
-        p_value: None,
+    let p_value = test.p_value();
+    Some(RateAssessment {
         observed,
         expected,
-        test,
+        component_p: p_value,
         change,
+        alerting: p_value < params.alpha && change >= params.min_change,
+        holding: p_value < params.resolve_alpha && change >= params.min_change / 2.0,
+        severity: Severity::for_p_value(p_value, params.critical_p_value),
+        test,
+        p_value,
         team_shift: (shift != 0.0).then_some((team_history_rate, team_recent_rate)),
     })
 }
@@ -255,8 +205,7 @@ pub fn finding(
     team: &str,
     summary: fn(&Wording<'_>) -> String,
 ) -> Option<Finding> {
-    let inputs: Vec<RateInputs> = windows.iter().map(|(inputs, _)| *inputs).collect();
-    let (a, chosen) = assess_windows(&inputs, params, direction)?;
+    let (a, chosen) = assess_windows(windows, params, direction)?;
     let (chosen_inputs, window_days) = windows[chosen];
     let assessment = a.clone();
     let team = team.to_owned();
