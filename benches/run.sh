@@ -187,20 +187,49 @@ Later the same day (stop 12; alerts byte-identical on the same three worlds):
   (account evaluation 194 M against 93 M, manager evaluation 232 M against
   129 M). Scanning and decoding ran at the same speed as in stop 11's run.
 
-Where the time goes now (perf, engine thread). On the bench world: decoding
-about a fifth, finding each event's account a fifth (memory latency: the
-first touch of the account's entry and id), the manager stage's daily
-evaluation a sixth, allocation and freeing of the event's strings most of
-the rest. On the 4000-manager world the manager stage's daily evaluation is
-about two fifths: every manager's win-rate, leakage, book-churn, competitor
-and risk tests run every day whether or not anything about the manager
-changed (window sums about a tenth, the beta-binomial and binomial tails
-another). Meeting 1 M events/s needs the manager stage evaluated only where
-its inputs changed (incremental window sums, tests re-run only on new
-counts) and events decoded into interned ids instead of owned strings.
-Meeting 256 bytes per account needs more than packing: an account keeps its
-learnt rhythm, its last twelve order times and the ids of the events it may
-cite (its last order, recent visits): with the account's own id and its
-slot in the index, about 250 bytes before anything else it holds.
+Stop 13 (2026-11-29, later; alerts byte-identical before and after each
+engine change on the bench world, simulator seeds 11, 13 and 31 and the
+first 1.2 M events of the 4000-manager world):
+- mimalloc is the global allocator (the binary and the benches): the
+  engine's many small short-lived values (ids, facts, evidence) cost
+  malloc and free a fifth of the instructions. Memory per manager rose
+  (1063 → about 1320 bytes), per account fell.
+- Event ids are \`compact_str\` strings, inline up to 24 bytes: decoding
+  an event allocates nothing for them, and accounts, managers, teams and
+  books are keyed by inline ids.
+- Decoding fills its 19 field slots in place (returned by value, 608
+  bytes were copied several times per event); field names are a \`match\`;
+  timestamps in the usual \`YYYY-MM-DDTHH:MM:SSZ\` form are read without
+  chrono's general parser (chrono decides every other form; property-tested
+  against it). Decode-only: 1.94 M → about 2.9 M events/s.
+- An evaluation finds a manager's book by the interned id's address, and
+  counts an account's orders for the three book windows in one pass.
+- Tried and backed out: computing a binomial or beta-binomial tail only
+  when it can be the least of a detector's windows (skipped when a cheap
+  bound proves it at least one half). Callgrind: it skipped about 3% of the
+  tails (most managers sit within a standard deviation of what is
+  expected, where no cheap bound settles the tail), and its bookkeeping
+  cost as much. sonic-rs as the JSON parser behind the same visitor: 10%
+  slower than serde_json. A galloping search from the newest day bucket:
+  slower than bisection.
+- Callgrind over the bench world: 7.90 G instructions after the allocator
+  change, 7.20 G at the end. Wall-clock figures on this machine vary by
+  ±10% between runs of the same binary (two runs of one build: 333k and
+  335k events/s; an earlier one 394k).
+
+Where the time goes now (callgrind, the bench world, 7.20 G instructions):
+decoding 32% (on its own thread in \`backtest\`), the manager stage's daily
+evaluation 43% — of which the binomial and beta-binomial tails 19%, every
+manager's win-rate, leakage and book-churn tests run every day whether or
+not anything about the manager changed — the account stage's daily
+evaluation 12%, applying events 7%. Meeting 1 M events/s on this world
+needs the manager stage evaluated only where its inputs changed, which
+the leave-one-out team and company figures make rare: a team's counts move
+every day. On the issue's world (50 accounts a manager) the manager stage
+weighs less per event and the daily pass over 500,000 accounts more.
+Meeting 256 bytes per account needs more than packing: an account keeps
+its learnt rhythm, its last twelve order times and the ids of the events
+it may cite (its last order, recent visits): with the account's own id and
+its slot in the index, about 250 bytes before anything else it holds.
 MD
 echo "Wrote BENCHMARKS.md" >&2
