@@ -58,8 +58,8 @@ pub struct AccountStage {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct AccountState {
-    manager_id: Arc<str>,
-    team: Arc<str>,
+    manager_id: Name,
+    team: Name,
     /// When the account last changed hands; recent arrivals do not count in
     /// the new owner's book churn.
     assigned_at: MaybeTime,
@@ -264,17 +264,55 @@ impl<'de> Deserialize<'de> for OpenDeals {
     }
 }
 
+/// A manager or team name as an account holds it: interned (see [`Names`]),
+/// behind a thin pointer — 8 bytes in every account where `Arc<str>` took
+/// 16, for one more allocation per distinct name. Checkpointed as a string.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Name(Arc<String>);
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for Name {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(|name| Name(Arc::new(name)))
+    }
+}
+
+impl Name {
+    /// Where the name lives: the same for every holder of one interned name.
+    fn address(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+}
+
 /// Interned names: one allocation per manager or team, however many
 /// accounts name it. Names no account holds any more are dropped at expiry.
 #[derive(Debug, Default)]
-struct Names(HashSet<Arc<str>, ahash::RandomState>);
+struct Names(HashSet<Name, ahash::RandomState>);
 
 impl Names {
-    fn intern(&mut self, name: &str) -> Arc<str> {
+    fn intern(&mut self, name: &str) -> Name {
         if let Some(known) = self.0.get(name) {
             return known.clone();
         }
-        let name: Arc<str> = name.into();
+        let name = Name(Arc::new(name.to_owned()));
         self.0.insert(name.clone());
         name
     }
@@ -282,15 +320,15 @@ impl Names {
     /// Gives back one account's hold on `name`, forgetting the name when no
     /// other account holds it: a flood of new names at the account cap must
     /// not grow the set.
-    fn release(&mut self, name: Arc<str>) {
-        if Arc::strong_count(&name) == 2 {
+    fn release(&mut self, name: Name) {
+        if Arc::strong_count(&name.0) == 2 {
             self.0.remove(&*name);
         }
     }
 
     /// Drops the names only this set still holds.
     fn prune(&mut self) {
-        self.0.retain(|name| Arc::strong_count(name) > 1);
+        self.0.retain(|name| Arc::strong_count(&name.0) > 1);
     }
 }
 
@@ -491,20 +529,17 @@ pub struct ChurningAccount {
 /// interned manager id: every account of a manager holds the same `Arc`
 /// (see [`Names`]), so finding the book hashes a pointer, not the id.
 #[derive(Default)]
-struct BooksByManager(Map<usize, (Arc<str>, Book)>);
+struct BooksByManager(Map<usize, (Name, Book)>);
 
 impl BooksByManager {
-    fn of(&mut self, manager_id: &Arc<str>, team: &str) -> &mut Book {
-        let (_, book) = self
-            .0
-            .entry(Arc::as_ptr(manager_id) as *const u8 as usize)
-            .or_insert_with(|| {
-                let book = Book {
-                    team: Id::from(team),
-                    ..Book::default()
-                };
-                (manager_id.clone(), book)
-            });
+    fn of(&mut self, manager_id: &Name, team: &str) -> &mut Book {
+        let (_, book) = self.0.entry(manager_id.address()).or_insert_with(|| {
+            let book = Book {
+                team: Id::from(team),
+                ..Book::default()
+            };
+            (manager_id.clone(), book)
+        });
         book
     }
 
