@@ -23,10 +23,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 
-/// The allocator `feidan` itself runs with (src/main.rs).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const PARTITIONS: i32 = 4;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -14,10 +14,6 @@ use feidan::engine::Engine;
 use feidan::event::{decode, DecodeLimits};
 use feidan::simulate::{SimConfig, Simulation};
 
-/// The allocator `feidan` itself runs with (src/main.rs).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// A positive number from the environment, or `default`.
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)

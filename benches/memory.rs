@@ -7,10 +7,6 @@ use feidan::config::Config;
 use feidan::engine::Engine;
 use feidan::time::Timestamp;
 
-/// The allocator `feidan` itself runs with (src/main.rs).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm

@@ -19,11 +19,6 @@ use feidan::simulate::{SimConfig, Simulation};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tracing_subscriber::EnvFilter;
 
-/// The engine allocates small, short-lived values (ids, facts, evidence)
-/// on every event; mimalloc serves them faster than the system allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// feidan: catches key account managers diverting customers' orders (飞单),
 /// from sales-activity events on Kafka.
 #[derive(Parser)]

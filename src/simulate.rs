@@ -593,10 +593,10 @@ impl Simulation {
         let accomplice = manager.accomplice;
         let churned = account.churn_day.is_some_and(|c| day >= c);
         let diversion = self.diversion(deal.account, day);
-        let opportunity_id = deal.id.clone();
+        let opportunity_id = Id::from(deal.id.as_str());
         let amount = deal.amount;
         let lost = |reason: LossReason, competitor: Option<&str>| EventBody::OpportunityLost {
-            opportunity_id: opportunity_id.as_str().into(),
+            opportunity_id: opportunity_id.clone(),
             amount,
             reason,
             competitor: competitor.map(Id::from),
@@ -606,11 +606,11 @@ impl Simulation {
             Diversion::Stopped(Style::Blatant) => {
                 return match roll {
                     r if r < 0.05 => EventBody::OpportunityWon {
-                        opportunity_id: opportunity_id.into(),
+                        opportunity_id,
                         amount,
                     },
                     r if r < 0.25 => EventBody::OpportunityWithdrawn {
-                        opportunity_id: opportunity_id.into(),
+                        opportunity_id,
                         amount,
                     },
                     r if r < 0.6 => lost(LossReason::Competitor, Some(accomplice)),
@@ -620,7 +620,7 @@ impl Simulation {
             Diversion::Stopped(Style::Competitor) => {
                 return match roll {
                     r if r < 0.05 => EventBody::OpportunityWon {
-                        opportunity_id: opportunity_id.into(),
+                        opportunity_id,
                         amount,
                     },
                     r if r < 0.85 => lost(LossReason::Competitor, Some(accomplice)),
@@ -630,7 +630,7 @@ impl Simulation {
             Diversion::Stopped(Style::ShrinkingQuotes) => {
                 return match roll {
                     r if r < 0.1 => EventBody::OpportunityWon {
-                        opportunity_id: opportunity_id.into(),
+                        opportunity_id,
                         amount,
                     },
                     r if r < 0.55 => lost(LossReason::Price, None),
@@ -650,13 +650,13 @@ impl Simulation {
         }
         if roll < win_rate {
             return EventBody::OpportunityWon {
-                opportunity_id: opportunity_id.as_str().into(),
+                opportunity_id,
                 amount,
             };
         }
         if self.rng.gen_bool(0.05) {
             return EventBody::OpportunityWithdrawn {
-                opportunity_id: opportunity_id.as_str().into(),
+                opportunity_id,
                 amount,
             };
         }

@@ -80,9 +80,10 @@ pub struct RateAssessment {
 /// Assesses one manager over several recent windows (inputs and length in
 /// days; shortest first, each against the same history before the longest)
 /// and keeps the most significant: a short window sees an abrupt change
-/// soon, a long one a gradual change at all. Thresholds apply to the p-value times the number
-/// of windows (Bonferroni). Returns the assessment and the window's index;
-/// `None` when no window has the sample and baseline to judge.
+/// soon, a long one a gradual change at all. Thresholds apply to the
+/// p-value times the number of windows (Bonferroni). Returns the assessment
+/// and the window's index; `None` when no window has the sample and
+/// baseline to judge.
 pub fn assess_windows(
     windows: &[(RateInputs, i64)],
     params: &RateParams,
