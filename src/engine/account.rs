@@ -499,7 +499,7 @@ pub struct AccountGlobals {
 }
 
 /// One manager's book as the account stage sees it at an evaluation.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Book {
     pub team: Id,
     /// Accounts with a learnt rhythm, not recently reassigned.
@@ -513,10 +513,55 @@ pub struct Book {
     /// (half, one and two `order_window`s back from the evaluation) ...
     pub orders: [u64; 3],
     /// ... and how many their rhythms would have placed.
-    pub expected_orders: [f64; 3],
+    pub expected_orders: [ExpectedOrders; 3],
 }
 
-#[derive(Debug, Clone)]
+impl Book {
+    /// Adds the part of a book another account stage holds (scaled out, a
+    /// manager's accounts are spread over the input partitions). Every sum
+    /// is exact, so the parts give the book one stage would have given.
+    pub fn merge(&mut self, part: Book) {
+        self.judged += part.judged;
+        self.churning += part.churning;
+        self.visited += part.visited;
+        self.churning_accounts.extend(part.churning_accounts);
+        for i in 0..3 {
+            self.orders[i] += part.orders[i];
+            self.expected_orders[i] += part.expected_orders[i];
+        }
+    }
+}
+
+/// A number of orders expected, summed exactly: in units of 2⁻²⁴ order, so
+/// that a sum over accounts is the same in whatever order they are added,
+/// in one process or gathered from several (DESIGN §7).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ExpectedOrders(u64);
+
+impl ExpectedOrders {
+    const UNIT: f64 = (1u64 << 24) as f64;
+
+    pub fn of(orders: f64) -> ExpectedOrders {
+        ExpectedOrders((orders.max(0.0) * Self::UNIT).round() as u64)
+    }
+
+    pub fn get(self) -> f64 {
+        self.0 as f64 / Self::UNIT
+    }
+
+    /// What is left of `self` without `part` (never below zero).
+    pub fn without(self, part: ExpectedOrders) -> ExpectedOrders {
+        ExpectedOrders(self.0.saturating_sub(part.0))
+    }
+}
+
+impl std::ops::AddAssign for ExpectedOrders {
+    fn add_assign(&mut self, other: ExpectedOrders) {
+        self.0 += other.0;
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChurningAccount {
     pub account_id: String,
     pub p_value: f64,
@@ -718,10 +763,15 @@ impl AccountStage {
     /// Fires the timers due at `at`, judges every account's rhythm, then
     /// drops open deals that have not moved since before `forget_before`
     /// and the company order buckets older than it (in the same pass).
+    ///
+    /// Business time runs at the pace of `company_orders` when given (the
+    /// whole company's orders per day, when this stage holds a share of the
+    /// accounts), else at the pace of this stage's own accounts.
     pub fn evaluate(
         &mut self,
         at: Timestamp,
         forget_before: Timestamp,
+        company_orders: Option<&DailyBuckets<u64>>,
         config: &Config,
         lifecycle: &mut Lifecycle,
         out: &mut Vec<Alert>,
@@ -729,7 +779,7 @@ impl AccountStage {
         let mut report = AccountReport::default();
         let mut books = BooksByManager::default();
         let pace = CompanyPace::new(
-            &self.company_orders,
+            company_orders.unwrap_or(&self.company_orders),
             at,
             config.detect.churn.business_baseline.as_secs() as i64 / DAY,
         );
@@ -763,6 +813,11 @@ impl AccountStage {
 
     pub fn open_opportunities(&self) -> usize {
         self.accounts.values().map(|a| a.open.len()).sum()
+    }
+
+    /// Orders per day over this stage's accounts.
+    pub fn own_orders(&self) -> &DailyBuckets<u64> {
+        &self.company_orders
     }
 
     /// The manager who owns `account_id` now, if the account is known.
@@ -1049,7 +1104,8 @@ fn judge_rhythm(
             }
         }
         for (expected, span) in book.expected_orders.iter_mut().zip(spans) {
-            *expected += span as f64 / DAY as f64 / account.rhythm.gap_mean.max(1.0);
+            *expected +=
+                ExpectedOrders::of(span as f64 / DAY as f64 / account.rhythm.gap_mean.max(1.0));
         }
     }
     if churning {
@@ -1224,7 +1280,7 @@ mod tests {
         life: &mut Lifecycle,
     ) -> AccountReport {
         let at = Timestamp::from_day(day);
-        stage.evaluate(at, Timestamp(0), config, life, &mut Vec::new())
+        stage.evaluate(at, Timestamp(0), None, config, life, &mut Vec::new())
     }
 
     /// A stage holding one account of kam-1's that ordered on days 0, 10, … 90.

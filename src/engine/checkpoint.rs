@@ -24,10 +24,11 @@ use crate::time::Timestamp;
 use super::account::{AccountGlobals, ACCOUNT_PREFIX, NOTE_ACTIVITY_SINCE_ORDER, NOTE_NOT_RENEWED};
 use super::dedup::DedupChunk;
 use super::fact::LeakRoute;
+use super::intake::InEventTime;
 use super::lifecycle::ALERT_PREFIX;
 use super::manager::{ManagerGlobals, MANAGER_PREFIX, TEAM_PREFIX};
 use super::watermark::WatermarkTracker;
-use super::{Engine, InEventTime};
+use super::Engine;
 
 /// The layout of the engine's records this build writes, and the newest it reads.
 /// 2: an account cites its last order, visits and lapsed contract by id, time
@@ -129,21 +130,21 @@ impl Engine {
         let mut out = Vec::with_capacity(self.lifecycle.len() + 8);
         let globals = EngineGlobals {
             format: STATE_FORMAT,
-            watermark: self.watermark.clone(),
-            next_evaluation: self.next_evaluation,
-            forced: self.forced,
-            dedup_counters: self.dedup.counters(),
+            watermark: self.intake.watermark.clone(),
+            next_evaluation: self.intake.next_evaluation,
+            forced: self.intake.forced,
+            dedup_counters: self.intake.dedup.counters(),
             accounts: self.accounts.globals(),
             managers: self.managers.globals(),
         };
         out.push((ENGINE_KEY.to_owned(), encode(&globals)));
         self.lifecycle.checkpoint(&mut out);
-        for (n, chunk) in self.dedup.chunks(DEDUP_CHUNK) {
+        for (n, chunk) in self.intake.dedup.chunks(DEDUP_CHUNK) {
             out.push((format!("{DEDUP_PREFIX}{n}"), encode(&chunk)));
         }
         // The buffer in event-time order, so chunks change little between
         // checkpoints while the watermark holds.
-        let mut buffered: Vec<&Event> = self.pending.iter().map(|e| &*e.0 .1).collect();
+        let mut buffered: Vec<&Event> = self.intake.pending.iter().map(|e| &*e.0 .1).collect();
         buffered.sort_by(|a, b| (a.occurred_at, &a.event_id).cmp(&(b.occurred_at, &b.event_id)));
         for (n, chunk) in buffered.chunks(BUFFER_CHUNK).enumerate() {
             let events: Vec<String> = chunk.iter().map(|e| e.to_json().to_string()).collect();
@@ -192,7 +193,7 @@ impl Engine {
                 let events: Vec<String> = decode_payload(&key, &payload)?;
                 for json in events {
                     let event = decode_event(&key, json.as_bytes(), &engine)?;
-                    engine.pending.push(std::cmp::Reverse(InEventTime(
+                    engine.intake.pending.push(std::cmp::Reverse(InEventTime(
                         event.occurred_at,
                         Box::new(event),
                     )));
@@ -204,10 +205,13 @@ impl Engine {
         match globals {
             Some(globals) => {
                 let lateness = config.engine.allowed_lateness.as_secs() as i64;
-                engine.watermark = globals.watermark.with_lateness(lateness);
-                engine.next_evaluation = globals.next_evaluation;
-                engine.forced = globals.forced;
-                engine.dedup.restore(globals.dedup_counters, dedup_chunks);
+                engine.intake.watermark = globals.watermark.with_lateness(lateness);
+                engine.intake.next_evaluation = globals.next_evaluation;
+                engine.intake.forced = globals.forced;
+                engine
+                    .intake
+                    .dedup
+                    .restore(globals.dedup_counters, dedup_chunks);
                 engine.accounts.restore_globals(globals.accounts);
                 engine.managers.restore_globals(globals.managers);
             }

@@ -14,7 +14,7 @@ use crate::time::Timestamp;
 
 use super::checkpoint::StaticName;
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Fact {
     pub manager_id: Id,
     pub team: Id,
@@ -23,7 +23,7 @@ pub struct Fact {
     pub evidence: EvidenceRef,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum FactKind {
     /// A deal was won, lost or withdrawn (win rate, competitor losses).
     DealClosed { outcome: DealOutcome },
@@ -32,7 +32,7 @@ pub enum FactKind {
     DealExited { leak: Option<LeakRoute> },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DealOutcome {
     Won,
     Lost {
@@ -43,7 +43,7 @@ pub enum DealOutcome {
 }
 
 /// How a deal leaked out of the pipeline.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LeakRoute {
     Withdrawn,
     NoDecision,
@@ -130,6 +130,7 @@ pub fn keep_largest(items: &mut Vec<EvidenceRef>, item: EvidenceRef, keep: usize
                 a.amount_or_zero()
                     .total_cmp(&b.amount_or_zero())
                     .then(a.occurred_at.cmp(&b.occurred_at))
+                    .then(a.event_id.cmp(&b.event_id))
             })
             .map(|(i, _)| i);
         if let Some(i) = smallest {

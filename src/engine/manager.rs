@@ -22,7 +22,7 @@ use crate::event::Id;
 use crate::stats;
 use crate::time::{Timestamp, DAY};
 
-use super::account::Book;
+use super::account::{Book, ExpectedOrders};
 use super::checkpoint::{self, RestoreError};
 use super::eviction::EvictionSampler;
 use super::fact::{keep_largest, largest_between, DealOutcome, EvidenceRef, Fact, FactKind};
@@ -168,6 +168,35 @@ fn sums_over(
 ) -> [Tally; 4] {
     let (history, recent) = series.sums(history, recent);
     [recent[0], recent[1], recent[2], history]
+}
+
+/// The accounts judged, churning and churning while visited, over every
+/// book in the company: the base rates book churn is judged against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompanyBooks {
+    pub judged: u64,
+    pub churning: u64,
+    pub visited: u64,
+}
+
+impl CompanyBooks {
+    pub fn of<'a>(books: impl IntoIterator<Item = &'a Book>) -> CompanyBooks {
+        let mut company = CompanyBooks::default();
+        for book in books {
+            company.add(&CompanyBooks {
+                judged: book.judged,
+                churning: book.churning,
+                visited: book.visited,
+            });
+        }
+        company
+    }
+
+    pub fn add(&mut self, other: &CompanyBooks) {
+        self.judged += other.judged;
+        self.churning += other.churning;
+        self.visited += other.visited;
+    }
 }
 
 /// Key prefixes of manager and team records in a checkpoint.
@@ -319,10 +348,14 @@ impl ManagerStage {
 
     /// Evaluates every manager at `at` (an evaluation boundary), with the
     /// books the account stage reported.
+    /// `company` counts the accounts of every book, `books` (the books of
+    /// this stage's teams) among them.
+    #[allow(clippy::too_many_arguments)]
     pub fn evaluate(
         &mut self,
         at: Timestamp,
         books: &Map<Id, Book>,
+        company: &CompanyBooks,
         config: &Config,
         max_evidence: usize,
         lifecycle: &mut Lifecycle,
@@ -372,16 +405,8 @@ impl ManagerStage {
             team.last_win_rate = sums.closes[2].rate();
             team_sums.insert(name.clone(), sums);
         }
-        let company = books
-            .values()
-            .fold(BookInputs::default(), |acc, b| BookInputs {
-                company_judged: acc.company_judged + b.judged,
-                company_churning: acc.company_churning + b.churning,
-                company_visited: acc.company_visited + b.visited,
-                ..acc
-            });
         // Orders and expected orders per team, over the three order windows.
-        let mut team_orders: Map<&str, ([u64; 3], [f64; 3])> = Map::default();
+        let mut team_orders: Map<&str, ([u64; 3], [ExpectedOrders; 3])> = Map::default();
         for book in books.values() {
             let entry = team_orders.entry(book.team.as_str()).or_default();
             for i in 0..3 {
@@ -452,14 +477,14 @@ impl ManagerStage {
                     judged: b.judged,
                     churning: b.churning,
                     visited: b.visited,
-                    company_judged: company.company_judged - b.judged,
-                    company_churning: company.company_churning - b.churning,
-                    company_visited: company.company_visited - b.visited,
+                    company_judged: company.judged.saturating_sub(b.judged),
+                    company_churning: company.churning.saturating_sub(b.churning),
+                    company_visited: company.visited.saturating_sub(b.visited),
                     orders: b.orders,
-                    expected_orders: b.expected_orders,
+                    expected_orders: b.expected_orders.map(ExpectedOrders::get),
                     team_orders: std::array::from_fn(|i| orders[i].saturating_sub(b.orders[i])),
                     team_expected_orders: std::array::from_fn(|i| {
-                        (expected[i] - b.expected_orders[i]).max(0.0)
+                        expected[i].without(b.expected_orders[i]).get()
                     }),
                 }
             });

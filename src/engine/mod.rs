@@ -7,24 +7,26 @@ pub mod account;
 pub mod checkpoint;
 pub mod dedup;
 pub mod eviction;
+pub mod exchange;
 pub mod fact;
+mod intake;
 pub mod lifecycle;
 pub mod manager;
+pub mod shard;
+pub mod source;
 pub mod watermark;
 pub mod window;
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
-
 use crate::alert::Alert;
 use crate::config::Config;
-use crate::event::{decode, DecodeError, DecodeLimits, Event};
+use crate::event::{decode, DecodeError, DecodeLimits, Event, Id};
 use crate::time::Timestamp;
 
-use account::AccountStage;
-use dedup::Dedup;
+use account::{AccountStage, Book};
+use intake::Intake;
 use lifecycle::{ActiveAlert, Lifecycle};
-use manager::{ManagerGauges, ManagerStage};
+use manager::{CompanyBooks, ManagerGauges, ManagerStage};
+#[cfg(doc)]
 use watermark::WatermarkTracker;
 
 /// The engine's hash maps: aHash, seeded per process (ids come from the
@@ -118,80 +120,28 @@ pub struct EngineStats {
 pub struct Engine {
     config: Config,
     limits: DecodeLimits,
-    late_horizon: i64,
-    evaluate_every: i64,
     /// How far back any window reaches, seconds: open deals and company
     /// order buckets older than this are dropped at each evaluation.
     reach: i64,
-    watermark: WatermarkTracker,
-    dedup: Dedup,
+    intake: Intake,
     accounts: AccountStage,
     managers: ManagerStage,
     lifecycle: Lifecycle,
-    /// The next evaluation boundary the watermark has not yet passed.
-    next_evaluation: Option<Timestamp>,
     /// Scratch space for the facts of one event, reused to avoid allocation.
     facts: Vec<fact::Fact>,
-    /// On-time events not yet behind the watermark, applied in event-time
-    /// order as it passes them.
-    pending: BinaryHeap<Reverse<InEventTime>>,
-    max_buffered: usize,
-    /// Events applied ahead of the watermark because the buffer was full.
-    forced: u64,
-}
-
-/// An event ordered by event time, then id (ids are unique once deduplicated).
-/// Boxed, so that the heap moves a pointer and not the event; its time is
-/// held beside it, so that most comparisons do not follow the pointer.
-struct InEventTime(Timestamp, Box<Event>);
-
-impl PartialEq for InEventTime {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for InEventTime {}
-
-impl PartialOrd for InEventTime {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for InEventTime {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.0
-            .cmp(&other.0)
-            .then_with(|| self.1.event_id.cmp(&other.1.event_id))
-    }
 }
 
 impl Engine {
     pub fn new(config: &Config) -> Engine {
-        let engine = &config.engine;
         Engine {
             config: config.clone(),
             limits: Engine::decode_limits(config),
-            late_horizon: engine.late_horizon.as_secs() as i64,
-            evaluate_every: config.alerts.evaluate_every.as_secs() as i64,
-            reach: {
-                let detect = &config.detect;
-                (detect.win_rate.history + detect.win_rate.window)
-                    .max(detect.leakage.history + detect.leakage.window)
-                    .max(detect.churn.business_baseline * 2)
-                    .as_secs() as i64
-            },
-            watermark: WatermarkTracker::new(engine.allowed_lateness.as_secs() as i64),
-            dedup: Dedup::new(engine.dedup_capacity, engine.dedup_horizon.as_secs() as i64),
+            reach: reach(config),
+            intake: Intake::new(config),
             accounts: AccountStage::default(),
-            managers: ManagerStage::with_cap(engine.max_managers),
+            managers: ManagerStage::with_cap(config.engine.max_managers),
             lifecycle: Lifecycle::new(config.alerts.for_evaluations, config.alerts.resolve_after),
-            next_evaluation: None,
             facts: Vec::new(),
-            pending: BinaryHeap::new(),
-            max_buffered: engine.max_buffered_events,
-            forced: 0,
         }
     }
 
@@ -217,102 +167,67 @@ impl Engine {
         partition: i32,
         out: &mut Vec<Alert>,
     ) -> Ingested {
-        match decoded {
-            Ok(event) => {
-                let event_type = event.body.type_name();
-                let outcome = self.apply(event, partition, out);
-                Ingested {
-                    outcome,
-                    event_type,
-                }
-            }
-            Err(error) => Ingested {
-                outcome: Outcome::DeadLetter(DeadLetter::Invalid(error)),
-                event_type: "invalid",
-            },
-        }
+        ingested(decoded, |event| self.apply(event, partition, out))
     }
 
     /// Applies one decoded event from input `partition`.
     pub fn apply(&mut self, event: Event, partition: i32, out: &mut Vec<Alert>) -> Outcome {
-        let watermark = self.watermark.current();
-        let late = watermark.is_some_and(|w| event.occurred_at < w);
-        if let Some(w) = watermark {
-            if event.occurred_at < w.plus(-self.late_horizon) {
-                return Outcome::DeadLetter(DeadLetter::TooLate {
-                    occurred_at: event.occurred_at,
-                    watermark: w,
-                });
-            }
+        let (outcome, moved) = self.intake.admit(event, partition, |e| {
+            apply_now(
+                e,
+                &mut self.accounts,
+                &mut self.managers,
+                &self.config,
+                &mut self.facts,
+            )
+        });
+        if moved {
+            self.evaluate_due(out);
         }
-        if !self.dedup.insert(&event.event_id, event.occurred_at) {
-            return Outcome::Duplicate;
-        }
-
-        let at = event.occurred_at;
-        if late {
-            self.apply_now(&event);
-        } else {
-            self.pending
-                .push(Reverse(InEventTime(event.occurred_at, Box::new(event))));
-            if self.pending.len() > self.max_buffered {
-                if let Some(Reverse(InEventTime(_, oldest))) = self.pending.pop() {
-                    self.forced += 1;
-                    self.apply_now(&oldest);
-                }
-            }
-        }
-        if let Some(watermark) = self.watermark.observe(partition, at) {
-            self.evaluate_until(watermark, out);
-        }
-        if late {
-            Outcome::Late
-        } else {
-            Outcome::Processed
-        }
+        outcome
     }
 
     /// Marks an input partition idle or active (see [`WatermarkTracker`]).
     pub fn set_partition_idle(&mut self, partition: i32, idle: bool, out: &mut Vec<Alert>) {
-        if let Some(watermark) = self.watermark.set_idle(partition, idle) {
-            self.evaluate_until(watermark, out);
+        if self.intake.watermark.set_idle(partition, idle).is_some() {
+            self.evaluate_due(out);
         }
     }
 
     /// Declares the input partitions this instance now owns (after a
     /// rebalance); see [`WatermarkTracker::assign`].
     pub fn assign_partitions(&mut self, partitions: &[i32], out: &mut Vec<Alert>) {
-        if let Some(watermark) = self.watermark.assign(partitions) {
-            self.evaluate_until(watermark, out);
+        if self.intake.watermark.assign(partitions).is_some() {
+            self.evaluate_due(out);
         }
     }
 
     /// Moves event time on by `seconds` while the whole input is idle, so
     /// silence is judged without new events (DESIGN §5).
     pub fn advance_idle(&mut self, seconds: i64, out: &mut Vec<Alert>) {
-        if let Some(watermark) = self.watermark.advance_idle(seconds) {
-            self.evaluate_until(watermark, out);
+        if self.intake.watermark.advance_idle(seconds).is_some() {
+            self.evaluate_due(out);
         }
     }
 
     pub fn watermark(&self) -> Option<Timestamp> {
-        self.watermark.current()
+        self.intake.watermark.current()
     }
 
     pub fn stats(&self) -> EngineStats {
         let mut active: Vec<ActiveAlert> = self.lifecycle.active().collect();
         active.sort();
         EngineStats {
-            watermark: self.watermark.current(),
+            watermark: self.watermark(),
             accounts: self.accounts.accounts(),
             open_opportunities: self.accounts.open_opportunities(),
             managers: self.managers.managers(),
             teams: self.managers.teams(),
-            remembered_event_ids: self.dedup.len(),
-            buffered_events: self.pending.len(),
-            forced_events: self.forced,
+            remembered_event_ids: self.intake.dedup.len(),
+            buffered_events: self.intake.pending.len(),
+            forced_events: self.intake.forced,
             evictions: vec![
-                ("event_ids", self.dedup.evicted()),
+                ("event_ids", self.intake.dedup.evicted()),
                 ("accounts", self.accounts.expired + self.accounts.evicted),
                 ("managers", self.managers.expired + self.managers.evicted),
             ],
@@ -331,44 +246,22 @@ impl Engine {
         }
     }
 
-    /// Runs every evaluation whose boundary the watermark has passed.
-    /// Applies the buffered events the watermark has passed, in event-time
-    /// order, running each evaluation once the events before its boundary
-    /// are in: so state and alerts are the same however the input was
-    /// partitioned or interleaved.
-    fn evaluate_until(&mut self, watermark: Timestamp, out: &mut Vec<Alert>) {
-        let step = self.evaluate_every;
-        let mut boundary = *self
-            .next_evaluation
-            .get_or_insert_with(|| Timestamp(watermark.0.div_euclid(step) * step + step));
+    /// Runs every evaluation whose boundary the watermark has passed, each
+    /// once the events before its boundary are in.
+    fn evaluate_due(&mut self, out: &mut Vec<Alert>) {
         loop {
-            let until = boundary.min(watermark);
-            while let Some(Reverse(InEventTime(occurred_at, _))) = self.pending.peek() {
-                if *occurred_at >= until {
-                    break;
-                }
-                if let Some(Reverse(InEventTime(_, event))) = self.pending.pop() {
-                    self.apply_now(&event);
-                }
-            }
-            if boundary > watermark {
-                break;
-            }
+            let due = self.intake.next_due(|e| {
+                apply_now(
+                    e,
+                    &mut self.accounts,
+                    &mut self.managers,
+                    &self.config,
+                    &mut self.facts,
+                )
+            });
+            let Some(boundary) = due else { break };
             self.evaluate_at(boundary, out);
-            boundary = boundary.plus(step);
-        }
-        self.next_evaluation = Some(boundary);
-        // A burst (a partition far ahead, a backlog) must not hold its
-        // memory once applied.
-        if self.pending.is_empty() && self.pending.capacity() > 4096 {
-            self.pending.shrink_to_fit();
-        }
-    }
-
-    fn apply_now(&mut self, event: &Event) {
-        self.accounts.apply(event, &self.config, &mut self.facts);
-        for fact in self.facts.drain(..) {
-            self.managers.apply(fact);
+            self.intake.passed(boundary);
         }
     }
 
@@ -377,6 +270,7 @@ impl Engine {
         let report = self.accounts.evaluate(
             at,
             at.plus(-self.reach),
+            None,
             &self.config,
             &mut self.lifecycle,
             out,
@@ -384,22 +278,91 @@ impl Engine {
         for fact in report.facts {
             self.managers.apply(fact);
         }
-        self.managers.evaluate(
+        let company = CompanyBooks::of(report.books.values());
+        evaluate_managers(
+            &mut self.managers,
             at,
             &report.books,
+            &company,
             &self.config,
-            self.config.alerts.max_evidence,
             &mut self.lifecycle,
             out,
         );
         // Entities are held in hash maps: order one evaluation's transitions
         // so that every replay emits them in the same order.
         out[first_new..].sort_by(|a, b| a.alert_id.cmp(&b.alert_id));
+        self.accounts.expire_idle(idle_cutoff(at, &self.config));
+    }
+}
 
-        self.dedup.expire(at);
-        let idle_cutoff = at.plus(-(self.config.engine.entity_ttl.as_secs() as i64));
-        self.accounts.expire_idle(idle_cutoff);
-        self.managers.expire_idle(idle_cutoff, &self.lifecycle);
+/// The manager stage's part of an evaluation at `at`, in one process or in
+/// a shard: judge every manager, then forget the idle ones.
+fn evaluate_managers(
+    managers: &mut ManagerStage,
+    at: Timestamp,
+    books: &Map<Id, Book>,
+    company: &CompanyBooks,
+    config: &Config,
+    lifecycle: &mut Lifecycle,
+    out: &mut Vec<Alert>,
+) {
+    managers.evaluate(
+        at,
+        books,
+        company,
+        config,
+        config.alerts.max_evidence,
+        lifecycle,
+        out,
+    );
+    managers.expire_idle(idle_cutoff(at, config), lifecycle);
+}
+
+/// How far back any window reaches, seconds: open deals and company order
+/// buckets older than this are dropped at each evaluation.
+fn reach(config: &Config) -> i64 {
+    let detect = &config.detect;
+    (detect.win_rate.history + detect.win_rate.window)
+        .max(detect.leakage.history + detect.leakage.window)
+        .max(detect.churn.business_baseline * 2)
+        .as_secs() as i64
+}
+
+/// Entities seen last before this, at an evaluation at `at`, have been idle
+/// past `engine.entity_ttl`.
+fn idle_cutoff(at: Timestamp, config: &Config) -> Timestamp {
+    at.plus(-(config.engine.entity_ttl.as_secs() as i64))
+}
+
+/// What [`Engine::ingest_decoded`] reports for a decoded message, `apply`
+/// applying it when it decoded.
+fn ingested(decoded: Result<Event, DecodeError>, apply: impl FnOnce(Event) -> Outcome) -> Ingested {
+    match decoded {
+        Ok(event) => {
+            let event_type = event.body.type_name();
+            Ingested {
+                outcome: apply(event),
+                event_type,
+            }
+        }
+        Err(error) => Ingested {
+            outcome: Outcome::DeadLetter(DeadLetter::Invalid(error)),
+            event_type: "invalid",
+        },
+    }
+}
+
+/// Applies one event to the account stage and its facts to the manager stage.
+fn apply_now(
+    event: &Event,
+    accounts: &mut AccountStage,
+    managers: &mut ManagerStage,
+    config: &Config,
+    facts: &mut Vec<fact::Fact>,
+) {
+    accounts.apply(event, config, facts);
+    for fact in facts.drain(..) {
+        managers.apply(fact);
     }
 }
 

@@ -110,6 +110,14 @@ impl WatermarkTracker {
         self.recompute()
     }
 
+    /// Raises the watermark to at least `at`, whatever the partitions say:
+    /// for an idle input whose event time is set by others (a scaled-out
+    /// source following the rest of the company). It never moves back.
+    pub fn raise_to(&mut self, at: Timestamp) -> Option<Timestamp> {
+        self.current = Some(self.current.map_or(at, |c| c.max(at)));
+        self.current
+    }
+
     fn recompute(&mut self) -> Option<Timestamp> {
         let (mut least_active, mut newest_any) = (None::<Timestamp>, None::<Timestamp>);
         let (mut any_active, mut waiting) = (false, false);

@@ -85,6 +85,21 @@ pub enum LossReason {
     Other,
 }
 
+/// A loss reason travels as its wire name (between stages, scaled out).
+impl serde::Serialize for LossReason {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LossReason {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        LossReason::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown loss reason `{text}`")))
+    }
+}
+
 /// How the manager touched the account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ActivityKind {

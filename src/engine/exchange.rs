@@ -1,0 +1,158 @@
+//! What the stages tell each other when feidan is scaled out (DESIGN §1,
+//! §7): the messages between the account stages of the input partitions
+//! ([`Source`](super::source::Source)s) and the manager stages of the facts
+//! partitions ([`Shard`](super::shard::Shard)s), and where each goes.
+//!
+//! An evaluation at a boundary is a barrier in two rounds, so that a
+//! scaled-out feidan raises exactly the alerts one process would:
+//!
+//! 1. Every source shares the orders it applied since its last share
+//!    ([`Exchange::Pace`], to every source): business time runs at the whole
+//!    company's pace, and each source holds only part of the company. A
+//!    source judges its accounts at a boundary once it has every source's
+//!    share for it.
+//! 2. Every source then sends each shard the facts of its teams, the
+//!    stalled deals and the parts of their managers' books
+//!    ([`Exchange::Part`]), and an [`Exchange::End`] with its company-wide
+//!    counts. A shard evaluates its managers once it has every source's end
+//!    and every part before it.
+//!
+//! Before the first boundary the sources agree on it ([`Exchange::Start`]):
+//! the earliest any of them proposes.
+//!
+//! Every message names its source and boundary, so one received twice (a
+//! source replaying input after a restart sends the same messages again)
+//! changes nothing. Payloads are MessagePack with named fields.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Id;
+use crate::time::Timestamp;
+
+use super::account::Book;
+use super::fact::Fact;
+use super::manager::CompanyBooks;
+
+/// Facts per [`Exchange::Part`], and books per part: parts stay well under
+/// the 1 MB a Kafka record may hold by default.
+pub const FACTS_PER_PART: usize = 1_000;
+pub const BOOKS_PER_PART: usize = 100;
+
+/// A message between scaled-out stages.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Exchange {
+    /// The first boundary `source` would evaluate at (`None`: its input is
+    /// idle and it will follow the others). To every source.
+    Start {
+        source: i32,
+        first: Option<Timestamp>,
+    },
+    /// Orders per day `source` applied since its previous share, shared as
+    /// it reached `boundary`. To every source.
+    Pace {
+        source: i32,
+        boundary: Timestamp,
+        orders: Vec<(i64, u64)>,
+    },
+    /// Part `seq` of what `source` sends one shard for `boundary`.
+    Part {
+        source: i32,
+        boundary: Timestamp,
+        seq: u32,
+        body: PartBody,
+    },
+    /// The last of it: how many parts came before, and the source's counts
+    /// over every book it holds (the company's base rates).
+    End {
+        source: i32,
+        boundary: Timestamp,
+        parts: u32,
+        company: CompanyBooks,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum PartBody {
+    /// Facts of the events applied before the boundary, in the order applied.
+    Facts(Vec<Fact>),
+    /// Deals found stalled at the boundary.
+    Stalls(Vec<Fact>),
+    /// The source's part of its managers' books, by manager.
+    Books(Vec<(Id, Book)>),
+}
+
+/// Where a message goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Every source (every input partition's account stage).
+    Sources,
+    /// The shard (facts partition) with this number.
+    Shard(u32),
+}
+
+/// A message and where it goes.
+#[derive(Clone, Debug)]
+pub struct Envelope {
+    pub to: Route,
+    pub message: Exchange,
+}
+
+impl Exchange {
+    pub fn encode(&self) -> Vec<u8> {
+        super::checkpoint::encode(self)
+    }
+
+    /// # Errors
+    ///
+    /// Bytes that are not a message of this feidan's exchange.
+    pub fn decode(bytes: &[u8]) -> Result<Exchange, rmp_serde::decode::Error> {
+        rmp_serde::from_slice(bytes)
+    }
+}
+
+/// The shard a team's managers belong to, out of `shards`: FNV-1a of the
+/// name, fixed across processes, builds and platforms.
+pub fn shard_of(team: &str, shards: u32) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in team.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % u64::from(shards.max(1))) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_team_always_goes_to_the_same_shard_and_teams_spread() {
+        // Reference values of FNV-1a 64: "" and "a".
+        assert_eq!(
+            shard_of("", u32::MAX),
+            (0xcbf2_9ce4_8422_2325u64 % u64::from(u32::MAX)) as u32
+        );
+        assert_eq!(
+            shard_of("a", 1 << 31),
+            (0xaf63_dc4c_8601_ec8cu64 % (1u64 << 31)) as u32
+        );
+        let mut counts = [0; 4];
+        for team in 0..400 {
+            counts[shard_of(&format!("team-{team}"), 4) as usize] += 1;
+        }
+        assert!(counts.iter().all(|c| (70..130).contains(c)), "{counts:?}");
+    }
+
+    #[test]
+    fn messages_read_back_as_written() {
+        let message = Exchange::Pace {
+            source: 2,
+            boundary: Timestamp(86_400),
+            orders: vec![(1, 3), (2, 0)],
+        };
+        let read = Exchange::decode(&message.encode()).unwrap();
+        assert_eq!(read.encode(), message.encode());
+        assert!(matches!(read, Exchange::Pace { source: 2, .. }));
+        assert!(Exchange::decode(b"not msgpack at all").is_err());
+    }
+}

@@ -1,0 +1,168 @@
+//! The engine's event-time front: what happens to an event between decoding
+//! and the stages. It rejects duplicates and events too late to matter,
+//! holds on-time events until the watermark passes them, releases them in
+//! event-time order, and says when an evaluation boundary is due (DESIGN §5).
+//!
+//! The single-process [`Engine`](super::Engine) and the scaled-out
+//! [`Source`](super::source::Source) share it, so an event's life up to the
+//! account stage is the same in both.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
+use crate::config::Config;
+use crate::event::Event;
+use crate::time::Timestamp;
+
+use super::dedup::Dedup;
+use super::watermark::WatermarkTracker;
+use super::{DeadLetter, Outcome};
+
+pub(crate) struct Intake {
+    pub(crate) late_horizon: i64,
+    pub(crate) evaluate_every: i64,
+    pub(crate) watermark: WatermarkTracker,
+    pub(crate) dedup: Dedup,
+    /// The next evaluation boundary the watermark has not yet passed.
+    pub(crate) next_evaluation: Option<Timestamp>,
+    /// On-time events not yet behind the watermark, released in event-time
+    /// order as it passes them.
+    pub(crate) pending: BinaryHeap<Reverse<InEventTime>>,
+    max_buffered: usize,
+    /// Events applied ahead of the watermark because the buffer was full.
+    pub(crate) forced: u64,
+}
+
+/// An event ordered by event time, then id (ids are unique once deduplicated).
+/// Boxed, so that the heap moves a pointer and not the event; its time is
+/// held beside it, so that most comparisons do not follow the pointer.
+pub(crate) struct InEventTime(pub(crate) Timestamp, pub(crate) Box<Event>);
+
+impl PartialEq for InEventTime {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for InEventTime {}
+
+impl PartialOrd for InEventTime {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for InEventTime {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0
+            .cmp(&other.0)
+            .then_with(|| self.1.event_id.cmp(&other.1.event_id))
+    }
+}
+
+impl Intake {
+    pub(crate) fn new(config: &Config) -> Intake {
+        let engine = &config.engine;
+        Intake {
+            late_horizon: engine.late_horizon.as_secs() as i64,
+            evaluate_every: config.alerts.evaluate_every.as_secs() as i64,
+            watermark: WatermarkTracker::new(engine.allowed_lateness.as_secs() as i64),
+            dedup: Dedup::new(engine.dedup_capacity, engine.dedup_horizon.as_secs() as i64),
+            next_evaluation: None,
+            pending: BinaryHeap::new(),
+            max_buffered: engine.max_buffered_events,
+            forced: 0,
+        }
+    }
+
+    /// Admits one decoded event from input `partition`. An event behind the
+    /// watermark (late) goes to `apply` at once; an on-time one waits in the
+    /// buffer, unless the buffer is full, when its oldest event goes to
+    /// `apply` ahead of time. Returns what became of the event, and whether
+    /// the watermark moved (evaluations may be due: see [`Intake::next_due`]).
+    pub(crate) fn admit(
+        &mut self,
+        event: Event,
+        partition: i32,
+        mut apply: impl FnMut(&Event),
+    ) -> (Outcome, bool) {
+        let watermark = self.watermark.current();
+        let late = watermark.is_some_and(|w| event.occurred_at < w);
+        if let Some(w) = watermark {
+            if event.occurred_at < w.plus(-self.late_horizon) {
+                let dead = DeadLetter::TooLate {
+                    occurred_at: event.occurred_at,
+                    watermark: w,
+                };
+                return (Outcome::DeadLetter(dead), false);
+            }
+        }
+        if !self.dedup.insert(&event.event_id, event.occurred_at) {
+            return (Outcome::Duplicate, false);
+        }
+
+        let at = event.occurred_at;
+        if late {
+            apply(&event);
+        } else {
+            self.pending
+                .push(Reverse(InEventTime(event.occurred_at, Box::new(event))));
+            if self.pending.len() > self.max_buffered {
+                if let Some(Reverse(InEventTime(_, oldest))) = self.pending.pop() {
+                    self.forced += 1;
+                    apply(&oldest);
+                }
+            }
+        }
+        let moved = self.watermark.observe(partition, at).is_some();
+        let outcome = if late {
+            Outcome::Late
+        } else {
+            Outcome::Processed
+        };
+        (outcome, moved)
+    }
+
+    /// Releases to `apply`, in event-time order, the buffered events before
+    /// both the watermark and the next evaluation boundary; returns that
+    /// boundary if the watermark has passed it. The caller evaluates at it,
+    /// then calls [`Intake::passed`] and asks again: so every evaluation
+    /// sees exactly the events before its boundary, however the input was
+    /// partitioned or interleaved.
+    pub(crate) fn next_due(&mut self, mut apply: impl FnMut(&Event)) -> Option<Timestamp> {
+        let watermark = self.watermark.current()?;
+        let first = self.first_boundary(watermark);
+        let boundary = *self.next_evaluation.get_or_insert(first);
+        let until = boundary.min(watermark);
+        while let Some(Reverse(InEventTime(occurred_at, _))) = self.pending.peek() {
+            if *occurred_at >= until {
+                break;
+            }
+            if let Some(Reverse(InEventTime(_, event))) = self.pending.pop() {
+                apply(&event);
+            }
+        }
+        if boundary <= watermark {
+            return Some(boundary);
+        }
+        // A burst (a partition far ahead, a backlog) must not hold its
+        // memory once applied.
+        if self.pending.is_empty() && self.pending.capacity() > 4096 {
+            self.pending.shrink_to_fit();
+        }
+        None
+    }
+
+    /// The first evaluation boundary after `watermark`.
+    pub(crate) fn first_boundary(&self, watermark: Timestamp) -> Timestamp {
+        let step = self.evaluate_every;
+        Timestamp(watermark.0.div_euclid(step) * step + step)
+    }
+
+    /// The evaluation at `boundary` is done: the next one is a step later,
+    /// and event ids older than the dedup horizon are forgotten.
+    pub(crate) fn passed(&mut self, boundary: Timestamp) {
+        self.next_evaluation = Some(boundary.plus(self.evaluate_every));
+        self.dedup.expire(boundary);
+    }
+}

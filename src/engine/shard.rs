@@ -1,0 +1,176 @@
+//! The manager stage of one facts partition, scaled out (DESIGN §7): the
+//! managers and teams whose team maps to this partition
+//! ([`shard_of`](super::exchange::shard_of)), evaluated at each boundary
+//! once every source has sent its part (see [`super::exchange`]).
+//!
+//! It applies the facts in the order one process would have: the events'
+//! facts by event time and id, then the stalled deals; it merges the parts
+//! of each book, whose sums are exact. So its alerts are those of the
+//! single-process [`Engine`](super::Engine) on the same input.
+
+use std::collections::BTreeMap;
+
+use crate::alert::Alert;
+use crate::config::Config;
+use crate::event::Id;
+use crate::time::Timestamp;
+
+use super::account::Book;
+use super::exchange::{Exchange, PartBody};
+use super::fact::Fact;
+use super::lifecycle::Lifecycle;
+use super::manager::{CompanyBooks, ManagerStage};
+use super::{evaluate_managers, Map};
+
+pub struct Shard {
+    /// The facts partition this shard reads, which names it.
+    shard: u32,
+    /// Input partitions in all: the sources each evaluation waits for.
+    sources: usize,
+    config: Config,
+    managers: ManagerStage,
+    /// Alerts about managers (account churn is the sources').
+    lifecycle: Lifecycle,
+    /// What arrived for boundaries not yet evaluated, by source.
+    incoming: BTreeMap<Timestamp, BTreeMap<i32, Incoming>>,
+    /// The last boundary evaluated: messages for it or before are repeats.
+    evaluated: Option<Timestamp>,
+}
+
+/// One source's message for one boundary, as far as it has arrived.
+#[derive(Default)]
+struct Incoming {
+    parts: BTreeMap<u32, PartBody>,
+    /// Parts in all, and the source's company-wide counts.
+    end: Option<(u32, CompanyBooks)>,
+}
+
+impl Incoming {
+    fn complete(&self) -> bool {
+        self.end
+            .is_some_and(|(parts, _)| self.parts.len() == parts as usize)
+    }
+}
+
+impl Shard {
+    /// The shard of facts partition `shard`, hearing from `sources` sources.
+    pub fn new(config: &Config, shard: u32, sources: usize) -> Shard {
+        Shard {
+            shard,
+            sources,
+            config: config.clone(),
+            managers: ManagerStage::with_cap(config.engine.max_managers),
+            lifecycle: Lifecycle::new(config.alerts.for_evaluations, config.alerts.resolve_after),
+            incoming: BTreeMap::new(),
+            evaluated: None,
+        }
+    }
+
+    pub fn shard(&self) -> u32 {
+        self.shard
+    }
+
+    /// The last boundary evaluated.
+    pub fn evaluated(&self) -> Option<Timestamp> {
+        self.evaluated
+    }
+
+    pub fn managers(&self) -> usize {
+        self.managers.managers()
+    }
+
+    /// Takes in a message from a source, and evaluates every boundary
+    /// complete from every source, in order (messages for sources are
+    /// ignored).
+    pub fn receive(&mut self, message: Exchange, out: &mut Vec<Alert>) {
+        let (source, boundary) = match &message {
+            Exchange::Part {
+                source, boundary, ..
+            }
+            | Exchange::End {
+                source, boundary, ..
+            } => (*source, *boundary),
+            Exchange::Start { .. } | Exchange::Pace { .. } => return,
+        };
+        if self.evaluated.is_some_and(|done| boundary <= done) {
+            return;
+        }
+        let incoming = self
+            .incoming
+            .entry(boundary)
+            .or_default()
+            .entry(source)
+            .or_default();
+        match message {
+            Exchange::Part { seq, body, .. } => {
+                incoming.parts.entry(seq).or_insert(body);
+            }
+            Exchange::End { parts, company, .. } => {
+                incoming.end.get_or_insert((parts, company));
+            }
+            Exchange::Start { .. } | Exchange::Pace { .. } => {}
+        }
+        while let Some(entry) = self.incoming.first_entry() {
+            let ready =
+                entry.get().len() >= self.sources && entry.get().values().all(Incoming::complete);
+            if !ready {
+                break;
+            }
+            let (at, by_source) = entry.remove_entry();
+            self.evaluate_at(at, by_source, out);
+            self.evaluated = Some(at);
+        }
+    }
+
+    fn evaluate_at(
+        &mut self,
+        at: Timestamp,
+        by_source: BTreeMap<i32, Incoming>,
+        out: &mut Vec<Alert>,
+    ) {
+        let mut facts: Vec<Fact> = Vec::new();
+        let mut stalls: Vec<Fact> = Vec::new();
+        let mut books: Map<Id, Book> = Map::default();
+        let mut company = CompanyBooks::default();
+        for incoming in by_source.into_values() {
+            if let Some((_, counts)) = incoming.end {
+                company.add(&counts);
+            }
+            for body in incoming.parts.into_values() {
+                match body {
+                    PartBody::Facts(part) => facts.extend(part),
+                    PartBody::Stalls(part) => stalls.extend(part),
+                    PartBody::Books(part) => {
+                        for (manager_id, book) in part {
+                            match books.entry(manager_id) {
+                                std::collections::hash_map::Entry::Occupied(mut held) => {
+                                    held.get_mut().merge(book)
+                                }
+                                std::collections::hash_map::Entry::Vacant(slot) => {
+                                    slot.insert(book);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // One process applies events in event-time order, then id; each
+        // event's facts in the order made (the sort is stable).
+        facts.sort_by(|a, b| (a.at, &a.evidence.event_id).cmp(&(b.at, &b.evidence.event_id)));
+        for fact in facts.into_iter().chain(stalls) {
+            self.managers.apply(fact);
+        }
+        let first_new = out.len();
+        evaluate_managers(
+            &mut self.managers,
+            at,
+            &books,
+            &company,
+            &self.config,
+            &mut self.lifecycle,
+            out,
+        );
+        out[first_new..].sort_by(|a, b| a.alert_id.cmp(&b.alert_id));
+    }
+}

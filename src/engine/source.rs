@@ -1,0 +1,361 @@
+//! The account stage of one input partition, scaled out (DESIGN §7): the
+//! same intake and account stage as the single-process
+//! [`Engine`](super::Engine), holding the accounts keyed to this partition.
+//! What the engine hands its manager stage in memory, a source sends as
+//! [`Exchange`] messages: to the other sources (the company's order pace,
+//! the first boundary) and to the shards of the facts partitions (facts,
+//! stalled deals, parts of books). See [`super::exchange`] for the barrier
+//! that keeps the alerts those of one process.
+//!
+//! Pure like the engine: messages in, messages and account alerts out. The
+//! service carries the messages over Kafka; the tests carry them in memory.
+
+use std::collections::BTreeMap;
+
+use crate::alert::Alert;
+use crate::config::Config;
+use crate::event::{decode, DecodeLimits, Event};
+use crate::time::Timestamp;
+
+use super::account::{AccountStage, Book};
+use super::exchange::{
+    shard_of, Envelope, Exchange, PartBody, Route, BOOKS_PER_PART, FACTS_PER_PART,
+};
+use super::fact::Fact;
+use super::intake::Intake;
+use super::lifecycle::Lifecycle;
+use super::manager::CompanyBooks;
+use super::window::DailyBuckets;
+use super::{idle_cutoff, ingested, reach, Engine, Ingested};
+
+pub struct Source {
+    /// The input partition this source reads, which names it.
+    partition: i32,
+    /// Input partitions in all: the sources a barrier waits for.
+    sources: usize,
+    /// Facts partitions in all.
+    shards: u32,
+    config: Config,
+    limits: DecodeLimits,
+    reach: i64,
+    intake: Intake,
+    stage: Stage,
+    /// Account-churn alerts (the manager kinds live in the shards).
+    lifecycle: Lifecycle,
+    /// The whole company's orders per day, from every source's shares up
+    /// to the last evaluation: business time runs at this pace.
+    company_orders: DailyBuckets<u64>,
+    /// Pace shares received (this source's own among them) for boundaries
+    /// not yet evaluated.
+    shares: BTreeMap<Timestamp, BTreeMap<i32, Vec<(i64, u64)>>>,
+    /// Each source's proposed first boundary, until one is agreed.
+    proposals: BTreeMap<i32, Option<Timestamp>>,
+    /// Whether the input partition is idle: the source then follows the
+    /// event time of the others.
+    idle: bool,
+    outbox: Vec<Envelope>,
+}
+
+impl Source {
+    /// The source of input `partition`, one of `sources`, sending facts to
+    /// `shards` facts partitions.
+    pub fn new(config: &Config, partition: i32, sources: usize, shards: u32) -> Source {
+        let mut intake = Intake::new(config);
+        intake.watermark.assign(&[partition]);
+        Source {
+            partition,
+            sources,
+            shards,
+            config: config.clone(),
+            limits: Engine::decode_limits(config),
+            reach: reach(config),
+            intake,
+            stage: Stage::default(),
+            lifecycle: Lifecycle::new(config.alerts.for_evaluations, config.alerts.resolve_after),
+            company_orders: DailyBuckets::default(),
+            shares: BTreeMap::new(),
+            proposals: BTreeMap::new(),
+            idle: false,
+            outbox: Vec::new(),
+        }
+    }
+
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// Decodes and applies one message of this source's partition.
+    pub fn ingest(&mut self, payload: &[u8], out: &mut Vec<Alert>) -> Ingested {
+        let decoded = decode(payload, self.limits);
+        ingested(decoded, |event| self.apply(event, out))
+    }
+
+    fn apply(&mut self, event: Event, out: &mut Vec<Alert>) -> super::Outcome {
+        let (outcome, _) = self
+            .intake
+            .admit(event, self.partition, |e| self.stage.apply(e, &self.config));
+        self.idle = false;
+        self.progress(out);
+        outcome
+    }
+
+    /// Takes in a message from another source (shard messages are not for
+    /// a source and are ignored).
+    pub fn receive(&mut self, message: &Exchange, out: &mut Vec<Alert>) {
+        match message {
+            Exchange::Start { source, first } => {
+                if self.intake.next_evaluation.is_none() {
+                    self.proposals.insert(*source, *first);
+                }
+            }
+            Exchange::Pace {
+                source,
+                boundary,
+                orders,
+            } => {
+                let evaluated = self
+                    .intake
+                    .next_evaluation
+                    .is_some_and(|next| *boundary < next);
+                if !evaluated {
+                    self.shares
+                        .entry(*boundary)
+                        .or_default()
+                        .entry(*source)
+                        .or_insert_with(|| orders.clone());
+                }
+            }
+            Exchange::Part { .. } | Exchange::End { .. } => return,
+        }
+        self.progress(out);
+    }
+
+    /// Marks the input partition idle (nothing to read for a while) or
+    /// active. While idle, the source's event time follows the others'.
+    pub fn set_idle(&mut self, idle: bool, out: &mut Vec<Alert>) {
+        self.idle = idle;
+        self.intake.watermark.set_idle(self.partition, idle);
+        self.progress(out);
+    }
+
+    /// Moves event time on by `seconds` while the input is idle (DESIGN §5).
+    pub fn advance_idle(&mut self, seconds: i64, out: &mut Vec<Alert>) {
+        self.intake.watermark.advance_idle(seconds);
+        self.progress(out);
+    }
+
+    /// The messages to send since the last call.
+    pub fn take_outbox(&mut self) -> Vec<Envelope> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    pub fn watermark(&self) -> Option<Timestamp> {
+        self.intake.watermark.current()
+    }
+
+    /// The next boundary this source will evaluate at, once agreed.
+    pub fn next_evaluation(&self) -> Option<Timestamp> {
+        self.intake.next_evaluation
+    }
+
+    /// The whole company's orders on each day of `days`, as this source
+    /// has gathered them from every source's shares.
+    pub fn company_orders(&self, days: std::ops::Range<i64>) -> Vec<u64> {
+        self.company_orders.each_day(days)
+    }
+
+    pub fn accounts(&self) -> usize {
+        self.stage.accounts.accounts()
+    }
+
+    /// Runs every evaluation the barrier allows.
+    fn progress(&mut self, out: &mut Vec<Alert>) {
+        loop {
+            if self.intake.next_evaluation.is_none() && !self.agree_on_start() {
+                return;
+            }
+            if self.idle {
+                self.follow();
+            }
+            let due = self.intake.next_due(|e| self.stage.apply(e, &self.config));
+            let Some(boundary) = due else { return };
+            let shares = self.shares.entry(boundary).or_default();
+            if let std::collections::btree_map::Entry::Vacant(own) = shares.entry(self.partition) {
+                let orders: Vec<(i64, u64)> = std::mem::take(&mut self.stage.unshared)
+                    .into_iter()
+                    .collect();
+                own.insert(orders.clone());
+                self.outbox.push(Envelope {
+                    to: Route::Sources,
+                    message: Exchange::Pace {
+                        source: self.partition,
+                        boundary,
+                        orders,
+                    },
+                });
+            }
+            if shares.len() < self.sources {
+                return;
+            }
+            self.evaluate_at(boundary, out);
+            self.intake.passed(boundary);
+        }
+    }
+
+    /// Proposes this source's first boundary once it knows it, and adopts
+    /// the earliest proposed once every source has; whether one is agreed.
+    fn agree_on_start(&mut self) -> bool {
+        if !self.proposals.contains_key(&self.partition) {
+            let first = match self.intake.watermark.current() {
+                Some(watermark) => Some(self.intake.first_boundary(watermark)),
+                None if self.idle => None,
+                None => return false,
+            };
+            self.proposals.insert(self.partition, first);
+            self.outbox.push(Envelope {
+                to: Route::Sources,
+                message: Exchange::Start {
+                    source: self.partition,
+                    first,
+                },
+            });
+        }
+        if self.proposals.len() < self.sources {
+            return false;
+        }
+        let Some(first) = self.proposals.values().flatten().min().copied() else {
+            // Every source is idle: wait for one to read something.
+            self.proposals.remove(&self.partition);
+            return false;
+        };
+        self.intake.next_evaluation = Some(first);
+        self.proposals.clear();
+        true
+    }
+
+    /// An idle source takes the event time of the sources that shared for
+    /// a boundary it has not reached: as one process's watermark is not
+    /// held back by an idle partition.
+    fn follow(&mut self) {
+        let Some(next) = self.intake.next_evaluation else {
+            return;
+        };
+        let ahead = self
+            .shares
+            .range(next..)
+            .filter(|(_, by_source)| by_source.keys().any(|s| *s != self.partition))
+            .map(|(boundary, _)| *boundary)
+            .next_back();
+        if let Some(boundary) = ahead {
+            self.intake.watermark.raise_to(boundary);
+        }
+    }
+
+    fn evaluate_at(&mut self, at: Timestamp, out: &mut Vec<Alert>) {
+        for orders in self
+            .shares
+            .remove(&at)
+            .into_iter()
+            .flat_map(BTreeMap::into_values)
+        {
+            for (day, count) in orders {
+                self.company_orders.add(day, count);
+            }
+        }
+        let first_new = out.len();
+        let forget_before = at.plus(-self.reach);
+        let report = self.stage.accounts.evaluate(
+            at,
+            forget_before,
+            Some(&self.company_orders),
+            &self.config,
+            &mut self.lifecycle,
+            out,
+        );
+        self.company_orders.prune_before(forget_before.day());
+        out[first_new..].sort_by(|a, b| a.alert_id.cmp(&b.alert_id));
+
+        let shards = self.shards.max(1);
+        let mut facts: Vec<Vec<Fact>> = vec![Vec::new(); shards as usize];
+        for fact in self.stage.facts.drain(..) {
+            facts[shard_of(&fact.team, shards) as usize].push(fact);
+        }
+        let mut stalls: Vec<Vec<Fact>> = vec![Vec::new(); shards as usize];
+        for fact in report.facts {
+            stalls[shard_of(&fact.team, shards) as usize].push(fact);
+        }
+        let company = CompanyBooks::of(report.books.values());
+        let mut books: Vec<Vec<(crate::event::Id, Book)>> = vec![Vec::new(); shards as usize];
+        for (manager_id, book) in report.books {
+            books[shard_of(&book.team, shards) as usize].push((manager_id, book));
+        }
+        for (shard, ((facts, stalls), mut books)) in
+            (0..shards).zip(facts.into_iter().zip(stalls).zip(books))
+        {
+            books.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut parts = Vec::new();
+            parts.extend(chunks(facts, FACTS_PER_PART).map(PartBody::Facts));
+            parts.extend(chunks(stalls, FACTS_PER_PART).map(PartBody::Stalls));
+            parts.extend(chunks(books, BOOKS_PER_PART).map(PartBody::Books));
+            let count = parts.len() as u32;
+            for (seq, body) in (0..).zip(parts) {
+                self.outbox.push(Envelope {
+                    to: Route::Shard(shard),
+                    message: Exchange::Part {
+                        source: self.partition,
+                        boundary: at,
+                        seq,
+                        body,
+                    },
+                });
+            }
+            self.outbox.push(Envelope {
+                to: Route::Shard(shard),
+                message: Exchange::End {
+                    source: self.partition,
+                    boundary: at,
+                    parts: count,
+                    company,
+                },
+            });
+        }
+        self.stage
+            .accounts
+            .expire_idle(idle_cutoff(at, &self.config));
+    }
+}
+
+/// `items` in chunks of at most `size`, in order.
+fn chunks<T>(items: Vec<T>, size: usize) -> impl Iterator<Item = Vec<T>> {
+    let mut items = items.into_iter().peekable();
+    std::iter::from_fn(move || {
+        items.peek()?;
+        Some(items.by_ref().take(size).collect())
+    })
+}
+
+/// The account stage of a source, and what it has yet to send.
+#[derive(Default)]
+struct Stage {
+    accounts: AccountStage,
+    /// Facts of the events applied since the last boundary, in the order applied.
+    facts: Vec<Fact>,
+    /// Scratch space for the facts of one event.
+    scratch: Vec<Fact>,
+    /// Orders applied since the last pace share, per day.
+    unshared: BTreeMap<i64, u64>,
+}
+
+impl Stage {
+    /// Applies one event to the account stage, keeping its facts for the
+    /// next boundary and counting the orders it adds to the company's pace.
+    fn apply(&mut self, event: &Event, config: &Config) {
+        let before = self.accounts.own_orders().total();
+        self.accounts.apply(event, config, &mut self.scratch);
+        let added = self.accounts.own_orders().total() - before;
+        if added > 0 {
+            *self.unshared.entry(event.occurred_at.day()).or_default() += added;
+        }
+        self.facts.append(&mut self.scratch);
+    }
+}
