@@ -188,16 +188,25 @@ fn sources_and_shards_raise_the_alerts_of_one_engine() {
             expected.len()
         );
         let got = scaled(sources, shards, seed);
-        let (expected, got) = (transitions(&expected), transitions(&got));
-        let missing: Vec<_> = expected.keys().filter(|k| !got.contains_key(*k)).collect();
-        let extra: Vec<_> = got.keys().filter(|k| !expected.contains_key(*k)).collect();
-        assert!(
-            missing.is_empty() && extra.is_empty(),
-            "{sources} sources, {shards} shards: missing {missing:?}, extra {extra:?}"
-        );
-        for (key, text) in &expected {
-            assert_eq!(&got[key], text, "{key:?}");
-        }
+        let context = format!("{sources} sources, {shards} shards");
+        assert_same(&transitions(&expected), &transitions(&got), &context);
+    }
+}
+
+/// Asserts two sets of transitions are equal, naming what differs.
+fn assert_same(
+    expected: &BTreeMap<(String, String), String>,
+    got: &BTreeMap<(String, String), String>,
+    context: &str,
+) {
+    let missing: Vec<_> = expected.keys().filter(|k| !got.contains_key(*k)).collect();
+    let extra: Vec<_> = got.keys().filter(|k| !expected.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{context}: missing {missing:?}, extra {extra:?}"
+    );
+    for (key, text) in expected {
+        assert_eq!(&got[key], text, "{context}: {key:?}");
     }
 }
 
@@ -236,5 +245,159 @@ fn every_source_runs_business_time_at_the_whole_companys_pace() {
             source.accounts() < 16 * 10,
             "a source holds a share of the accounts"
         );
+    }
+}
+
+/// A stage as a process holds it: restored from its last checkpoint on a
+/// crash, reading its input and its messages again from where that
+/// checkpoint was taken.
+struct Checkpointed {
+    records: Vec<(String, Vec<u8>)>,
+    /// The source's next input event (sources only).
+    input: usize,
+    /// Next message to read from each sender.
+    cursors: BTreeMap<i32, usize>,
+}
+
+/// Every sender's messages to every receiver, kept as a topic keeps them,
+/// with each receiver's read position.
+#[derive(Default)]
+struct Log {
+    messages: BTreeMap<(i32, Receiver), Vec<Exchange>>,
+    cursors: BTreeMap<(i32, Receiver), usize>,
+}
+
+impl Log {
+    fn send(&mut self, from: i32, envelopes: Vec<Envelope>, sources: usize) {
+        for Envelope { to, message } in envelopes {
+            let receivers = match to {
+                Route::Sources => (0..sources).map(Receiver::Source).collect(),
+                Route::Shard(shard) => vec![Receiver::Shard(shard)],
+            };
+            for receiver in receivers {
+                self.messages
+                    .entry((from, receiver))
+                    .or_default()
+                    .push(message.clone());
+            }
+        }
+    }
+
+    fn unread(&self) -> Vec<(i32, Receiver)> {
+        self.messages
+            .iter()
+            .filter(|(key, log)| self.cursors.get(*key).copied().unwrap_or(0) < log.len())
+            .map(|(key, _)| *key)
+            .collect()
+    }
+
+    fn cursors_of(&self, receiver: Receiver) -> BTreeMap<i32, usize> {
+        self.cursors
+            .iter()
+            .filter(|((_, r), _)| *r == receiver)
+            .map(|((from, _), at)| (*from, *at))
+            .collect()
+    }
+}
+
+#[test]
+fn stages_restored_from_checkpoints_at_random_moments_raise_the_same_alerts() {
+    let (sources, shards) = (3usize, 2u32);
+    let config = Config::defaults();
+    let expected = transitions(&one_engine(sources));
+    let mut inputs: Vec<Vec<&Vec<u8>>> = vec![Vec::new(); sources];
+    for payload in world() {
+        inputs[partition_of(payload, sources)].push(payload);
+    }
+    for seed in [11, 12] {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut source_units: Vec<Source> = (0..sources)
+            .map(|p| Source::new(&config, p as i32, sources, shards))
+            .collect();
+        let mut shard_units: Vec<Shard> = (0..shards)
+            .map(|f| Shard::new(&config, f, sources))
+            .collect();
+        let mut read = vec![0usize; sources];
+        let mut saved: BTreeMap<Receiver, Checkpointed> = BTreeMap::new();
+        let mut log = Log::default();
+        let mut alerts = Vec::new();
+        let mut restarts = 0;
+        loop {
+            let unread = log.unread();
+            let pending: Vec<usize> = (0..sources)
+                .filter(|s| read[*s] < inputs[*s].len())
+                .collect();
+            if unread.is_empty() && pending.is_empty() {
+                break;
+            }
+            let roll = rng.gen_range(0..1000);
+            let everyone: Vec<Receiver> = (0..sources)
+                .map(Receiver::Source)
+                .chain((0..shards).map(Receiver::Shard))
+                .collect();
+            let unit = everyone[rng.gen_range(0..everyone.len())];
+            if roll < 8 {
+                // A checkpoint of one stage.
+                let records = match unit {
+                    Receiver::Source(s) => source_units[s].checkpoint(),
+                    Receiver::Shard(f) => shard_units[f as usize].checkpoint(),
+                };
+                let input = match unit {
+                    Receiver::Source(s) => read[s],
+                    Receiver::Shard(_) => 0,
+                };
+                let cursors = log.cursors_of(unit);
+                saved.insert(
+                    unit,
+                    Checkpointed {
+                        records,
+                        input,
+                        cursors,
+                    },
+                );
+            } else if roll < 11 {
+                // A crash: the stage comes back as its last checkpoint left it.
+                restarts += 1;
+                let checkpoint = saved.get(&unit);
+                let records = checkpoint.map(|c| c.records.clone()).unwrap_or_default();
+                match unit {
+                    Receiver::Source(s) => {
+                        source_units[s] =
+                            Source::restore(&config, s as i32, sources, shards, records).unwrap();
+                        read[s] = checkpoint.map_or(0, |c| c.input);
+                    }
+                    Receiver::Shard(f) => {
+                        shard_units[f as usize] =
+                            Shard::restore(&config, f, sources, records).unwrap();
+                    }
+                }
+                let cursors = checkpoint.map(|c| c.cursors.clone()).unwrap_or_default();
+                for ((from, receiver), at) in log.cursors.iter_mut() {
+                    if *receiver == unit {
+                        *at = cursors.get(from).copied().unwrap_or(0);
+                    }
+                }
+            } else if roll < 500 && !pending.is_empty() {
+                let s = pending[rng.gen_range(0..pending.len())];
+                source_units[s].ingest(inputs[s][read[s]], &mut alerts);
+                read[s] += 1;
+                log.send(s as i32, source_units[s].take_outbox(), sources);
+            } else if !unread.is_empty() {
+                let key = unread[rng.gen_range(0..unread.len())];
+                let at = log.cursors.entry(key).or_insert(0);
+                let message = log.messages[&key][*at].clone();
+                *at += 1;
+                match key.1 {
+                    Receiver::Source(s) => {
+                        source_units[s].receive(&message, &mut alerts);
+                        log.send(s as i32, source_units[s].take_outbox(), sources);
+                    }
+                    Receiver::Shard(f) => shard_units[f as usize].receive(message, &mut alerts),
+                }
+            }
+        }
+        assert!(restarts >= 5, "{restarts} restarts");
+        let context = format!("seed {seed}, {restarts} restarts");
+        assert_same(&expected, &transitions(&alerts), &context);
     }
 }

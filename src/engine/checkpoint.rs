@@ -18,15 +18,14 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::event::{decode, Event, LossReason, EVENT_TYPES};
+use crate::event::{decode, DecodeLimits, Event, LossReason, EVENT_TYPES};
 use crate::time::Timestamp;
 
 use super::account::{AccountGlobals, ACCOUNT_PREFIX, NOTE_ACTIVITY_SINCE_ORDER, NOTE_NOT_RENEWED};
 use super::dedup::DedupChunk;
 use super::fact::LeakRoute;
-use super::intake::InEventTime;
-use super::lifecycle::ALERT_PREFIX;
-use super::manager::{ManagerGlobals, MANAGER_PREFIX, TEAM_PREFIX};
+use super::intake::{InEventTime, Intake};
+use super::manager::ManagerGlobals;
 use super::watermark::WatermarkTracker;
 use super::Engine;
 
@@ -56,8 +55,8 @@ pub enum RestoreError {
     UnknownKey { key: String },
     #[error("the checkpoint was written in state format {found}; this feidan reads up to {STATE_FORMAT}: upgrade it")]
     NewerFormat { found: u32 },
-    #[error("the checkpoint has entities but no `engine` record")]
-    MissingEngine,
+    #[error("the checkpoint has entities but no `{record}` record")]
+    MissingGlobals { record: &'static str },
     #[error("buffered event in `{key}` no longer decodes: {reason}")]
     BufferedEvent { key: String, reason: String },
 }
@@ -77,6 +76,23 @@ struct EngineGlobals {
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     // Every state type serialises: no map has a key MessagePack cannot hold.
     rmp_serde::to_vec_named(value).expect("engine state serialises to MessagePack")
+}
+
+/// Decodes the record of a stage's globals, refusing one written in a
+/// newer state format than this feidan reads.
+pub(crate) fn decode_globals<T: DeserializeOwned>(
+    key: &str,
+    payload: &[u8],
+) -> Result<T, RestoreError> {
+    #[derive(Deserialize)]
+    struct Format {
+        format: u32,
+    }
+    let Format { format } = decode_payload(key, payload)?;
+    if format > STATE_FORMAT {
+        return Err(RestoreError::NewerFormat { found: format });
+    }
+    decode_payload(key, payload)
 }
 
 pub(crate) fn decode_payload<T: DeserializeOwned>(
@@ -114,15 +130,8 @@ impl Engine {
     /// those [`Engine::checkpoint_changes`] lists only when they change
     /// (accounts, managers, teams).
     pub fn holds(&self, key: &str) -> bool {
-        if let Some(id) = key.strip_prefix(ACCOUNT_PREFIX) {
-            self.accounts.holds(id)
-        } else if let Some(id) = key.strip_prefix(MANAGER_PREFIX) {
-            self.managers.holds_manager(id)
-        } else if let Some(name) = key.strip_prefix(TEAM_PREFIX) {
-            self.managers.holds_team(name)
-        } else {
-            false
-        }
+        let account = key.strip_prefix(ACCOUNT_PREFIX);
+        account.is_some_and(|id| self.accounts.holds(id)) || self.managers.holds(key)
     }
 
     /// Every record but the accounts', managers' and teams'.
@@ -139,17 +148,7 @@ impl Engine {
         };
         out.push((ENGINE_KEY.to_owned(), encode(&globals)));
         self.lifecycle.checkpoint(&mut out);
-        for (n, chunk) in self.intake.dedup.chunks(DEDUP_CHUNK) {
-            out.push((format!("{DEDUP_PREFIX}{n}"), encode(&chunk)));
-        }
-        // The buffer in event-time order, so chunks change little between
-        // checkpoints while the watermark holds.
-        let mut buffered: Vec<&Event> = self.intake.pending.iter().map(|e| &*e.0 .1).collect();
-        buffered.sort_by(|a, b| (a.occurred_at, &a.event_id).cmp(&(b.occurred_at, &b.event_id)));
-        for (n, chunk) in buffered.chunks(BUFFER_CHUNK).enumerate() {
-            let events: Vec<String> = chunk.iter().map(|e| e.to_json().to_string()).collect();
-            out.push((format!("{BUFFER_PREFIX}{n}"), encode(&events)));
-        }
+        self.intake.checkpoint_chunks(&mut out);
         out
     }
 
@@ -171,34 +170,24 @@ impl Engine {
         let mut entities = 0usize;
         for (key, payload) in records {
             if key == ENGINE_KEY {
-                let read: EngineGlobals = decode_payload(&key, &payload)?;
-                if read.format > STATE_FORMAT {
-                    return Err(RestoreError::NewerFormat { found: read.format });
-                }
-                globals = Some(read);
+                globals = Some(decode_globals(&key, &payload)?);
                 continue;
             }
             entities += 1;
-            if let Some(id) = key.strip_prefix(ACCOUNT_PREFIX) {
+            let known = if let Some(id) = key.strip_prefix(ACCOUNT_PREFIX) {
                 engine.accounts.restore_account(id, &payload)?;
-            } else if let Some(id) = key.strip_prefix(MANAGER_PREFIX) {
-                engine.managers.restore_manager(id, &payload)?;
-            } else if let Some(name) = key.strip_prefix(TEAM_PREFIX) {
-                engine.managers.restore_team(name, &payload)?;
-            } else if key.starts_with(ALERT_PREFIX) {
-                engine.lifecycle.restore_entry(&key, &payload)?;
-            } else if key.starts_with(DEDUP_PREFIX) {
-                dedup_chunks.push(decode_payload::<DedupChunk>(&key, &payload)?);
-            } else if key.starts_with(BUFFER_PREFIX) {
-                let events: Vec<String> = decode_payload(&key, &payload)?;
-                for json in events {
-                    let event = decode_event(&key, json.as_bytes(), &engine)?;
-                    engine.intake.pending.push(std::cmp::Reverse(InEventTime(
-                        event.occurred_at,
-                        Box::new(event),
-                    )));
-                }
+                true
             } else {
+                engine.managers.restore_record(&key, &payload)?
+                    || engine.lifecycle.restore_record(&key, &payload)?
+                    || engine.intake.restore_chunk(
+                        &key,
+                        &payload,
+                        engine.limits,
+                        &mut dedup_chunks,
+                    )?
+            };
+            if !known {
                 return Err(RestoreError::UnknownKey { key });
             }
         }
@@ -215,18 +204,63 @@ impl Engine {
                 engine.accounts.restore_globals(globals.accounts);
                 engine.managers.restore_globals(globals.managers);
             }
-            None if entities > 0 => return Err(RestoreError::MissingEngine),
+            None if entities > 0 => {
+                return Err(RestoreError::MissingGlobals { record: ENGINE_KEY })
+            }
             None => {}
         }
         Ok(engine)
     }
 }
 
-fn decode_event(key: &str, json: &[u8], engine: &Engine) -> Result<Event, RestoreError> {
-    decode(json, engine.limits).map_err(|error| RestoreError::BufferedEvent {
-        key: key.to_owned(),
-        reason: error.to_string(),
-    })
+impl Intake {
+    /// Appends the intake's records besides its globals: the dedup memory
+    /// (`dedup/<n>`) and the event buffer (`buffer/<n>`), in chunks.
+    pub(crate) fn checkpoint_chunks(&self, out: &mut Vec<(String, Vec<u8>)>) {
+        for (n, chunk) in self.dedup.chunks(DEDUP_CHUNK) {
+            out.push((format!("{DEDUP_PREFIX}{n}"), encode(&chunk)));
+        }
+        // The buffer in event-time order, so chunks change little between
+        // checkpoints while the watermark holds.
+        let mut buffered: Vec<&Event> = self.pending.iter().map(|e| &*e.0 .1).collect();
+        buffered.sort_by(|a, b| (a.occurred_at, &a.event_id).cmp(&(b.occurred_at, &b.event_id)));
+        for (n, chunk) in buffered.chunks(BUFFER_CHUNK).enumerate() {
+            let events: Vec<String> = chunk.iter().map(|e| e.to_json().to_string()).collect();
+            out.push((format!("{BUFFER_PREFIX}{n}"), encode(&events)));
+        }
+    }
+
+    /// Takes in record `key` if it is one of the intake's chunks (buffered
+    /// events at once, dedup chunks into `dedup_chunks` for
+    /// [`Dedup::restore`](super::dedup::Dedup::restore)); whether it was.
+    pub(crate) fn restore_chunk(
+        &mut self,
+        key: &str,
+        payload: &[u8],
+        limits: DecodeLimits,
+        dedup_chunks: &mut Vec<DedupChunk>,
+    ) -> Result<bool, RestoreError> {
+        if key.starts_with(DEDUP_PREFIX) {
+            dedup_chunks.push(decode_payload::<DedupChunk>(key, payload)?);
+        } else if key.starts_with(BUFFER_PREFIX) {
+            let events: Vec<String> = decode_payload(key, payload)?;
+            for json in events {
+                let event = decode(json.as_bytes(), limits).map_err(|error| {
+                    RestoreError::BufferedEvent {
+                        key: key.to_owned(),
+                        reason: error.to_string(),
+                    }
+                })?;
+                self.pending.push(std::cmp::Reverse(InEventTime(
+                    event.occurred_at,
+                    Box::new(event),
+                )));
+            }
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    }
 }
 
 /// The fixed name `name` stands for, as state keeps it: an event type, a

@@ -116,6 +116,15 @@ impl Lifecycle {
         }
     }
 
+    /// Takes in checkpoint record `key` if it is an alert's; whether it was.
+    pub fn restore_record(&mut self, key: &str, payload: &[u8]) -> Result<bool, RestoreError> {
+        if !key.starts_with(ALERT_PREFIX) {
+            return Ok(false);
+        }
+        self.restore_entry(key, payload)?;
+        Ok(true)
+    }
+
     /// Restores one entry from its checkpoint record.
     pub fn restore_entry(&mut self, key: &str, payload: &[u8]) -> Result<(), RestoreError> {
         let (kind, subject, phase): (AlertKind, String, Phase) =

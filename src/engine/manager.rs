@@ -246,14 +246,28 @@ impl ManagerStage {
         }
     }
 
-    /// Whether the stage holds manager `id`.
-    pub fn holds_manager(&self, id: &str) -> bool {
-        self.managers.contains_key(id)
+    /// Whether the stage holds the manager or team of checkpoint key `key`.
+    pub fn holds(&self, key: &str) -> bool {
+        if let Some(id) = key.strip_prefix(MANAGER_PREFIX) {
+            self.managers.contains_key(id)
+        } else if let Some(name) = key.strip_prefix(TEAM_PREFIX) {
+            self.teams.contains_key(name)
+        } else {
+            false
+        }
     }
 
-    /// Whether the stage holds team `name`.
-    pub fn holds_team(&self, name: &str) -> bool {
-        self.teams.contains_key(name)
+    /// Takes in checkpoint record `key` if it is a manager's or a team's;
+    /// whether it was.
+    pub fn restore_record(&mut self, key: &str, payload: &[u8]) -> Result<bool, RestoreError> {
+        if let Some(id) = key.strip_prefix(MANAGER_PREFIX) {
+            self.restore_manager(id, payload)?;
+        } else if let Some(name) = key.strip_prefix(TEAM_PREFIX) {
+            self.restore_team(name, payload)?;
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     pub fn globals(&self) -> ManagerGlobals {
@@ -275,14 +289,14 @@ impl ManagerStage {
     }
 
     /// Restores one manager from its checkpoint record.
-    pub fn restore_manager(&mut self, id: &str, payload: &[u8]) -> Result<(), RestoreError> {
+    fn restore_manager(&mut self, id: &str, payload: &[u8]) -> Result<(), RestoreError> {
         let manager = checkpoint::decode_payload(&format!("{MANAGER_PREFIX}{id}"), payload)?;
         self.managers.insert(id.into(), manager);
         Ok(())
     }
 
     /// Restores one team from its checkpoint record.
-    pub fn restore_team(&mut self, name: &str, payload: &[u8]) -> Result<(), RestoreError> {
+    fn restore_team(&mut self, name: &str, payload: &[u8]) -> Result<(), RestoreError> {
         let team = checkpoint::decode_payload(&format!("{TEAM_PREFIX}{name}"), payload)?;
         self.teams.insert(name.into(), team);
         Ok(())

@@ -15,11 +15,14 @@ use crate::config::Config;
 use crate::event::Id;
 use crate::time::Timestamp;
 
+use serde::{Deserialize, Serialize};
+
 use super::account::Book;
+use super::checkpoint::{decode_globals, decode_payload, encode, RestoreError, STATE_FORMAT};
 use super::exchange::{Exchange, PartBody};
 use super::fact::Fact;
 use super::lifecycle::Lifecycle;
-use super::manager::{CompanyBooks, ManagerStage};
+use super::manager::{CompanyBooks, ManagerGlobals, ManagerStage};
 use super::{evaluate_managers, Map};
 
 pub struct Shard {
@@ -38,7 +41,7 @@ pub struct Shard {
 }
 
 /// One source's message for one boundary, as far as it has arrived.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Incoming {
     parts: BTreeMap<u32, PartBody>,
     /// Parts in all, and the source's company-wide counts.
@@ -172,5 +175,123 @@ impl Shard {
             out,
         );
         out[first_new..].sort_by(|a, b| a.alert_id.cmp(&b.alert_id));
+    }
+}
+
+/// Key of a shard's record of everything but its entities.
+const SHARD_KEY: &str = "shard";
+/// What arrived for a boundary from a source: `incoming/<boundary>/<source>`.
+const INCOMING_PREFIX: &str = "incoming/";
+
+/// A shard's state besides its managers, teams, alerts and incoming parts.
+#[derive(Serialize, Deserialize)]
+struct ShardGlobals {
+    format: u32,
+    shard: u32,
+    evaluated: Option<Timestamp>,
+    managers: ManagerGlobals,
+}
+
+impl Shard {
+    /// The whole state as checkpoint records, in no particular order:
+    /// `shard`, `manager/<id>`, `team/<name>`, `alert/…`, `incoming/…`.
+    pub fn checkpoint(&self) -> Vec<(String, Vec<u8>)> {
+        let mut out = self.records_besides_entities();
+        self.managers.checkpoint(&mut out);
+        out
+    }
+
+    /// The records that may have changed since the last call: a manager or
+    /// team left out is unchanged if [`Shard::holds`] it, and gone if not.
+    pub fn checkpoint_changes(&mut self) -> Vec<(String, Vec<u8>)> {
+        let mut out = self.records_besides_entities();
+        self.managers.checkpoint_changes(&mut out);
+        out
+    }
+
+    /// Whether the shard holds the manager or team of checkpoint key `key`.
+    pub fn holds(&self, key: &str) -> bool {
+        self.managers.holds(key)
+    }
+
+    fn records_besides_entities(&self) -> Vec<(String, Vec<u8>)> {
+        let globals = ShardGlobals {
+            format: STATE_FORMAT,
+            shard: self.shard,
+            evaluated: self.evaluated,
+            managers: self.managers.globals(),
+        };
+        let mut out = vec![(SHARD_KEY.to_owned(), encode(&globals))];
+        self.lifecycle.checkpoint(&mut out);
+        for (boundary, by_source) in &self.incoming {
+            for (source, incoming) in by_source {
+                let key = format!("{INCOMING_PREFIX}{}/{source}", boundary.0);
+                out.push((key, encode(incoming)));
+            }
+        }
+        out
+    }
+
+    /// Takes in checkpoint record `key` if it is an `incoming/…` one;
+    /// whether it was.
+    fn restore_incoming(&mut self, key: &str, payload: &[u8]) -> Result<bool, RestoreError> {
+        let Some((boundary, source)) = key
+            .strip_prefix(INCOMING_PREFIX)
+            .and_then(|rest| rest.split_once('/'))
+            .and_then(|(b, s)| Some((Timestamp(b.parse().ok()?), s.parse::<i32>().ok()?)))
+        else {
+            return Ok(false);
+        };
+        let incoming: Incoming = decode_payload(key, payload)?;
+        self.incoming
+            .entry(boundary)
+            .or_default()
+            .insert(source, incoming);
+        Ok(true)
+    }
+
+    /// The shard of facts partition `shard` with the state of `records` (as
+    /// [`Shard::checkpoint`] made them); with no records, a new shard.
+    ///
+    /// # Errors
+    ///
+    /// A record that does not decode, of an unknown kind, of another
+    /// shard, or written in a newer state format.
+    pub fn restore(
+        config: &Config,
+        shard: u32,
+        sources: usize,
+        records: impl IntoIterator<Item = (String, Vec<u8>)>,
+    ) -> Result<Shard, RestoreError> {
+        let mut restored = Shard::new(config, shard, sources);
+        let mut globals: Option<ShardGlobals> = None;
+        let mut entities = 0usize;
+        for (key, payload) in records {
+            if key == SHARD_KEY {
+                globals = Some(decode_globals(&key, &payload)?);
+                continue;
+            }
+            entities += 1;
+            let known = restored.managers.restore_record(&key, &payload)?
+                || restored.lifecycle.restore_record(&key, &payload)?
+                || restored.restore_incoming(&key, &payload)?;
+            if !known {
+                return Err(RestoreError::UnknownKey { key });
+            }
+        }
+        match globals {
+            Some(globals) if globals.shard != shard => {
+                return Err(RestoreError::UnknownKey {
+                    key: format!("{SHARD_KEY} of facts partition {}", globals.shard),
+                })
+            }
+            Some(globals) => {
+                restored.evaluated = globals.evaluated;
+                restored.managers.restore_globals(globals.managers);
+            }
+            None if entities > 0 => return Err(RestoreError::MissingGlobals { record: SHARD_KEY }),
+            None => {}
+        }
+        Ok(restored)
     }
 }

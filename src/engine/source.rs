@@ -17,7 +17,10 @@ use crate::config::Config;
 use crate::event::{decode, DecodeLimits, Event};
 use crate::time::Timestamp;
 
-use super::account::{AccountStage, Book};
+use serde::{Deserialize, Serialize};
+
+use super::account::{AccountGlobals, AccountStage, Book, ACCOUNT_PREFIX};
+use super::checkpoint::{decode_globals, decode_payload, encode, RestoreError, STATE_FORMAT};
 use super::exchange::{
     shard_of, Envelope, Exchange, PartBody, Route, BOOKS_PER_PART, FACTS_PER_PART,
 };
@@ -25,6 +28,7 @@ use super::fact::Fact;
 use super::intake::Intake;
 use super::lifecycle::Lifecycle;
 use super::manager::CompanyBooks;
+use super::watermark::WatermarkTracker;
 use super::window::DailyBuckets;
 use super::{idle_cutoff, ingested, reach, Engine, Ingested};
 
@@ -99,10 +103,14 @@ impl Source {
         outcome
     }
 
-    /// Takes in a message from another source (shard messages are not for
-    /// a source and are ignored).
+    /// Takes in a message from another source. Shard messages are not for
+    /// a source, and its own messages coming back are not news: a source
+    /// keeps its own share and proposal as it makes them, and one restored
+    /// from a checkpoint makes them again from its own state.
     pub fn receive(&mut self, message: &Exchange, out: &mut Vec<Alert>) {
         match message {
+            Exchange::Start { source, .. } | Exchange::Pace { source, .. }
+                if *source == self.partition => {}
             Exchange::Start { source, first } => {
                 if self.intake.next_evaluation.is_none() {
                     self.proposals.insert(*source, *first);
@@ -322,6 +330,154 @@ impl Source {
         self.stage
             .accounts
             .expire_idle(idle_cutoff(at, &self.config));
+    }
+}
+
+/// Key of a source's record of everything but its entities and chunks.
+const SOURCE_KEY: &str = "source";
+/// Facts awaiting the next boundary, per `facts/<n>` record.
+const FACTS_PREFIX: &str = "facts/";
+
+/// A source's state besides its accounts, alerts and chunks, as checkpointed.
+#[derive(Serialize, Deserialize)]
+struct SourceGlobals {
+    format: u32,
+    partition: i32,
+    watermark: WatermarkTracker,
+    next_evaluation: Option<Timestamp>,
+    forced: u64,
+    dedup_counters: (u64, u64),
+    accounts: AccountGlobals,
+    company_orders: DailyBuckets<u64>,
+    shares: BTreeMap<Timestamp, BTreeMap<i32, Vec<(i64, u64)>>>,
+    proposals: BTreeMap<i32, Option<Timestamp>>,
+    idle: bool,
+    unshared: BTreeMap<i64, u64>,
+}
+
+impl Source {
+    /// The whole state as checkpoint records, in no particular order:
+    /// `source`, `account/<id>`, `alert/…`, `dedup/<n>`, `buffer/<n>`,
+    /// `facts/<n>`.
+    pub fn checkpoint(&self) -> Vec<(String, Vec<u8>)> {
+        let mut out = self.records_besides_accounts();
+        self.stage.accounts.checkpoint(&mut out);
+        out
+    }
+
+    /// The records that may have changed since the last call (see
+    /// [`Engine::checkpoint_changes`]): an account left out is unchanged if
+    /// [`Source::holds`] it, and gone if not.
+    pub fn checkpoint_changes(&mut self) -> Vec<(String, Vec<u8>)> {
+        let mut out = self.records_besides_accounts();
+        self.stage.accounts.checkpoint_changes(&mut out);
+        out
+    }
+
+    /// Whether the source holds the account of checkpoint key `key`.
+    pub fn holds(&self, key: &str) -> bool {
+        key.strip_prefix(ACCOUNT_PREFIX)
+            .is_some_and(|id| self.stage.accounts.holds(id))
+    }
+
+    fn records_besides_accounts(&self) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        let globals = SourceGlobals {
+            format: STATE_FORMAT,
+            partition: self.partition,
+            watermark: self.intake.watermark.clone(),
+            next_evaluation: self.intake.next_evaluation,
+            forced: self.intake.forced,
+            dedup_counters: self.intake.dedup.counters(),
+            accounts: self.stage.accounts.globals(),
+            company_orders: self.company_orders.clone(),
+            shares: self.shares.clone(),
+            proposals: self.proposals.clone(),
+            idle: self.idle,
+            unshared: self.stage.unshared.clone(),
+        };
+        out.push((SOURCE_KEY.to_owned(), encode(&globals)));
+        self.lifecycle.checkpoint(&mut out);
+        self.intake.checkpoint_chunks(&mut out);
+        for (n, chunk) in self.stage.facts.chunks(FACTS_PER_PART).enumerate() {
+            out.push((format!("{FACTS_PREFIX}{n}"), encode(chunk)));
+        }
+        out
+    }
+
+    /// The source of input `partition` with the state of `records` (as
+    /// [`Source::checkpoint`] made them); with no records, a new source.
+    ///
+    /// # Errors
+    ///
+    /// A record that does not decode, of an unknown kind, of another
+    /// partition's source, or written in a newer state format.
+    pub fn restore(
+        config: &Config,
+        partition: i32,
+        sources: usize,
+        shards: u32,
+        records: impl IntoIterator<Item = (String, Vec<u8>)>,
+    ) -> Result<Source, RestoreError> {
+        let mut source = Source::new(config, partition, sources, shards);
+        let mut globals: Option<SourceGlobals> = None;
+        let mut dedup_chunks = Vec::new();
+        let mut facts: BTreeMap<usize, Vec<Fact>> = BTreeMap::new();
+        let mut entities = 0usize;
+        for (key, payload) in records {
+            if key == SOURCE_KEY {
+                globals = Some(decode_globals(&key, &payload)?);
+                continue;
+            }
+            entities += 1;
+            let known = if let Some(id) = key.strip_prefix(ACCOUNT_PREFIX) {
+                source.stage.accounts.restore_account(id, &payload)?;
+                true
+            } else if let Some(n) = key.strip_prefix(FACTS_PREFIX).and_then(|n| n.parse().ok()) {
+                facts.insert(n, decode_payload(&key, &payload)?);
+                true
+            } else {
+                source.lifecycle.restore_record(&key, &payload)?
+                    || source.intake.restore_chunk(
+                        &key,
+                        &payload,
+                        source.limits,
+                        &mut dedup_chunks,
+                    )?
+            };
+            if !known {
+                return Err(RestoreError::UnknownKey { key });
+            }
+        }
+        match globals {
+            Some(globals) if globals.partition != partition => {
+                return Err(RestoreError::UnknownKey {
+                    key: format!("{SOURCE_KEY} of partition {}", globals.partition),
+                })
+            }
+            Some(globals) => {
+                let lateness = config.engine.allowed_lateness.as_secs() as i64;
+                source.intake.watermark = globals.watermark.with_lateness(lateness);
+                source.intake.next_evaluation = globals.next_evaluation;
+                source.intake.forced = globals.forced;
+                source
+                    .intake
+                    .dedup
+                    .restore(globals.dedup_counters, dedup_chunks);
+                source.stage.accounts.restore_globals(globals.accounts);
+                source.stage.unshared = globals.unshared;
+                source.stage.facts = facts.into_values().flatten().collect();
+                source.company_orders = globals.company_orders;
+                source.shares = globals.shares;
+                source.proposals = globals.proposals;
+                source.idle = globals.idle;
+            }
+            None if entities > 0 => {
+                return Err(RestoreError::MissingGlobals { record: SOURCE_KEY })
+            }
+            None => {}
+        }
+        Ok(source)
     }
 }
 
