@@ -51,6 +51,9 @@ pub struct Marker {
     pub input_topic: String,
     /// Partition → the next offset to consume.
     pub offsets: BTreeMap<i32, i64>,
+    /// Scaled out, a source's next offset in the pace topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pace_offset: Option<i64>,
 }
 
 /// One record to produce to the state topic.
@@ -363,6 +366,7 @@ mod tests {
             epoch: 0,
             input_topic: "in".into(),
             offsets: BTreeMap::from([(0, offset)]),
+            pace_offset: None,
         }
     }
 

@@ -68,6 +68,16 @@ pub struct KafkaConfig {
     pub alert_topic: String,
     pub dead_letter_topic: String,
     pub state_topic: String,
+    /// Scale out (DESIGN §7): instances in the group share the input
+    /// partitions (account stages) and the facts topic's partitions
+    /// (manager stages). Off: one instance holds every partition.
+    pub scale_out: bool,
+    /// Scaled out: facts and books from the account stages to the manager
+    /// stages, one partition per manager stage, keyed by team.
+    pub facts_topic: String,
+    /// Scaled out: the account stages' shares of the company's order pace,
+    /// read by every instance (one partition).
+    pub pace_topic: String,
     pub max_in_flight: usize,
     pub topics: TopicsConfig,
     /// librdkafka properties, flattened to `name = value` strings.
@@ -523,6 +533,8 @@ impl Config {
             ("kafka.alert_topic", &k.alert_topic),
             ("kafka.dead_letter_topic", &k.dead_letter_topic),
             ("kafka.state_topic", &k.state_topic),
+            ("kafka.facts_topic", &k.facts_topic),
+            ("kafka.pace_topic", &k.pace_topic),
         ] {
             if value.trim().is_empty() {
                 return invalid(key, "must not be empty");
@@ -532,6 +544,22 @@ impl Config {
             return invalid(
                 "kafka.input_topic",
                 "must differ from the alert and dead-letter topics",
+            );
+        }
+        let internal = [&k.facts_topic, &k.pace_topic];
+        if k.scale_out
+            && [
+                &k.input_topic,
+                &k.alert_topic,
+                &k.dead_letter_topic,
+                &k.state_topic,
+            ]
+            .iter()
+            .any(|t| internal.contains(t))
+        {
+            return invalid(
+                "kafka.facts_topic",
+                "the facts and pace topics must differ from every other topic",
             );
         }
         if k.topics.partitions < 1 {

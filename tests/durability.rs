@@ -107,6 +107,30 @@ fn assert_alert_topic_holds(config: &Config, expected: &[Alert]) {
     assert_eq!(transitions(&records), expected_transitions(expected));
 }
 
+/// Reads the alert topic until it holds at least every transition of
+/// `expected` (repeats of one count once), or `timeout` passes; the
+/// transitions read.
+fn await_transitions(
+    config: &Config,
+    expected: &[Alert],
+    timeout: Duration,
+) -> BTreeMap<(String, String), String> {
+    let wanted = expected_transitions(expected).len();
+    let started = Instant::now();
+    loop {
+        let records = read_topic(
+            &config.kafka.brokers,
+            &config.kafka.alert_topic,
+            wanted,
+            Duration::from_secs(10),
+        );
+        let got = transitions(&records);
+        if got.len() >= wanted || started.elapsed() > timeout {
+            return got;
+        }
+    }
+}
+
 fn metrics_of(port: u16) -> Option<String> {
     http_get(port, "/metrics")
         .filter(|(status, _)| *status == 200)
@@ -185,6 +209,68 @@ async fn a_clean_restart_goes_on_from_the_checkpoint() {
         &expected,
         "after a clean restart: the backtest's alerts, once each",
     );
+    drop(broker);
+}
+
+/// Scales `config` out (DESIGN §7), with facts and pace topics of unique names.
+fn scale_out(config: &mut Config) {
+    config.kafka.scale_out = true;
+    config.kafka.facts_topic = unique("facts");
+    config.kafka.pace_topic = unique("pace");
+}
+
+/// `--set` flags for [`scale_out`]'s settings.
+fn scale_out_flags(config: &Config) -> Vec<String> {
+    vec![
+        "kafka.scale_out=true".to_owned(),
+        format!("kafka.facts_topic={}", config.kafka.facts_topic),
+        format!("kafka.pace_topic={}", config.kafka.pace_topic),
+    ]
+}
+
+/// Scaled out on one instance (a source per input partition, a shard per
+/// facts partition, all in one process): stopped a third of the way in and
+/// started again, it goes on from the stages' checkpoints, consumes every
+/// message once, and the alert topic holds the backtest's transitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaled_out_a_clean_restart_goes_on_from_the_stages_checkpoints() {
+    let mut config = test_config();
+    let broker = broker_with_topics(&mut config, 3);
+    scale_out(&mut config);
+    broker.create_topic(&config.kafka.facts_topic, 2).unwrap();
+    broker.create_topic(&config.kafka.pace_topic, 1).unwrap();
+    let input = small_world(4);
+    let expected = produce_keyed_by_account(&config, &input);
+
+    let metrics = Arc::new(Metrics::new(false, 0));
+    let third = (input.len() / 3) as u64;
+    let first = run_service_until(&config, metrics, third, Duration::from_secs(120)).await;
+    assert!(first.checkpoints >= 1);
+
+    // The second run ends once the alert topic holds every transition:
+    // evaluations trail the input by the stages' messages.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = {
+        let (config, stop) = (config.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (metrics, health) = (Arc::new(Metrics::new(false, 0)), Default::default());
+            feidan::service::run(&config, metrics, health, stop.cancelled_owned()).await
+        })
+    };
+    let got = tokio::task::spawn_blocking({
+        let (config, expected) = (config.clone(), expected.clone());
+        move || await_transitions(&config, &expected, Duration::from_secs(180))
+    })
+    .await
+    .unwrap();
+    stop.cancel();
+    let second = task.await.expect("service task").expect("service ran");
+    assert_eq!(
+        first.messages + second.messages,
+        input.len() as u64,
+        "every message consumed exactly once"
+    );
+    assert_eq!(got, expected_transitions(&expected));
     drop(broker);
 }
 
@@ -454,5 +540,68 @@ async fn a_second_instance_in_the_group_stands_by_then_takes_over_with_the_state
     assert!(terminate(&mut second).success());
 
     assert_alert_topic_holds(&config, &expected);
+    drop(broker);
+}
+
+/// Scaled out on two instances (DESIGN §7): they share the input partitions
+/// (account stages) and the facts partitions (manager stages), each
+/// consuming part of the input. One is stopped mid-stream; the survivor
+/// takes over its partitions with their state from the state topic, and
+/// the alert topic ends with exactly the backtest's transitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaled_out_two_instances_share_the_work_and_one_takes_over_the_others_state() {
+    let Some(broker) = start_tansu() else { return };
+    let mut config = tansu_config(&broker.bootstrap);
+    scale_out(&mut config);
+    create_input(&config, 4).await;
+    let input = small_world(4);
+    let half = input.len() / 2;
+    let expected = backtest_alerts(&config, &input);
+    produce(
+        &config.kafka.brokers,
+        &config.kafka.input_topic,
+        &input[..half],
+        account_key,
+    );
+
+    let flags = scale_out_flags(&config);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let (first_port, second_port) = (free_port(), free_port());
+    let mut first = spawn_feidan(&config, first_port, &flags);
+    let mut second = spawn_feidan(&config, second_port, &flags);
+    // The group settles on sharing the four input partitions, each
+    // instance consuming its own.
+    let counted = |port: u16| metrics_of(port).map_or(0, |b| metric_sum(&b, "feidan_events_total"));
+    let assigned = |port: u16| {
+        metrics_of(port).map_or(0, |b| {
+            metric_values(&b, "feidan_consumer_lag_messages").len()
+        })
+    };
+    let started = Instant::now();
+    loop {
+        let (a, b) = (assigned(first_port), assigned(second_port));
+        let (m, n) = (counted(first_port), counted(second_port));
+        if a > 0 && b > 0 && a + b == 4 && m > 0 && n > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the two hold {a} and {b} input partitions and consumed {m} and {n} messages"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    produce(
+        &config.kafka.brokers,
+        &config.kafka.input_topic,
+        &input[half..],
+        account_key,
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(terminate(&mut first).success());
+    let got = await_transitions(&config, &expected, Duration::from_secs(180));
+    assert!(second.try_wait().unwrap().is_none(), "the survivor runs on");
+    assert!(terminate(&mut second).success());
+    assert_eq!(got, expected_transitions(&expected));
     drop(broker);
 }

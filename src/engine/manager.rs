@@ -673,6 +673,20 @@ impl ManagerStage {
         self.managers.len()
     }
 
+    /// Fills in the manager stage's part of `stats`.
+    pub fn fill_stats(&self, stats: &mut super::EngineStats) {
+        stats.managers = self.managers.len();
+        stats.teams = self.teams.len();
+        stats.team_win_rates = self
+            .team_win_rates()
+            .map(|(t, r)| (t.to_owned(), r))
+            .collect();
+        stats.managers_detail = self
+            .manager_gauges()
+            .map(|(m, t, g)| (m.to_owned(), t.to_owned(), g.clone()))
+            .collect();
+    }
+
     /// Forgets managers with no fact or book since before `cutoff`, unless
     /// an alert about them is pending or firing.
     pub fn expire_idle(&mut self, cutoff: Timestamp, lifecycle: &Lifecycle) {

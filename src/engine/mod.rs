@@ -116,6 +116,36 @@ pub struct EngineStats {
     pub managers_detail: Vec<(String, String, ManagerGauges)>,
 }
 
+impl EngineStats {
+    /// Adds what another part of the engine holds (scaled out, an
+    /// instance's sources and shards each hold a part): counts add up, the
+    /// watermark is the least.
+    pub fn merge(&mut self, part: EngineStats) {
+        self.watermark = match (self.watermark, part.watermark) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.accounts += part.accounts;
+        self.open_opportunities += part.open_opportunities;
+        self.managers += part.managers;
+        self.teams += part.teams;
+        self.remembered_event_ids += part.remembered_event_ids;
+        self.buffered_events += part.buffered_events;
+        self.forced_events += part.forced_events;
+        for (kind, count) in part.evictions {
+            match self.evictions.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, held)) => *held += count,
+                None => self.evictions.push((kind, count)),
+            }
+        }
+        self.pending_or_firing += part.pending_or_firing;
+        self.active.extend(part.active);
+        self.active.sort();
+        self.team_win_rates.extend(part.team_win_rates);
+        self.managers_detail.extend(part.managers_detail);
+    }
+}
+
 /// The detection engine for one instance.
 pub struct Engine {
     config: Config,
@@ -217,12 +247,10 @@ impl Engine {
     pub fn stats(&self) -> EngineStats {
         let mut active: Vec<ActiveAlert> = self.lifecycle.active().collect();
         active.sort();
-        EngineStats {
+        let mut stats = EngineStats {
             watermark: self.watermark(),
             accounts: self.accounts.accounts(),
             open_opportunities: self.accounts.open_opportunities(),
-            managers: self.managers.managers(),
-            teams: self.managers.teams(),
             remembered_event_ids: self.intake.dedup.len(),
             buffered_events: self.intake.pending.len(),
             forced_events: self.intake.forced,
@@ -233,17 +261,10 @@ impl Engine {
             ],
             pending_or_firing: self.lifecycle.len(),
             active,
-            team_win_rates: self
-                .managers
-                .team_win_rates()
-                .map(|(t, r)| (t.to_owned(), r))
-                .collect(),
-            managers_detail: self
-                .managers
-                .manager_gauges()
-                .map(|(m, t, g)| (m.to_owned(), t.to_owned(), g.clone()))
-                .collect(),
-        }
+            ..EngineStats::default()
+        };
+        self.managers.fill_stats(&mut stats);
+        stats
     }
 
     /// Runs every evaluation whose boundary the watermark has passed, each

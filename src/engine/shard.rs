@@ -23,7 +23,7 @@ use super::exchange::{Exchange, PartBody};
 use super::fact::Fact;
 use super::lifecycle::Lifecycle;
 use super::manager::{CompanyBooks, ManagerGlobals, ManagerStage};
-use super::{evaluate_managers, Map};
+use super::{evaluate_managers, EngineStats, Map};
 
 pub struct Shard {
     /// The facts partition this shard reads, which names it.
@@ -80,6 +80,19 @@ impl Shard {
 
     pub fn managers(&self) -> usize {
         self.managers.managers()
+    }
+
+    /// What the shard holds, for metrics (its share of [`EngineStats`]: the
+    /// account figures are the sources').
+    pub fn stats(&self) -> EngineStats {
+        let mut stats = EngineStats {
+            evictions: vec![("managers", self.managers.expired + self.managers.evicted)],
+            pending_or_firing: self.lifecycle.len(),
+            active: self.lifecycle.active().collect(),
+            ..EngineStats::default()
+        };
+        self.managers.fill_stats(&mut stats);
+        stats
     }
 
     /// Takes in a message from a source, and evaluates every boundary

@@ -30,7 +30,7 @@ use super::lifecycle::Lifecycle;
 use super::manager::CompanyBooks;
 use super::watermark::WatermarkTracker;
 use super::window::DailyBuckets;
-use super::{idle_cutoff, ingested, reach, Engine, Ingested};
+use super::{idle_cutoff, ingested, reach, Engine, EngineStats, Ingested};
 
 pub struct Source {
     /// The input partition this source reads, which names it.
@@ -174,6 +174,27 @@ impl Source {
 
     pub fn accounts(&self) -> usize {
         self.stage.accounts.accounts()
+    }
+
+    /// What the source holds, for metrics (its share of [`EngineStats`]:
+    /// the manager figures are the shards').
+    pub fn stats(&self) -> EngineStats {
+        let accounts = &self.stage.accounts;
+        EngineStats {
+            watermark: self.watermark(),
+            accounts: accounts.accounts(),
+            open_opportunities: accounts.open_opportunities(),
+            remembered_event_ids: self.intake.dedup.len(),
+            buffered_events: self.intake.pending.len(),
+            forced_events: self.intake.forced,
+            evictions: vec![
+                ("event_ids", self.intake.dedup.evicted()),
+                ("accounts", accounts.expired + accounts.evicted),
+            ],
+            pending_or_firing: self.lifecycle.len(),
+            active: self.lifecycle.active().collect(),
+            ..EngineStats::default()
+        }
     }
 
     /// Runs every evaluation the barrier allows.

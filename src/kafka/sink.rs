@@ -35,6 +35,8 @@ pub enum SinkKind {
     DeadLetters,
     /// Checkpoint records on the state topic.
     State,
+    /// Messages between scaled-out stages (facts and pace topics).
+    Exchange,
 }
 
 impl SinkKind {
@@ -43,6 +45,7 @@ impl SinkKind {
             SinkKind::Alerts => "alerts",
             SinkKind::DeadLetters => "dead_letters",
             SinkKind::State => "state",
+            SinkKind::Exchange => "exchange",
         }
     }
 }
@@ -143,6 +146,29 @@ impl Sinks {
             self.alert_topic.clone(),
             None,
             Some(alert.alert_id.clone().into_bytes()),
+            Some(payload),
+            Vec::new(),
+        )
+        .await
+    }
+
+    /// Sends a message between scaled-out stages to `partition` of `topic`.
+    ///
+    /// # Errors
+    ///
+    /// [`SinkError::Enqueue`] when the producer refuses the record outright.
+    pub async fn send_exchange(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: Vec<u8>,
+        payload: Vec<u8>,
+    ) -> Result<Pending, SinkError> {
+        self.enqueue(
+            SinkKind::Exchange,
+            topic.to_owned(),
+            Some(partition),
+            Some(key),
             Some(payload),
             Vec::new(),
         )

@@ -23,26 +23,42 @@ use crate::config::KafkaConfig;
 /// The consumer type of the input.
 pub type InputConsumer = StreamConsumer<SourceContext>;
 
+/// Assigned partitions, with their topics.
+pub type Assignment = Vec<(String, i32)>;
+
 /// Observes the consumer: rebalances are logged, and errors meaning the
 /// brokers cannot be reached clear the `connected` flag behind `/readyz`.
 #[derive(Clone, Default)]
 pub struct SourceContext {
     connected: Arc<AtomicBool>,
-    /// The input partitions after the latest rebalance, until the loop takes them.
-    assignment: Arc<Mutex<Option<Vec<i32>>>>,
+    /// The partitions (with their topics) after the latest rebalance, until
+    /// the loop takes them.
+    assignment: Arc<Mutex<Option<Assignment>>>,
     changed: Arc<AtomicBool>,
     /// Wakes the service when an assignment arrives: its partitions are
     /// paused, so no message would.
     assigned: Arc<tokio::sync::Notify>,
-    /// Per input partition, the next offset the state needs: an assigned
-    /// partition starts there, not at the committed offset, so a rebalance
-    /// can neither skip input nor hand back input already applied.
-    positions: Arc<Mutex<HashMap<i32, i64>>>,
+    /// Per partition (and topic), the next offset the state needs: an
+    /// assigned partition starts there, not at the committed offset, so a
+    /// rebalance can neither skip input nor hand back input already applied.
+    positions: Arc<Mutex<HashMap<(String, i32), i64>>>,
 }
 
 impl SourceContext {
     /// The new set of assigned input partitions, once after each rebalance.
     pub fn take_assignment(&self) -> Option<Vec<i32>> {
+        let assigned = self.take_assigned_topics()?;
+        Some(
+            assigned
+                .into_iter()
+                .map(|(_, partition)| partition)
+                .collect(),
+        )
+    }
+
+    /// As [`SourceContext::take_assignment`], for a consumer of several
+    /// topics: (topic, partition) pairs.
+    pub fn take_assigned_topics(&self) -> Option<Assignment> {
         if !self.changed.swap(false, Ordering::AcqRel) {
             return None;
         }
@@ -58,12 +74,13 @@ impl SourceContext {
         self.assigned.notified().await;
     }
 
-    /// Records that input `partition` has been applied up to `next` (exclusive).
-    pub fn set_position(&self, partition: i32, next: i64) {
+    /// Records that `partition` of `topic` has been applied up to `next`
+    /// (exclusive).
+    pub fn set_position(&self, topic: &str, partition: i32, next: i64) {
         self.positions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(partition, next);
+            .insert((topic.to_owned(), partition), next);
     }
 
     pub fn connected(&self) -> bool {
@@ -117,7 +134,7 @@ impl ConsumerContext for SourceContext {
                     .map(|e| (e.topic().to_owned(), e.partition()))
                     .collect();
                 for (topic, partition) in assigned {
-                    if let Some(next) = positions.get(&partition) {
+                    if let Some(next) = positions.get(&(topic.clone(), partition)) {
                         if let Err(error) =
                             tpl.set_partition_offset(&topic, partition, Offset::Offset(*next))
                         {
@@ -158,18 +175,23 @@ impl ConsumerContext for SourceContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let partitions = consumer
             .assignment()
-            .map(|list| list.elements().iter().map(|e| e.partition()).collect())
+            .map(|list| {
+                let elements = list.elements();
+                elements
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect()
+            })
             .unwrap_or_default();
         *self.assignment.lock().unwrap_or_else(|e| e.into_inner()) = Some(partitions);
         self.changed.store(true, Ordering::Release);
         self.assigned.notify_one();
         match rebalance {
-            Rebalance::Assign(partitions) => info!(
-                partitions = partitions.count(),
-                "Input partitions assigned."
-            ),
+            Rebalance::Assign(partitions) => {
+                info!(partitions = partitions.count(), "Partitions assigned.")
+            }
             Rebalance::Revoke(partitions) => {
-                info!(partitions = partitions.count(), "Input partitions revoked.")
+                info!(partitions = partitions.count(), "Partitions revoked.")
             }
             Rebalance::Error(error) => warn!(error = %error, "Rebalance failed."),
         }
@@ -182,6 +204,18 @@ impl ConsumerContext for SourceContext {
 ///
 /// When the configuration is rejected or the subscription fails.
 pub fn subscribe(kafka: &KafkaConfig) -> KafkaResult<(InputConsumer, SourceContext)> {
+    subscribe_to(kafka, &[&kafka.input_topic])
+}
+
+/// Creates a consumer in feidan's group subscribed to `topics`.
+///
+/// # Errors
+///
+/// When the configuration is rejected or the subscription fails.
+pub fn subscribe_to(
+    kafka: &KafkaConfig,
+    topics: &[&str],
+) -> KafkaResult<(InputConsumer, SourceContext)> {
     let context = SourceContext::default();
     let consumer: InputConsumer = super::client_config(kafka)
         .set("group.id", &kafka.group_id)
@@ -191,7 +225,7 @@ pub fn subscribe(kafka: &KafkaConfig) -> KafkaResult<(InputConsumer, SourceConte
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .create_with_context(context.clone())?;
-    consumer.subscribe(&[&kafka.input_topic])?;
+    consumer.subscribe(topics)?;
     Ok((consumer, context))
 }
 

@@ -52,7 +52,9 @@ pub struct StateRead {
 const STALL: Duration = Duration::from_secs(30);
 
 /// A state record's key and value (`None`: a tombstone).
-fn record_of(message: &BorrowedMessage<'_>) -> (String, Option<Vec<u8>>) {
+pub type StateRecord = (String, Option<Vec<u8>>);
+
+fn record_of(message: &BorrowedMessage<'_>) -> StateRecord {
     let key = message
         .key()
         .map(|k| String::from_utf8_lossy(k).into_owned())
@@ -74,6 +76,33 @@ const STATE_FETCH_BYTES: &str = "16777216";
 /// When the broker cannot be reached, the topic is missing, or a record
 /// cannot be read.
 pub fn read(kafka: &KafkaConfig, timeout: Duration) -> Result<StateRead, StateError> {
+    let (records, partitions) = read_records(kafka, timeout)?;
+    let count = records.len() as u64;
+    let restored = Changelog::restore(records)?;
+    info!(
+        topic = %kafka.state_topic,
+        records = count,
+        entities = restored.entities.len(),
+        epoch = restored.marker.as_ref().map_or(0, |m| m.epoch),
+        "Read the state topic."
+    );
+    Ok(StateRead {
+        restored,
+        partitions,
+        records: count,
+    })
+}
+
+/// The state topic's records, partition by partition in offset order, and
+/// its partition count. Blocking: call it off the async threads.
+///
+/// # Errors
+///
+/// As [`read`], but for the changelog's own checks.
+pub fn read_records(
+    kafka: &KafkaConfig,
+    timeout: Duration,
+) -> Result<(Vec<StateRecord>, i32), StateError> {
     let topic = kafka.state_topic.as_str();
     let read_error = |source| StateError::Read {
         topic: topic.to_owned(),
@@ -154,18 +183,5 @@ pub fn read(kafka: &KafkaConfig, timeout: Duration) -> Result<StateRead, StateEr
             records.push(record_of(&message.map_err(read_error)?));
         }
     }
-    let count = records.len() as u64;
-    let restored = Changelog::restore(records)?;
-    info!(
-        topic,
-        records = count,
-        entities = restored.entities.len(),
-        epoch = restored.marker.as_ref().map_or(0, |m| m.epoch),
-        "Read the state topic."
-    );
-    Ok(StateRead {
-        restored,
-        partitions: partitions.len() as i32,
-        records: count,
-    })
+    Ok((records, partitions.len() as i32))
 }

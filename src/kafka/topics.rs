@@ -35,6 +35,15 @@ pub struct TopicReport {
     pub existing: Vec<String>,
 }
 
+/// How a topic feidan owns is created.
+enum Kind {
+    Plain,
+    /// The state topic: compacted.
+    Compacted,
+    /// The pace topic: one partition, no time retention.
+    Pace,
+}
+
 /// Creates feidan's own topics where missing and checks the state topic.
 ///
 /// # Errors
@@ -55,11 +64,15 @@ pub async fn ensure_topics(kafka: &KafkaConfig) -> Result<TopicReport, TopicErro
 
     let partitions = kafka.topics.partitions;
     let replication = kafka.topics.replication_factor;
-    let owned = [
-        (kafka.alert_topic.as_str(), false),
-        (kafka.dead_letter_topic.as_str(), false),
-        (kafka.state_topic.as_str(), true),
+    let mut owned = vec![
+        (kafka.alert_topic.as_str(), Kind::Plain),
+        (kafka.dead_letter_topic.as_str(), Kind::Plain),
+        (kafka.state_topic.as_str(), Kind::Compacted),
     ];
+    if kafka.scale_out {
+        owned.push((kafka.facts_topic.as_str(), Kind::Plain));
+        owned.push((kafka.pace_topic.as_str(), Kind::Pace));
+    }
     let mut report = TopicReport::default();
     let missing: Vec<NewTopic<'_>> = owned
         .iter()
@@ -70,12 +83,16 @@ pub async fn ensure_topics(kafka: &KafkaConfig) -> Result<TopicReport, TopicErro
             }
             !present
         })
-        .map(|(name, compacted)| {
-            let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
-            if *compacted {
-                topic.set("cleanup.policy", "compact")
-            } else {
-                topic
+        .map(|(name, kind)| {
+            let replication = TopicReplication::Fixed(replication);
+            match kind {
+                Kind::Plain => NewTopic::new(name, partitions, replication),
+                Kind::Compacted => {
+                    NewTopic::new(name, partitions, replication).set("cleanup.policy", "compact")
+                }
+                // Every source reads it whole from its checkpoint's offset,
+                // and a new source from the start: kept for good.
+                Kind::Pace => NewTopic::new(name, 1, replication).set("retention.ms", "-1"),
             }
         })
         .collect();

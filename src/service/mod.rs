@@ -29,7 +29,7 @@
 //! consuming → drain in-flight sends → checkpoint (the owner only) → commit
 //! → flush.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -39,22 +39,26 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use tracing::{debug, error, info, warn};
 
-use crate::alert::{Alert, Status};
+use crate::alert::Alert;
 use crate::changelog::{Changelog, Marker};
 use crate::config::Config;
 use crate::engine::checkpoint::RestoreError;
-use crate::engine::{Engine, Outcome};
-use crate::kafka::sink::{DeliveryState, Pending, SinkError, Sinks, SourceRecord};
+use crate::engine::Engine;
+use crate::kafka::sink::{SinkError, Sinks, SourceRecord};
 use crate::kafka::source::{self, InputConsumer, SourceContext};
 use crate::kafka::state::{self as state_topic, StateError};
 use crate::metrics::{Health, Metrics};
 
+mod delivery;
+mod readiness;
+mod scaled;
+
+use delivery::Delivery;
+use readiness::Readiness;
+
 /// How long shutdown waits for unacknowledged sends before giving up on them
 /// (their offsets are then not committed: they will be consumed again).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How often the consumer lag and readiness are refreshed.
-const LAG_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -84,13 +88,6 @@ pub struct RunSummary {
     pub replay_skipped: u64,
 }
 
-/// One input message's effects, waiting for the broker.
-struct InFlight {
-    /// Input partition and offset; `None` for alerts caused by idle time.
-    position: Option<(i32, i64)>,
-    pending: Vec<Pending>,
-}
-
 /// Runs the service until `shutdown` completes.
 ///
 /// # Errors
@@ -108,6 +105,9 @@ pub async fn run(
     if kafka.topics.create {
         crate::kafka::topics::ensure_topics(kafka).await?;
     }
+    if kafka.scale_out {
+        return scaled::run(config, metrics, health, shutdown).await;
+    }
     tokio::pin!(shutdown);
     let (consumer, context) =
         source::subscribe(kafka).map_err(|source| ServiceError::Consumer {
@@ -115,7 +115,7 @@ pub async fn run(
             source,
         })?;
     let consumer = Arc::new(consumer);
-    let sinks = Sinks::new(kafka)?;
+    let delivery = Delivery::new(Sinks::new(kafka)?, metrics.clone());
     // The state is read from the state topic once this instance holds every
     // input partition (see `Loop::reassign`); until then it stands by.
     let mut engine = Engine::new(config);
@@ -123,16 +123,13 @@ pub async fn run(
         config,
         consumer: consumer.clone(),
         context: context.clone(),
-        sinks,
+        delivery,
         metrics: metrics.clone(),
         health: health.clone(),
-        in_flight: VecDeque::new(),
-        summary: RunSummary::default(),
         alerts: Vec::new(),
         changelog: Changelog::default(),
         state_partitions: 1,
         consumed: BTreeMap::new(),
-        counted: HashMap::new(),
         refetched: HashMap::new(),
         dirty: false,
         last_checkpoint: Instant::now(),
@@ -147,10 +144,13 @@ pub async fn run(
     let mut last_by_partition: HashMap<i32, Instant> = HashMap::new();
     let mut idle_clock: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut lag_refresh: Option<
-        tokio::task::JoinHandle<rdkafka::error::KafkaResult<Vec<(i32, i64)>>>,
-    > = None;
-    let mut last_lag_refresh = Instant::now() - LAG_EVERY;
+    let mut readiness = Readiness::new(
+        config,
+        consumer.clone(),
+        context.clone(),
+        metrics.clone(),
+        health.clone(),
+    );
 
     loop {
         tokio::select! {
@@ -180,7 +180,7 @@ pub async fn run(
                     };
                     state.handle(&mut engine, &record).await?;
                     if let Some(next) = state.consumed.get(&record.partition) {
-                        context.set_position(record.partition, *next);
+                        context.set_position(&kafka.input_topic, record.partition, *next);
                     }
                     if let Some(appended_ms) = message.timestamp().to_millis() {
                         let delay = unix_now() - appended_ms as f64 / 1000.0;
@@ -205,7 +205,7 @@ pub async fn run(
                 }
                 if !state.owner {
                     // Neither event time nor state moves while standing by.
-                    state.settle(false).await?;
+                    state.delivery.settle(false).await?;
                     continue;
                 }
                 // Partitions quiet for the idle timeout stop holding the watermark back.
@@ -223,94 +223,66 @@ pub async fn run(
                         idle_clock = Some(since + Duration::from_secs(whole));
                     }
                 }
-                state.send_alerts(None).await?;
+                state.delivery.send_alerts(std::mem::take(&mut state.alerts)).await?;
                 state.dirty |= engine.watermark() != watermark;
                 if state.dirty && now.duration_since(state.last_checkpoint) >= config.engine.checkpoint_interval {
                     state.checkpoint(&mut engine).await?;
                 }
                 metrics.refresh(&engine.stats(), unix_now());
 
-                if let Some(handle) = lag_refresh.take_if(|h| h.is_finished()) {
-                    let lag = match handle.await {
-                        Ok(lag) => lag,
-                        Err(error) => {
-                            warn!(error = %error, "The lag task failed.");
-                            Err(KafkaError::Canceled)
-                        }
-                    };
-                    let ready = match lag {
-                        Ok(lags) => {
-                            context.set_connected(true);
-                            metrics.consumer_lag.reset();
-                            for (partition, lag) in &lags {
-                                metrics.consumer_lag.with_label_values(&[&partition.to_string()]).set(*lag);
-                            }
-                            let total: i64 = lags.iter().map(|(_, lag)| lag).sum();
-                            !lags.is_empty() && total <= config.metrics.ready_max_lag
-                        }
-                        Err(error) => {
-                            debug!(error = %error, "Cannot read the consumer lag.");
-                            false
-                        }
-                    };
-                    let ready = ready && context.connected() && state.owner;
-                    health.set_ready(ready);
-                    metrics.ready.set(i64::from(ready));
-                }
-                if lag_refresh.is_none() && now.duration_since(last_lag_refresh) >= LAG_EVERY {
-                    last_lag_refresh = now;
-                    let consumer = consumer.clone();
-                    let topic = kafka.input_topic.clone();
-                    lag_refresh = Some(tokio::task::spawn_blocking(move || source::lag(&consumer, &topic, Duration::from_secs(2))));
-                }
+                readiness.refresh(state.owner).await;
             }
         }
-        state.settle(false).await?;
-        while state.in_flight.len() >= kafka.max_in_flight {
-            state.settle_oldest().await?;
+        state.delivery.settle(false).await?;
+        while state.delivery.len() >= kafka.max_in_flight {
+            state.delivery.settle_oldest().await?;
         }
     }
 
     info!("Shutting down: draining in-flight sends.");
-    health.set_ready(false);
-    metrics.ready.set(0);
-    // The lag task holds the consumer: let it finish, so the consumer closes
-    // here, while the broker is surely still there to hear it leave the group.
-    if let Some(handle) = lag_refresh.take() {
-        let _ = handle.await;
-    }
+    readiness.stop().await;
     // Only the owner writes state: standing by, another instance may.
     if state.owner {
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, state.checkpoint(&mut engine)).await;
         match drained {
             Ok(result) => result?,
             Err(_) => warn!(
-                unsettled = state.in_flight.len(),
+                unsettled = state.delivery.len(),
                 "Gave up waiting for the broker; the input since the last checkpoint will be consumed again."
             ),
         }
-    } else if tokio::time::timeout(DRAIN_TIMEOUT, state.settle(true))
+    } else if tokio::time::timeout(DRAIN_TIMEOUT, state.delivery.settle(true))
         .await
         .is_err()
     {
         warn!(
-            unsettled = state.in_flight.len(),
+            unsettled = state.delivery.len(),
             "Gave up waiting for the broker."
         );
     }
-    // Leave the group now, so a restarted instance gets the partitions at
-    // once instead of after the session timeout.
+    Ok(leave(&consumer, state.delivery, &metrics, &engine.stats()))
+}
+
+/// The end of a run, once the last checkpoint is written: leaves the group
+/// now, so that a restarted instance gets the partitions at once instead of
+/// after the session timeout, flushes the producer, and reports.
+fn leave(
+    consumer: &InputConsumer,
+    delivery: Delivery,
+    metrics: &Metrics,
+    stats: &crate::engine::EngineStats,
+) -> RunSummary {
     consumer.unsubscribe();
-    if let Err(error) = state.sinks.flush(Duration::from_secs(10)) {
+    if let Err(error) = delivery.sinks.flush(Duration::from_secs(10)) {
         warn!(error = %error, "Producer flush at shutdown.");
     }
-    metrics.refresh(&engine.stats(), unix_now());
+    metrics.refresh(stats, unix_now());
     info!(
-        messages = state.summary.messages,
-        alerts = state.summary.alerts,
+        messages = delivery.summary.messages,
+        alerts = delivery.summary.alerts,
         "Stopped."
     );
-    Ok(state.summary)
+    delivery.summary
 }
 
 /// The mutable state of the consume loop.
@@ -318,11 +290,9 @@ struct Loop<'a> {
     config: &'a Config,
     consumer: Arc<InputConsumer>,
     context: SourceContext,
-    sinks: Sinks,
+    delivery: Delivery,
     metrics: Arc<Metrics>,
     health: Health,
-    in_flight: VecDeque<InFlight>,
-    summary: RunSummary,
     /// Alert transitions from the engine not yet handed to the producer.
     alerts: Vec<Alert>,
     changelog: Changelog,
@@ -331,10 +301,6 @@ struct Loop<'a> {
     /// (from the restored checkpoint at start): messages below it are
     /// already in the state.
     consumed: BTreeMap<i32, i64>,
-    /// Per input partition, the next offset not yet counted in the metrics
-    /// by this process: input applied again after the state was read afresh
-    /// is not counted twice.
-    counted: HashMap<i32, i64>,
     /// Per input partition, an offset refused once for jumping ahead.
     refetched: HashMap<i32, i64>,
     /// Whether the state changed since the last checkpoint.
@@ -361,7 +327,7 @@ impl Loop<'_> {
             // checkpoint's offsets, or from committed ones behind them).
             Some(next) if record.offset < next => {
                 self.metrics.replay_skipped.inc();
-                self.summary.replay_skipped += 1;
+                self.delivery.summary.replay_skipped += 1;
                 return Ok(());
             }
             // Ahead of the next offset expected: fetch again from it, once.
@@ -398,119 +364,15 @@ impl Loop<'_> {
         self.dirty = true;
         let started = Instant::now();
         let ingested = engine.ingest(record.payload, record.partition, &mut self.alerts);
-        self.metrics
-            .processing
-            .observe(started.elapsed().as_secs_f64());
-        let counted = self.counted.entry(record.partition).or_insert(0);
-        if record.offset >= *counted {
-            *counted = record.offset + 1;
-            self.metrics
-                .count_message(ingested.event_type, &ingested.outcome);
-            self.summary.messages += 1;
-        }
-
-        let mut pending = Vec::new();
-        if let Outcome::DeadLetter(reason) = &ingested.outcome {
-            debug!(
-                partition = record.partition,
-                offset = record.offset,
-                reason = reason.code(),
-                "Dead-lettering a message."
-            );
-            pending.push(self.sinks.send_dead_letter(record, reason).await?);
-            self.summary.dead_letters += 1;
-        }
-        self.queue_alerts(&mut pending).await?;
-        self.in_flight.push_back(InFlight {
-            position: Some((record.partition, record.offset)),
-            pending,
-        });
+        let mut pending = self
+            .delivery
+            .account_for(record, &ingested, started)
+            .await?;
+        let alerts = std::mem::take(&mut self.alerts);
+        self.delivery.queue_alerts(alerts, &mut pending).await?;
+        self.delivery
+            .push(Some((record.partition, record.offset)), pending);
         Ok(())
-    }
-
-    /// Sends the alerts the engine produced without an input message (idle time).
-    async fn send_alerts(&mut self, position: Option<(i32, i64)>) -> Result<(), ServiceError> {
-        if self.alerts.is_empty() {
-            return Ok(());
-        }
-        let mut pending = Vec::new();
-        self.queue_alerts(&mut pending).await?;
-        self.in_flight.push_back(InFlight { position, pending });
-        Ok(())
-    }
-
-    async fn queue_alerts(&mut self, pending: &mut Vec<Pending>) -> Result<(), ServiceError> {
-        for alert in std::mem::take(&mut self.alerts) {
-            if alert.status == Status::Firing {
-                self.metrics
-                    .alerts
-                    .with_label_values(&[alert.kind.as_str(), alert.severity.as_str()])
-                    .inc();
-            }
-            info!(alert_id = %alert.alert_id, status = alert.status.as_str(), severity = alert.severity.as_str(), "Alert transition.");
-            pending.push(self.sinks.send_alert(&alert).await?);
-            self.summary.alerts += 1;
-        }
-        Ok(())
-    }
-
-    /// Settles in-flight entries from the oldest: with `block`, waits for all;
-    /// without, stops at the first entry still waiting.
-    async fn settle(&mut self, block: bool) -> Result<(), ServiceError> {
-        while self.settle_oldest_entry(block).await? {}
-        Ok(())
-    }
-
-    /// Waits for the oldest entry (backpressure when the queue is full), then
-    /// settles whatever else is already done.
-    async fn settle_oldest(&mut self) -> Result<(), ServiceError> {
-        self.settle_oldest_entry(true).await?;
-        self.settle(false).await
-    }
-
-    /// Polls (or with `block`, awaits) the records of the oldest entry,
-    /// resending failed ones; once all are acknowledged, stores its offset
-    /// and returns `true`.
-    async fn settle_oldest_entry(&mut self, block: bool) -> Result<bool, ServiceError> {
-        let Some(front) = self.in_flight.front_mut() else {
-            return Ok(false);
-        };
-        let mut i = 0;
-        while i < front.pending.len() {
-            let state = if block {
-                front.pending[i].wait().await
-            } else {
-                front.pending[i].poll()
-            };
-            match state {
-                DeliveryState::Delivered => {
-                    front.pending.swap_remove(i);
-                }
-                DeliveryState::Waiting => i += 1,
-                DeliveryState::Failed(error) => {
-                    let failed = front.pending.swap_remove(i);
-                    warn!(error = %error, sink = failed.sink.label(), "Delivery failed; sending again.");
-                    self.metrics
-                        .sink_errors
-                        .with_label_values(&[failed.sink.label()])
-                        .inc();
-                    front.pending.push(self.sinks.resend(failed).await?);
-                }
-            }
-        }
-        if !front.pending.is_empty() {
-            return Ok(false);
-        }
-        if let Some(entry) = self.in_flight.pop_front() {
-            self.store(entry.position);
-        }
-        Ok(true)
-    }
-
-    fn store(&mut self, position: Option<(i32, i64)>) {
-        if position.is_some() {
-            self.summary.settled += 1;
-        }
     }
 
     /// Takes a new assignment of input partitions, if the group made one,
@@ -579,7 +441,7 @@ impl Loop<'_> {
             self.start(engine, last_by_partition);
             return Ok(true);
         }
-        self.settle(true).await?;
+        self.delivery.settle(true).await?;
         let Some(restored) = restore(self.config, shutdown).await? else {
             return Ok(false);
         };
@@ -593,7 +455,7 @@ impl Loop<'_> {
         let starts = source::start_offsets(&self.consumer, &topic, &self.assigned, &self.consumed);
         for (partition, start) in &starts {
             if let rdkafka::Offset::Offset(next) = start {
-                self.context.set_position(*partition, *next);
+                self.context.set_position(&topic, *partition, *next);
             }
             if let Err(error) =
                 self.consumer
@@ -630,50 +492,25 @@ impl Loop<'_> {
     /// input offsets committed.
     async fn checkpoint(&mut self, engine: &mut Engine) -> Result<(), ServiceError> {
         let started = Instant::now();
-        self.settle(true).await?;
+        self.delivery.settle(true).await?;
         let marker = Marker {
             epoch: 0,
             input_topic: self.config.kafka.input_topic.clone(),
             offsets: self.consumed.clone(),
+            pace_offset: None,
         };
         let records = engine.checkpoint_changes();
-        let mut writes = self
+        let writes = self
             .changelog
             .plan_changes(records, marker, |key| engine.holds(key));
-        let marker = writes.pop();
-        let records = writes.len() as u64 + 1;
-        let mut pending = Vec::with_capacity(writes.len());
-        for write in writes {
-            pending.push(self.sinks.send_state(write, self.state_partitions).await?);
-        }
-        self.in_flight.push_back(InFlight {
-            position: None,
-            pending,
-        });
-        self.settle(true).await?;
-        if let Some(marker) = marker {
-            let pending = vec![self.sinks.send_state(marker, self.state_partitions).await?];
-            self.in_flight.push_back(InFlight {
-                position: None,
-                pending,
-            });
-            self.settle(true).await?;
-        }
+        let records = self
+            .delivery
+            .write_checkpoint(writes, self.state_partitions)
+            .await?;
         self.commit();
         self.dirty = false;
         self.last_checkpoint = Instant::now();
-        self.summary.checkpoints += 1;
-        self.metrics.checkpoints.inc();
-        self.metrics.checkpoint_records.inc_by(records);
-        self.metrics
-            .checkpoint_seconds
-            .observe(started.elapsed().as_secs_f64());
-        self.metrics.checkpoint_timestamp.set(unix_now());
-        debug!(
-            records,
-            seconds = started.elapsed().as_secs_f64(),
-            "Checkpoint complete."
-        );
+        self.delivery.checkpointed(records, started);
         Ok(())
     }
 
@@ -714,26 +551,8 @@ async fn restore(
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<Option<Restored>, ServiceError> {
     let started = Instant::now();
-    let read = loop {
-        let kafka = config.kafka.clone();
-        let attempt =
-            tokio::task::spawn_blocking(move || state_topic::read(&kafka, Duration::from_secs(10)));
-        let result = tokio::select! {
-            () = shutdown.as_mut() => return Ok(None),
-            result = attempt => result,
-        };
-        match result {
-            Ok(Ok(read)) => break read,
-            Ok(Err(error)) if error.is_transient() => {
-                warn!(error = %error, "Cannot read the state topic yet; retrying.");
-            }
-            Ok(Err(error)) => return Err(error.into()),
-            Err(error) => warn!(error = %error, "The state reader failed; retrying."),
-        }
-        tokio::select! {
-            () = shutdown.as_mut() => return Ok(None),
-            () = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
+    let Some(read) = read_state(config, shutdown, state_topic::read).await? else {
+        return Ok(None);
     };
     let restored = read.restored;
     let offsets = restored
@@ -758,6 +577,36 @@ async fn restore(
         partitions: read.partitions,
         offsets,
     }))
+}
+
+/// Reads the state topic with `read` (blocking, so on a thread of its
+/// own), retrying while the broker is away; `None` when `shutdown` comes
+/// first.
+async fn read_state<T: Send + 'static>(
+    config: &Config,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    read: fn(&crate::config::KafkaConfig, Duration) -> Result<T, StateError>,
+) -> Result<Option<T>, ServiceError> {
+    loop {
+        let kafka = config.kafka.clone();
+        let attempt = tokio::task::spawn_blocking(move || read(&kafka, Duration::from_secs(10)));
+        let result = tokio::select! {
+            () = shutdown.as_mut() => return Ok(None),
+            result = attempt => result,
+        };
+        match result {
+            Ok(Ok(read)) => return Ok(Some(read)),
+            Ok(Err(error)) if error.is_transient() => {
+                warn!(error = %error, "Cannot read the state topic yet; retrying.");
+            }
+            Ok(Err(error)) => return Err(error.into()),
+            Err(error) => warn!(error = %error, "The state reader failed; retrying."),
+        }
+        tokio::select! {
+            () = shutdown.as_mut() => return Ok(None),
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
 }
 
 fn unix_now() -> f64 {
