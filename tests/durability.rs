@@ -131,6 +131,20 @@ fn await_transitions(
     }
 }
 
+/// Waits until `check` passes, failing with its last complaint after `timeout`.
+fn wait_for<E: std::fmt::Display>(timeout: Duration, mut check: impl FnMut() -> Result<(), E>) {
+    let started = Instant::now();
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(complaint) if started.elapsed() > timeout => {
+                panic!("after {timeout:?}: {complaint}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
 fn metrics_of(port: u16) -> Option<String> {
     http_get(port, "/metrics")
         .filter(|(status, _)| *status == 200)
@@ -508,14 +522,11 @@ async fn a_second_instance_in_the_group_stands_by_then_takes_over_with_the_state
     assert_eq!(standby(first_port), Some(0));
 
     let mut second = spawn_feidan(&config, second_port, &[]);
-    let started = Instant::now();
-    while standby(first_port) != Some(1) || standby(second_port) != Some(1) {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "both must stand by while they share the group"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(Duration::from_secs(60), || {
+        let both = standby(first_port) == Some(1) && standby(second_port) == Some(1);
+        both.then_some(())
+            .ok_or("both must stand by while they share the group")
+    });
     produce(
         &config.kafka.brokers,
         &config.kafka.input_topic,
@@ -577,19 +588,14 @@ async fn scaled_out_two_instances_share_the_work_and_one_takes_over_the_others_s
             metric_values(&b, "feidan_consumer_lag_messages").len()
         })
     };
-    let started = Instant::now();
-    loop {
+    wait_for(Duration::from_secs(120), || {
         let (a, b) = (assigned(first_port), assigned(second_port));
         let (m, n) = (counted(first_port), counted(second_port));
-        if a > 0 && b > 0 && a + b == 4 && m > 0 && n > 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
+        let shared = a > 0 && b > 0 && a + b == 4 && m > 0 && n > 0;
+        shared.then_some(()).ok_or(format!(
             "the two hold {a} and {b} input partitions and consumed {m} and {n} messages"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+        ))
+    });
 
     produce(
         &config.kafka.brokers,

@@ -72,6 +72,8 @@ pub enum ServiceError {
     State(#[from] StateError),
     #[error("cannot restore the engine from the state topic: {0}")]
     Restore(#[from] RestoreError),
+    #[error("the state topic `{topic}` holds the state of a single instance (record `{key}`), not of scaled-out stages: scale out with a fresh kafka.state_topic")]
+    StateOfOneInstance { topic: String, key: String },
 }
 
 /// What one run did, for the caller's closing log line.

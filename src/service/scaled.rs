@@ -425,7 +425,11 @@ impl Scaled<'_> {
         };
         self.state_partitions = partitions;
         let kafka = &self.config.kafka;
-        let mut by_unit = split_by_unit(records);
+        let mut by_unit =
+            split_by_unit(records).map_err(|key| ServiceError::StateOfOneInstance {
+                topic: kafka.state_topic.clone(),
+                key,
+            })?;
         let mut starts = Vec::new();
         let mut pace_from: Option<i64> = None;
         for (topic, partition) in assigned {
@@ -592,8 +596,9 @@ impl Scaled<'_> {
 }
 
 /// The state topic's records by stage prefix (`source/3/`, `shard/0/`),
-/// each with the prefix taken off its key.
-fn split_by_unit(records: Vec<StateRecord>) -> HashMap<String, Vec<StateRecord>> {
+/// each with the prefix taken off its key; the key of a live record of no
+/// stage (state a single instance wrote) as the error.
+fn split_by_unit(records: Vec<StateRecord>) -> Result<HashMap<String, Vec<StateRecord>>, String> {
     let mut by_unit: HashMap<String, Vec<StateRecord>> = HashMap::new();
     for (key, value) in records {
         let mut parts = key.splitn(3, '/');
@@ -609,9 +614,11 @@ fn split_by_unit(records: Vec<StateRecord>) -> HashMap<String, Vec<StateRecord>>
                 continue;
             }
         }
-        debug!(key, "A state record of no stage; left alone.");
+        if value.is_some() {
+            return Err(key);
+        }
     }
-    by_unit
+    Ok(by_unit)
 }
 
 /// Puts a stage's checkpoint writes under its prefix: its records into
@@ -629,4 +636,30 @@ fn split_plan(
         markers.push(marker);
     }
     writes.extend(plan);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_records_go_to_their_stages_and_a_single_instances_state_is_named() {
+        let live = |key: &str| (key.to_owned(), Some(vec![1]));
+        let records = vec![
+            live("source/0/account/a#0"),
+            live("shard/1/checkpoint"),
+            live("source/0/checkpoint"),
+            ("account/b#1".to_owned(), None),
+        ];
+        let by_unit = split_by_unit(records).unwrap();
+        let keys = |prefix: &str| -> Vec<&str> {
+            by_unit[prefix].iter().map(|(k, _)| k.as_str()).collect()
+        };
+        assert_eq!(keys("source/0/"), ["account/a#0", "checkpoint"]);
+        assert_eq!(keys("shard/1/"), ["checkpoint"]);
+        assert_eq!(by_unit.len(), 2);
+
+        let single = vec![live("source/0/checkpoint"), live("checkpoint")];
+        assert_eq!(split_by_unit(single).unwrap_err(), "checkpoint");
+    }
 }
