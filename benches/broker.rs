@@ -104,31 +104,80 @@ async fn main() {
     drop(bare);
 
     // feidan's service, the same loop `feidan run` runs.
+    let config = service_config(&brokers, &topic);
+    let single = measure_run(&config, produced, None).await;
+
+    // The same, scaled out on one instance (a stage per partition, their
+    // messages through the facts and pace topics): to consumed, and to
+    // every evaluation done up to where the one-instance run got.
     let mut config = service_config(&brokers, &topic);
-    config.engine.idle_timeout = Duration::from_secs(3600);
-    let metrics = Arc::new(Metrics::new(false, 0));
-    let (stop, service) = spawn_service(&config, &metrics);
-    let started = Instant::now();
-    let consumed = || -> u64 {
-        metrics
-            .render()
-            .lines()
-            .filter(|l| l.starts_with("feidan_events_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
-    };
-    while consumed() < produced as u64 && started.elapsed() < Duration::from_secs(900) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let feidan_rate = consumed() as f64 / started.elapsed().as_secs_f64();
-    stop.cancel();
-    let _ = service.await;
+    config.kafka.group_id = format!("{topic}-scaled");
+    config.kafka.state_topic = format!("{topic}-scaled-state");
+    config.kafka.facts_topic = format!("{topic}-facts");
+    config.kafka.pace_topic = format!("{topic}-pace");
+    config.kafka.scale_out = true;
+    let scaled = measure_run(&config, produced, Some(single.evaluated)).await;
+    let (feidan_rate, scaled_consumed, scaled_evaluated) = (
+        single.consumed_rate,
+        scaled.consumed_rate,
+        scaled.evaluated_rate,
+    );
 
     println!("broker/bare_consumer   {bare_rate:>10.0} events/s ({read} events, {PARTITIONS} partitions)");
     println!("broker/feidan_run      {feidan_rate:>10.0} events/s");
     println!("broker/ratio           {:>10.2}", feidan_rate / bare_rate);
+    println!("broker/scaled_consumed {scaled_consumed:>10.0} events/s (scale_out, one instance)");
+    println!("broker/scaled_evaluated {scaled_evaluated:>9.0} events/s (every evaluation done)");
 
     latency(&brokers, &admin).await;
+}
+
+/// What one run of the service through the broker measured.
+struct Run {
+    /// Events per second to every event consumed ...
+    consumed_rate: f64,
+    /// ... and to every evaluation done up to the target.
+    evaluated_rate: f64,
+    /// `feidan_evaluated_timestamp_seconds` at the end.
+    evaluated: f64,
+}
+
+/// Runs the service on the pre-filled topic until it has consumed
+/// `produced` events and, given a target, evaluated up to it.
+async fn measure_run(config: &Config, produced: usize, target: Option<f64>) -> Run {
+    let mut config = config.clone();
+    config.engine.idle_timeout = Duration::from_secs(3600);
+    let metrics = Arc::new(Metrics::new(false, 0));
+    let (stop, service) = spawn_service(&config, &metrics);
+    let started = Instant::now();
+    let consumed = || gauge(&metrics, "feidan_events_total") as u64;
+    let evaluated = || gauge(&metrics, "feidan_evaluated_timestamp_seconds");
+    while consumed() < produced as u64 && started.elapsed() < Duration::from_secs(900) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let consumed_rate = consumed() as f64 / started.elapsed().as_secs_f64();
+    while target.is_some_and(|t| evaluated() < t) && started.elapsed() < Duration::from_secs(900) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let evaluated_rate = consumed() as f64 / started.elapsed().as_secs_f64();
+    let evaluated = evaluated();
+    stop.cancel();
+    let _ = service.await;
+    Run {
+        consumed_rate,
+        evaluated_rate,
+        evaluated,
+    }
+}
+
+/// The sum of metric `name`'s series in `metrics`' exposition.
+fn gauge(metrics: &Metrics, name: &str) -> f64 {
+    metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 async fn create_topic(admin: &AdminClient<DefaultClientContext>, topic: &str) {

@@ -124,6 +124,10 @@ checkpoints every 10 s, offsets) consumes it, in the same run. Then latency:
 feidan runs on an empty topic while events are produced at a steady 10,000/s
 for 20 s, and \`feidan_input_delay_seconds\` (a message's Kafka timestamp to
 its being applied) gives p50 and p99, interpolated within histogram buckets.
+\`scaled_*\`: the same topic through one instance scaled out
+(\`kafka.scale_out\`: a stage per partition, their messages through the facts
+and pace topics), to everything consumed and to every evaluation done up to
+where the one-instance run got.
 
 \`\`\`
 $broker

@@ -33,6 +33,7 @@ pub struct Metrics {
     pub events: IntCounterVec,
     pub dead_letters: IntCounterVec,
     pub watermark: Gauge,
+    pub evaluated: Gauge,
     pub event_lag: Gauge,
     pub processing: Histogram,
     pub state_entities: IntGaugeVec,
@@ -114,6 +115,7 @@ impl Metrics {
             events: build(r, IntCounterVec::new(Opts::new("feidan_events_total", "Input messages by event type and outcome (processed, duplicate, late, dead_letter)."), &["type", "outcome"])),
             dead_letters: build(r, IntCounterVec::new(Opts::new("feidan_dead_letters_total", "Messages sent to the dead-letter topic, by reason."), &["reason"])),
             watermark: build(r, Gauge::new("feidan_watermark_timestamp_seconds", "Event-time watermark, Unix seconds.")),
+            evaluated: build(r, Gauge::new("feidan_evaluated_timestamp_seconds", "Event time up to which every evaluation is done (scaled out: by every stage of this instance), Unix seconds.")),
             event_lag: build(r, Gauge::new("feidan_event_lag_seconds", "Wall-clock time minus the watermark.")),
             processing: build(r, Histogram::with_opts(HistogramOpts::new("feidan_processing_seconds", "Time to decode and apply one input message, including any evaluation it triggers.").buckets(vec![1e-6, 5e-6, 2.5e-5, 1e-4, 5e-4, 2.5e-3, 1e-2, 5e-2, 0.25, 1.0]))),
             state_entities: build(r, IntGaugeVec::new(Opts::new("feidan_state_entities", "Entities held in state, by kind."), &["kind"])),
@@ -213,6 +215,9 @@ impl Metrics {
 
     /// Updates every gauge from an engine snapshot. `now` is wall-clock Unix seconds.
     pub fn refresh(&self, stats: &EngineStats, now: f64) {
+        if let Some(evaluated) = stats.evaluated {
+            self.evaluated.set(evaluated.0 as f64);
+        }
         if let Some(watermark) = stats.watermark {
             self.watermark.set(watermark.0 as f64);
             self.event_lag.set((now - watermark.0 as f64).max(0.0));

@@ -153,6 +153,12 @@ impl Intake {
         None
     }
 
+    /// The last evaluation boundary passed.
+    pub(crate) fn evaluated(&self) -> Option<Timestamp> {
+        self.next_evaluation
+            .map(|next| next.plus(-self.evaluate_every))
+    }
+
     /// The first evaluation boundary after `watermark`.
     pub(crate) fn first_boundary(&self, watermark: Timestamp) -> Timestamp {
         let step = self.evaluate_every;

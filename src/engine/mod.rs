@@ -98,6 +98,9 @@ pub struct Ingested {
 #[derive(Clone, Debug, Default)]
 pub struct EngineStats {
     pub watermark: Option<Timestamp>,
+    /// The last evaluation boundary every stage has evaluated: alerts are
+    /// decided up to this event time.
+    pub evaluated: Option<Timestamp>,
     pub accounts: usize,
     pub open_opportunities: usize,
     pub managers: usize,
@@ -121,10 +124,12 @@ impl EngineStats {
     /// instance's sources and shards each hold a part): counts add up, the
     /// watermark is the least.
     pub fn merge(&mut self, part: EngineStats) {
-        self.watermark = match (self.watermark, part.watermark) {
+        let least = |a: Option<Timestamp>, b: Option<Timestamp>| match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        self.watermark = least(self.watermark, part.watermark);
+        self.evaluated = least(self.evaluated, part.evaluated);
         self.accounts += part.accounts;
         self.open_opportunities += part.open_opportunities;
         self.managers += part.managers;
@@ -249,6 +254,7 @@ impl Engine {
         active.sort();
         let mut stats = EngineStats {
             watermark: self.watermark(),
+            evaluated: self.intake.evaluated(),
             accounts: self.accounts.accounts(),
             open_opportunities: self.accounts.open_opportunities(),
             remembered_event_ids: self.intake.dedup.len(),

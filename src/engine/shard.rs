@@ -86,6 +86,7 @@ impl Shard {
     /// account figures are the sources').
     pub fn stats(&self) -> EngineStats {
         let mut stats = EngineStats {
+            evaluated: self.evaluated,
             evictions: vec![("managers", self.managers.expired + self.managers.evicted)],
             pending_or_firing: self.lifecycle.len(),
             active: self.lifecycle.active().collect(),

@@ -182,6 +182,7 @@ impl Source {
         let accounts = &self.stage.accounts;
         EngineStats {
             watermark: self.watermark(),
+            evaluated: self.intake.evaluated(),
             accounts: accounts.accounts(),
             open_opportunities: accounts.open_opportunities(),
             remembered_event_ids: self.intake.dedup.len(),
