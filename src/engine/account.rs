@@ -542,7 +542,10 @@ impl ExpectedOrders {
     const UNIT: f64 = (1u64 << 24) as f64;
 
     pub fn of(orders: f64) -> ExpectedOrders {
-        ExpectedOrders((orders.max(0.0) * Self::UNIT).round() as u64)
+        // Rounded half up by truncation: `f64::round` is a call into libm
+        // on baseline x86-64, made for every judged account at every
+        // evaluation.
+        ExpectedOrders((orders.max(0.0) * Self::UNIT + 0.5) as u64)
     }
 
     pub fn get(self) -> f64 {
