@@ -107,6 +107,11 @@ pub async fn ensure_topics(kafka: &KafkaConfig) -> Result<TopicReport, TopicErro
         {
             match result {
                 Ok(topic) => {
+                    let partitions = if topic == kafka.pace_topic {
+                        1
+                    } else {
+                        partitions
+                    };
                     info!(topic = %topic, partitions, "Created topic.");
                     report.created.push(topic);
                 }
