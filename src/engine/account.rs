@@ -818,11 +818,6 @@ impl AccountStage {
         self.accounts.values().map(|a| a.open.len()).sum()
     }
 
-    /// Orders per day over this stage's accounts.
-    pub fn own_orders(&self) -> &DailyBuckets<u64> {
-        &self.company_orders
-    }
-
     /// The manager who owns `account_id` now, if the account is known.
     pub fn owner(&self, account_id: &str) -> Option<&str> {
         self.accounts.get(account_id).map(|a| &*a.manager_id)

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use crate::alert::Alert;
 use crate::config::Config;
-use crate::event::{decode, DecodeLimits, Event};
+use crate::event::{decode, DecodeLimits, Event, EventBody};
 use crate::time::Timestamp;
 
 use serde::{Deserialize, Serialize};
@@ -30,7 +30,7 @@ use super::lifecycle::Lifecycle;
 use super::manager::CompanyBooks;
 use super::watermark::WatermarkTracker;
 use super::window::DailyBuckets;
-use super::{idle_cutoff, ingested, reach, Engine, EngineStats, Ingested};
+use super::{idle_cutoff, ingested, reach, Engine, EngineStats, Ingested, Outcome};
 
 pub struct Source {
     /// The input partition this source reads, which names it.
@@ -49,6 +49,10 @@ pub struct Source {
     /// The whole company's orders per day, from every source's shares up
     /// to the last evaluation: business time runs at this pace.
     company_orders: DailyBuckets<u64>,
+    /// Orders admitted and not yet shared, by event time (Unix seconds).
+    unshared: BTreeMap<i64, u64>,
+    /// The last boundary this source has shared its orders for.
+    shared_through: Option<Timestamp>,
     /// Pace shares received (this source's own among them) for boundaries
     /// not yet evaluated.
     shares: BTreeMap<Timestamp, BTreeMap<i32, Vec<(i64, u64)>>>,
@@ -77,6 +81,8 @@ impl Source {
             stage: Stage::default(),
             lifecycle: Lifecycle::new(config.alerts.for_evaluations, config.alerts.resolve_after),
             company_orders: DailyBuckets::default(),
+            unshared: BTreeMap::new(),
+            shared_through: None,
             shares: BTreeMap::new(),
             proposals: BTreeMap::new(),
             idle: false,
@@ -94,10 +100,18 @@ impl Source {
         ingested(decoded, |event| self.apply(event, out))
     }
 
-    fn apply(&mut self, event: Event, out: &mut Vec<Alert>) -> super::Outcome {
+    fn apply(&mut self, event: Event, out: &mut Vec<Alert>) -> Outcome {
+        let order = matches!(event.body, EventBody::OrderPlaced { .. });
+        let at = event.occurred_at;
         let (outcome, _) = self
             .intake
             .admit(event, self.partition, |e| self.stage.apply(e, &self.config));
+        // Every order the account stage applies counts once in the
+        // company's pace: counted here, as admitted, it can be shared as
+        // soon as the watermark passes it, ahead of the evaluations.
+        if order && matches!(outcome, Outcome::Processed | Outcome::Late) {
+            *self.unshared.entry(at.0).or_default() += 1;
+        }
         self.idle = false;
         self.progress(out);
         outcome
@@ -207,28 +221,50 @@ impl Source {
             if self.idle {
                 self.follow();
             }
+            self.share_ahead();
             let due = self.intake.next_due(|e| self.stage.apply(e, &self.config));
             let Some(boundary) = due else { return };
-            let shares = self.shares.entry(boundary).or_default();
-            if let std::collections::btree_map::Entry::Vacant(own) = shares.entry(self.partition) {
-                let orders: Vec<(i64, u64)> = std::mem::take(&mut self.stage.unshared)
-                    .into_iter()
-                    .collect();
-                own.insert(orders.clone());
-                self.outbox.push(Envelope {
-                    to: Route::Sources,
-                    message: Exchange::Pace {
-                        source: self.partition,
-                        boundary,
-                        orders,
-                    },
-                });
-            }
-            if shares.len() < self.sources {
+            if self.shares.get(&boundary).map_or(0, BTreeMap::len) < self.sources {
                 return;
             }
             self.evaluate_at(boundary, out);
             self.intake.passed(boundary);
+        }
+    }
+
+    /// Shares the orders before every boundary the watermark has passed and
+    /// this source has not shared for yet. A share depends only on the
+    /// orders admitted, not on any evaluation, so shares run ahead of the
+    /// barrier, and the others rarely wait for one.
+    fn share_ahead(&mut self) {
+        let (Some(next), Some(watermark)) =
+            (self.intake.next_evaluation, self.intake.watermark.current())
+        else {
+            return;
+        };
+        let step = self.intake.evaluate_every;
+        let mut boundary = self.shared_through.map_or(next, |b| b.plus(step).max(next));
+        while boundary <= watermark {
+            let later = self.unshared.split_off(&boundary.0);
+            let mut orders: BTreeMap<i64, u64> = BTreeMap::new();
+            for (at, count) in std::mem::replace(&mut self.unshared, later) {
+                *orders.entry(Timestamp(at).day()).or_default() += count;
+            }
+            let orders: Vec<(i64, u64)> = orders.into_iter().collect();
+            self.shares
+                .entry(boundary)
+                .or_default()
+                .insert(self.partition, orders.clone());
+            self.outbox.push(Envelope {
+                to: Route::Sources,
+                message: Exchange::Pace {
+                    source: self.partition,
+                    boundary,
+                    orders,
+                },
+            });
+            self.shared_through = Some(boundary);
+            boundary = boundary.plus(step);
         }
     }
 
@@ -375,6 +411,7 @@ struct SourceGlobals {
     proposals: BTreeMap<i32, Option<Timestamp>>,
     idle: bool,
     unshared: BTreeMap<i64, u64>,
+    shared_through: Option<Timestamp>,
 }
 
 impl Source {
@@ -416,7 +453,8 @@ impl Source {
             shares: self.shares.clone(),
             proposals: self.proposals.clone(),
             idle: self.idle,
-            unshared: self.stage.unshared.clone(),
+            unshared: self.unshared.clone(),
+            shared_through: self.shared_through,
         };
         out.push((SOURCE_KEY.to_owned(), encode(&globals)));
         self.lifecycle.checkpoint(&mut out);
@@ -487,7 +525,8 @@ impl Source {
                     .dedup
                     .restore(globals.dedup_counters, dedup_chunks);
                 source.stage.accounts.restore_globals(globals.accounts);
-                source.stage.unshared = globals.unshared;
+                source.unshared = globals.unshared;
+                source.shared_through = globals.shared_through;
                 source.stage.facts = facts.into_values().flatten().collect();
                 source.company_orders = globals.company_orders;
                 source.shares = globals.shares;
@@ -520,20 +559,13 @@ struct Stage {
     facts: Vec<Fact>,
     /// Scratch space for the facts of one event.
     scratch: Vec<Fact>,
-    /// Orders applied since the last pace share, per day.
-    unshared: BTreeMap<i64, u64>,
 }
 
 impl Stage {
     /// Applies one event to the account stage, keeping its facts for the
-    /// next boundary and counting the orders it adds to the company's pace.
+    /// next boundary.
     fn apply(&mut self, event: &Event, config: &Config) {
-        let before = self.accounts.own_orders().total();
         self.accounts.apply(event, config, &mut self.scratch);
-        let added = self.accounts.own_orders().total() - before;
-        if added > 0 {
-            *self.unshared.entry(event.occurred_at.day()).or_default() += added;
-        }
         self.facts.append(&mut self.scratch);
     }
 }

@@ -221,14 +221,6 @@ impl<T: Copy + Default + AddAssign + Sub<Output = T>> DailyBuckets<T> {
         values
     }
 
-    /// The running total through the newest bucket: what every `add` has
-    /// added, less nothing (pruning keeps running totals).
-    pub fn total(&self) -> T {
-        self.buckets
-            .back()
-            .map_or(T::default(), |(_, _, total)| *total)
-    }
-
     pub fn is_empty(&self) -> bool {
         self.buckets.is_empty()
     }
