@@ -6,11 +6,12 @@
 //! An evaluation at a boundary is a barrier in two rounds, so that a
 //! scaled-out feidan raises exactly the alerts one process would:
 //!
-//! 1. Every source shares the orders it applied since its last share
-//!    ([`Exchange::Pace`], to every source): business time runs at the whole
-//!    company's pace, and each source holds only part of the company. A
-//!    source judges its accounts at a boundary once it has every source's
-//!    share for it.
+//! 1. Every source shares its orders before each boundary its watermark
+//!    passes ([`Exchange::Pace`], to every source): business time runs at
+//!    the whole company's pace, and each source holds only part of the
+//!    company. A share depends only on the orders admitted, so sources
+//!    share ahead of their evaluations. A source judges its accounts at a
+//!    boundary once it has every source's share for it.
 //! 2. Every source then sends each shard the facts of its teams, the
 //!    stalled deals and the parts of their managers' books
 //!    ([`Exchange::Part`]), and an [`Exchange::End`] with its company-wide
@@ -47,8 +48,8 @@ pub enum Exchange {
         source: i32,
         first: Option<Timestamp>,
     },
-    /// Orders per day `source` applied since its previous share, shared as
-    /// it reached `boundary`. To every source.
+    /// Orders per day `source` admitted before `boundary` and not in its
+    /// previous shares (late ones among them). To every source.
     Pace {
         source: i32,
         boundary: Timestamp,
