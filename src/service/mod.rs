@@ -304,7 +304,7 @@ struct Loop<'a> {
     /// already in the state.
     consumed: BTreeMap<i32, i64>,
     /// Per input partition, an offset refused once for jumping ahead.
-    refetched: HashMap<i32, i64>,
+    refetched: Refetched,
     /// Whether the state changed since the last checkpoint.
     dirty: bool,
     last_checkpoint: Instant,
@@ -324,43 +324,18 @@ impl Loop<'_> {
         engine: &mut Engine,
         record: &SourceRecord<'_>,
     ) -> Result<(), ServiceError> {
-        match self.consumed.get(&record.partition).copied() {
-            // Already in the state: consumed again after a restart (from the
-            // checkpoint's offsets, or from committed ones behind them).
-            Some(next) if record.offset < next => {
+        let next = self.consumed.get(&record.partition).copied();
+        match gate(&*self.consumer, &mut self.refetched, record, next) {
+            Gate::Apply => {}
+            Gate::Replayed => {
                 self.metrics.replay_skipped.inc();
                 self.delivery.summary.replay_skipped += 1;
                 return Ok(());
             }
-            // Ahead of the next offset expected: fetch again from it, once.
-            // A gap the broker shows again is real (compaction, transaction
-            // markers) and accepted.
-            Some(next)
-                if record.offset > next
-                    && self.refetched.get(&record.partition) != Some(&record.offset) =>
-            {
-                self.refetched.insert(record.partition, record.offset);
-                warn!(
-                    partition = record.partition,
-                    expected = next,
-                    got = record.offset,
-                    "Input jumped ahead; fetching again from the expected offset."
-                );
+            Gate::Refetched => {
                 self.metrics.input_refetches.inc();
-                if let Err(error) = self.consumer.seek(
-                    &self.config.kafka.input_topic,
-                    record.partition,
-                    rdkafka::Offset::Offset(next),
-                    Duration::from_secs(5),
-                ) {
-                    warn!(partition = record.partition, error = %error, "Cannot fetch again.");
-                }
                 return Ok(());
             }
-            _ => {}
-        }
-        if !self.refetched.is_empty() {
-            self.refetched.remove(&record.partition);
         }
         self.consumed.insert(record.partition, record.offset + 1);
         self.dirty = true;
@@ -579,6 +554,60 @@ async fn restore(
         partitions: read.partitions,
         offsets,
     }))
+}
+
+/// Per partition (and topic), an offset refused once for jumping ahead.
+type Refetched = HashMap<(String, i32), i64>;
+
+/// What to do with a consumed message, given the next offset the state
+/// expects of its partition.
+enum Gate {
+    Apply,
+    /// Already in the state: consumed again after a restart (from the
+    /// checkpoint's offsets, or from committed ones behind them).
+    Replayed,
+    /// Ahead of the next offset expected: fetched again from it, once. A
+    /// gap the broker shows again is real (compaction, transaction markers)
+    /// and accepted.
+    Refetched,
+}
+
+fn gate<X: rdkafka::consumer::ConsumerContext>(
+    consumer: &impl Consumer<X>,
+    refetched: &mut Refetched,
+    record: &SourceRecord<'_>,
+    next: Option<i64>,
+) -> Gate {
+    let key = (record.topic.to_owned(), record.partition);
+    match next {
+        Some(next) if record.offset < next => Gate::Replayed,
+        Some(next) if record.offset > next && refetched.get(&key) != Some(&record.offset) => {
+            warn!(
+                topic = record.topic,
+                partition = record.partition,
+                expected = next,
+                got = record.offset,
+                "A partition jumped ahead; fetching again from the expected offset."
+            );
+            let start = rdkafka::Offset::Offset(next);
+            if let Err(error) = consumer.seek(
+                record.topic,
+                record.partition,
+                start,
+                Duration::from_secs(5),
+            ) {
+                warn!(partition = record.partition, error = %error, "Cannot fetch again.");
+            }
+            refetched.insert(key, record.offset);
+            Gate::Refetched
+        }
+        _ => {
+            if !refetched.is_empty() {
+                refetched.remove(&key);
+            }
+            Gate::Apply
+        }
+    }
 }
 
 /// Reads the state topic with `read` (blocking, so on a thread of its

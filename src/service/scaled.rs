@@ -44,7 +44,9 @@ use crate::metrics::{Health, Metrics};
 
 use super::delivery::Delivery;
 use super::readiness::Readiness;
-use super::{leave, read_state, unix_now, RunSummary, ServiceError, DRAIN_TIMEOUT};
+use super::{
+    gate, leave, read_state, unix_now, Gate, Refetched, RunSummary, ServiceError, DRAIN_TIMEOUT,
+};
 
 /// The account stage of one input partition, as this instance runs it.
 struct SourceUnit {
@@ -115,6 +117,7 @@ pub(super) async fn run(
         dirty: false,
         last_checkpoint: Instant::now(),
         undecided: None,
+        refetched: Refetched::new(),
     };
     info!(brokers = %kafka.brokers, input = %kafka.input_topic, facts = %kafka.facts_topic, group = %kafka.group_id, "Consuming, scaled out.");
 
@@ -248,6 +251,7 @@ struct Scaled<'a> {
     last_checkpoint: Instant,
     /// An assignment not yet acted on (the partition counts could not be read).
     undecided: Option<Vec<(String, i32)>>,
+    refetched: Refetched,
 }
 
 impl Scaled<'_> {
@@ -255,10 +259,17 @@ impl Scaled<'_> {
         let Some(unit) = self.sources.get_mut(&record.partition) else {
             return Ok(()); // fetched before a revocation
         };
-        if unit.next.is_some_and(|next| record.offset < next) {
-            self.metrics.replay_skipped.inc();
-            self.delivery.summary.replay_skipped += 1;
-            return Ok(());
+        match gate(&*self.consumer, &mut self.refetched, record, unit.next) {
+            Gate::Apply => {}
+            Gate::Replayed => {
+                self.metrics.replay_skipped.inc();
+                self.delivery.summary.replay_skipped += 1;
+                return Ok(());
+            }
+            Gate::Refetched => {
+                self.metrics.input_refetches.inc();
+                return Ok(());
+            }
         }
         unit.next = Some(record.offset + 1);
         unit.last_message = Instant::now();
@@ -284,7 +295,10 @@ impl Scaled<'_> {
         let Some(unit) = self.shards.get_mut(&record.partition) else {
             return Ok(());
         };
-        if unit.next.is_some_and(|next| record.offset < next) {
+        if !matches!(
+            gate(&*self.consumer, &mut self.refetched, record, unit.next),
+            Gate::Apply
+        ) {
             return Ok(());
         }
         unit.next = Some(record.offset + 1);
@@ -305,7 +319,25 @@ impl Scaled<'_> {
     }
 
     async fn handle_pace(&mut self, offset: i64, payload: &[u8]) -> Result<(), ServiceError> {
-        if offset < self.pace_next {
+        // Every source of this instance must see every message from
+        // `pace_next` on, in order: a message past it (fetched before the
+        // latest seek) sends the reader back to it.
+        let record = SourceRecord {
+            topic: &self.config.kafka.pace_topic,
+            partition: 0,
+            offset,
+            key: None,
+            payload,
+        };
+        if !matches!(
+            gate(
+                &self.pace,
+                &mut self.refetched,
+                &record,
+                Some(self.pace_next)
+            ),
+            Gate::Apply
+        ) {
             return Ok(());
         }
         self.pace_next = offset + 1;
@@ -414,6 +446,7 @@ impl Scaled<'_> {
         self.delivery.settle(true).await?;
         self.sources.clear();
         self.shards.clear();
+        self.refetched.clear();
         if assigned.is_empty() {
             info!("No partitions assigned; waiting.");
             return Ok(true);
