@@ -131,7 +131,7 @@ impl Metrics {
             team_win_rate: build(r, GaugeVec::new(Opts::new("feidan_team_win_rate", "A team's won / closed deals over the win-rate window, at the last evaluation."), &["team"])),
             series_dropped: build(r, IntCounter::new("feidan_metrics_series_dropped_total", "Per-manager series not exported because metrics.max_manager_series was reached, counted per refresh.")),
             ready: build(r, IntGauge::new("feidan_ready", "1 while the service is ready (assigned, connected and caught up), else 0.")),
-            group_standby: build(r, IntGauge::new("feidan_group_standby", "1 while this instance holds fewer than all input partitions (another instance shares its consumer group) and stands by, consuming nothing and writing no state; feidan does not scale out yet.")),
+            group_standby: build(r, IntGauge::new("feidan_group_standby", "1 while this instance holds fewer than all input partitions (another instance shares its consumer group) and stands by, consuming nothing and writing no state (kafka.scale_out off).")),
             sink_errors: build(r, IntCounterVec::new(Opts::new("feidan_sink_errors_total", "Failed deliveries to Kafka, retried, by sink."), &["sink"])),
             forced_events: build(r, IntCounter::new("feidan_engine_forced_events_total", "On-time events applied before the watermark passed them because engine.max_buffered_events was reached.")),
             checkpoints: build(r, IntCounter::new("feidan_checkpoints_total", "Checkpoints of the state completed (all records and the marker acknowledged, offsets committed).")),

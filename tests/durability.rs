@@ -513,7 +513,7 @@ async fn a_broker_outage_is_waited_out_with_nothing_lost() {
     drop(broker);
 }
 
-/// feidan does not scale out yet, and a second instance in the group must
+/// With `kafka.scale_out` off, a second instance in the group must
 /// not corrupt the first one's work: both stand by (consume nothing, write
 /// no state, not ready, `feidan_group_standby` 1) while they share the
 /// group; when the first leaves, the second reads the state afresh, takes

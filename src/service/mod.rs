@@ -2,9 +2,9 @@
 //! → sinks, with checkpoints, idle-time watermark advance, metrics and
 //! readiness.
 //!
-//! One writer. feidan does not scale out yet: an instance applies input,
-//! moves event time and writes state only while the group gives it every
-//! input partition (the *owner*). Each assignment arrives paused. Holding
+//! One writer (with `kafka.scale_out` off; scaled out, see [`scaled`]): an
+//! instance applies input, moves event time and writes state only while the
+//! group gives it every input partition (the *owner*). Each assignment arrives paused. Holding
 //! fewer partitions, because another instance shares the group, it stands
 //! by: nothing consumed, nothing written, not ready. On becoming the owner
 //! (at start, and after standing by) it reads the state topic whole, since
@@ -374,7 +374,7 @@ impl Loop<'_> {
     /// Acts on the input partitions the group gave this instance; `false`
     /// when shutdown came first.
     ///
-    /// feidan does not scale out yet (README): an instance applies input,
+    /// With `kafka.scale_out` off (README): an instance applies input,
     /// moves event time and writes state only while it holds every
     /// partition of the input topic. Holding fewer (another instance shares
     /// the group), it stands by: partitions paused, nothing written, not
@@ -402,7 +402,7 @@ impl Loop<'_> {
                     group = %self.config.kafka.group_id,
                     assigned = ?self.assigned,
                     partitions = total,
-                    "Another feidan instance shares this consumer group. feidan does not scale out yet: this one stands by (consumes nothing, writes no state, not ready) until it holds every input partition. Run one instance per group."
+                    "Another feidan instance shares this consumer group, and kafka.scale_out is off: this one stands by (consumes nothing, writes no state, not ready) until it holds every input partition. Run one instance per group, or scale out (kafka.scale_out = true, with a fresh state topic)."
                 );
             }
             source::pause(&self.consumer, &topic, &self.assigned);
