@@ -145,6 +145,16 @@ fn wait_for<E: std::fmt::Display>(timeout: Duration, mut check: impl FnMut() -> 
     }
 }
 
+/// Waits for the alert topic to hold `expected`'s transitions while the
+/// `feidan` process `running` runs on, stops it cleanly, and asserts the
+/// topic holds exactly those transitions.
+fn ends_with_the_transitions(config: &Config, running: &mut Feidan, expected: &[Alert]) {
+    let got = await_transitions(config, expected, Duration::from_secs(180));
+    assert!(running.try_wait().unwrap().is_none(), "feidan runs on");
+    assert!(terminate(running).success());
+    assert_eq!(got, expected_transitions(expected));
+}
+
 fn metrics_of(port: u16) -> Option<String> {
     http_get(port, "/metrics")
         .filter(|(status, _)| *status == 200)
@@ -231,6 +241,16 @@ fn scale_out(config: &mut Config) {
     config.kafka.scale_out = true;
     config.kafka.facts_topic = unique("facts");
     config.kafka.pace_topic = unique("pace");
+}
+
+/// tansu, and a configuration scaled out on it with an input topic of
+/// `partitions` partitions; `None` outside CI when tansu is not installed.
+async fn scaled_out_on_tansu(partitions: i32) -> Option<(Tansu, Config)> {
+    let broker = start_tansu()?;
+    let mut config = tansu_config(&broker.bootstrap);
+    scale_out(&mut config);
+    create_input(&config, partitions).await;
+    Some((broker, config))
 }
 
 /// `--set` flags for [`scale_out`]'s settings.
@@ -582,10 +602,9 @@ async fn a_second_instance_in_the_group_stands_by_then_takes_over_with_the_state
 /// the alert topic ends with exactly the backtest's transitions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaled_out_two_instances_share_the_work_and_one_takes_over_the_others_state() {
-    let Some(broker) = start_tansu() else { return };
-    let mut config = tansu_config(&broker.bootstrap);
-    scale_out(&mut config);
-    create_input(&config, 4).await;
+    let Some((broker, config)) = scaled_out_on_tansu(4).await else {
+        return;
+    };
     let input = small_world(4);
     let half = input.len() / 2;
     let expected = backtest_alerts(&config, &input);
@@ -633,10 +652,7 @@ async fn scaled_out_two_instances_share_the_work_and_one_takes_over_the_others_s
     });
     std::thread::sleep(Duration::from_secs(1));
     assert!(terminate(&mut first).success());
-    let got = await_transitions(&config, &expected, Duration::from_secs(180));
-    assert!(second.try_wait().unwrap().is_none(), "the survivor runs on");
-    assert!(terminate(&mut second).success());
-    assert_eq!(got, expected_transitions(&expected));
+    ends_with_the_transitions(&config, &mut second, &expected);
     drop(broker);
 }
 
@@ -646,10 +662,9 @@ async fn scaled_out_two_instances_share_the_work_and_one_takes_over_the_others_s
 /// exactly the backtest's transitions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaled_out_kill_9_at_random_moments_ends_with_the_backtest_alerts() {
-    let Some(broker) = start_tansu() else { return };
-    let mut config = tansu_config(&broker.bootstrap);
-    scale_out(&mut config);
-    create_input(&config, 3).await;
+    let Some((broker, config)) = scaled_out_on_tansu(3).await else {
+        return;
+    };
     let input = large_world();
     let expected = produce_keyed_by_account(&config, &input);
     let flags = scale_out_flags(&config);
@@ -658,9 +673,6 @@ async fn scaled_out_kill_9_at_random_moments_ends_with_the_backtest_alerts() {
     kill_at_random_moments(&config, port, &flags, 3, 8_000..30_000);
 
     let mut child = spawn_feidan(&config, port, &flags);
-    let got = await_transitions(&config, &expected, Duration::from_secs(180));
-    assert!(child.try_wait().unwrap().is_none(), "feidan runs on");
-    assert!(terminate(&mut child).success());
-    assert_eq!(got, expected_transitions(&expected));
+    ends_with_the_transitions(&config, &mut child, &expected);
     drop(broker);
 }

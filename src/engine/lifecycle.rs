@@ -126,7 +126,7 @@ impl Lifecycle {
     }
 
     /// Restores one entry from its checkpoint record.
-    pub fn restore_entry(&mut self, key: &str, payload: &[u8]) -> Result<(), RestoreError> {
+    fn restore_entry(&mut self, key: &str, payload: &[u8]) -> Result<(), RestoreError> {
         let (kind, subject, phase): (AlertKind, String, Phase) =
             checkpoint::decode_payload(key, payload)?;
         self.subjects_mut(kind).insert(subject, phase);

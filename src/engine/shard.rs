@@ -69,19 +69,6 @@ impl Shard {
         }
     }
 
-    pub fn shard(&self) -> u32 {
-        self.shard
-    }
-
-    /// The last boundary evaluated.
-    pub fn evaluated(&self) -> Option<Timestamp> {
-        self.evaluated
-    }
-
-    pub fn managers(&self) -> usize {
-        self.managers.managers()
-    }
-
     /// What the shard holds, for metrics (its share of [`EngineStats`]: the
     /// account figures are the sources').
     pub fn stats(&self) -> EngineStats {

@@ -90,10 +90,6 @@ impl Source {
         }
     }
 
-    pub fn partition(&self) -> i32 {
-        self.partition
-    }
-
     /// Decodes and applies one message of this source's partition.
     pub fn ingest(&mut self, payload: &[u8], out: &mut Vec<Alert>) -> Ingested {
         let decoded = decode(payload, self.limits);

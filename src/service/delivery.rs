@@ -92,6 +92,29 @@ impl Delivery {
         Ok(pending)
     }
 
+    /// Whether an input message is to be applied (see [`super::gate`]),
+    /// counting those the state already holds and those fetched again.
+    pub fn admit_input<X: rdkafka::consumer::ConsumerContext>(
+        &mut self,
+        consumer: &impl rdkafka::consumer::Consumer<X>,
+        refetched: &mut super::Refetched,
+        record: &SourceRecord<'_>,
+        next: Option<i64>,
+    ) -> bool {
+        match super::gate(consumer, refetched, record, next) {
+            super::Gate::Apply => true,
+            super::Gate::Replayed => {
+                self.metrics.replay_skipped.inc();
+                self.summary.replay_skipped += 1;
+                false
+            }
+            super::Gate::Refetched => {
+                self.metrics.input_refetches.inc();
+                false
+            }
+        }
+    }
+
     /// Hands `alerts` to the producer, adding their deliveries to `pending`.
     pub async fn queue_alerts(
         &mut self,

@@ -325,17 +325,11 @@ impl Loop<'_> {
         record: &SourceRecord<'_>,
     ) -> Result<(), ServiceError> {
         let next = self.consumed.get(&record.partition).copied();
-        match gate(&*self.consumer, &mut self.refetched, record, next) {
-            Gate::Apply => {}
-            Gate::Replayed => {
-                self.metrics.replay_skipped.inc();
-                self.delivery.summary.replay_skipped += 1;
-                return Ok(());
-            }
-            Gate::Refetched => {
-                self.metrics.input_refetches.inc();
-                return Ok(());
-            }
+        if !self
+            .delivery
+            .admit_input(&*self.consumer, &mut self.refetched, record, next)
+        {
+            return Ok(());
         }
         self.consumed.insert(record.partition, record.offset + 1);
         self.dirty = true;

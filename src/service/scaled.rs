@@ -109,7 +109,6 @@ pub(super) async fn run(
         context: context.clone(),
         pace,
         delivery: Delivery::new(Sinks::new(kafka)?, metrics.clone()),
-        metrics: metrics.clone(),
         sources: BTreeMap::new(),
         shards: BTreeMap::new(),
         pace_next: 0,
@@ -240,7 +239,6 @@ struct Scaled<'a> {
     /// Reads the pace topic for every source of this instance.
     pace: StreamConsumer,
     delivery: Delivery,
-    metrics: Arc<Metrics>,
     sources: BTreeMap<i32, SourceUnit>,
     shards: BTreeMap<i32, ShardUnit>,
     /// The next pace offset: every source of this instance has had the
@@ -259,17 +257,11 @@ impl Scaled<'_> {
         let Some(unit) = self.sources.get_mut(&record.partition) else {
             return Ok(()); // fetched before a revocation
         };
-        match gate(&*self.consumer, &mut self.refetched, record, unit.next) {
-            Gate::Apply => {}
-            Gate::Replayed => {
-                self.metrics.replay_skipped.inc();
-                self.delivery.summary.replay_skipped += 1;
-                return Ok(());
-            }
-            Gate::Refetched => {
-                self.metrics.input_refetches.inc();
-                return Ok(());
-            }
+        if !self
+            .delivery
+            .admit_input(&*self.consumer, &mut self.refetched, record, unit.next)
+        {
+            return Ok(());
         }
         unit.next = Some(record.offset + 1);
         unit.last_message = Instant::now();
