@@ -194,6 +194,7 @@ pub struct ChurnConfig {
     pub critical_p_value: f64,
     pub book_alpha: f64,
     pub value_fall_ratio: f64,
+    pub value_min_orders: u32,
     #[serde(with = "duration")]
     pub lapse_horizon: Duration,
     #[serde(with = "duration")]
@@ -409,6 +410,9 @@ impl DetectConfig {
             return r.fail("churn.max_shape", "must be at least 1");
         }
         r.fraction("churn.value_fall_ratio", c.value_fall_ratio)?;
+        if c.value_min_orders < 2 {
+            return r.fail("churn.value_min_orders", "must be at least 2");
+        }
         r.days_at_least("churn.order_window", c.order_window, 2)?;
         r.days_at_least("churn.visits_within", c.visits_within, 1)?;
         r.days_at_least("churn.book_window", c.book_window, 1)?;

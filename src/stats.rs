@@ -6,6 +6,7 @@
 //! this project (`tests/data/reference_tails.csv`, from scipy).
 
 use statrs::distribution::{Binomial, DiscreteCDF};
+use statrs::function::beta::beta_reg;
 use statrs::function::gamma::{gamma_ur, ln_gamma};
 
 /// P[X ≤ k] for X ~ Binomial(n, p): scipy `binom.cdf(k, n, p)`.
@@ -93,6 +94,20 @@ pub fn gamma_survival(t: f64, shape: f64, scale: f64) -> f64 {
     gamma_ur(shape, t / scale).clamp(0.0, 1.0)
 }
 
+/// P[T ≤ t] for T ~ Student's t with `df` degrees of freedom: scipy
+/// `t.cdf(t, df)`.
+pub fn student_t_lower(t: f64, df: f64) -> f64 {
+    if !(df > 0.0) || t.is_nan() {
+        return 1.0;
+    }
+    let tail = 0.5 * beta_reg(df / 2.0, 0.5, df / (df + t * t));
+    if t < 0.0 {
+        tail
+    } else {
+        1.0 - tail
+    }
+}
+
 /// P[X > x] for X ~ χ²(df): scipy `chi2.sf(x, df)`.
 pub fn chi2_upper(x: f64, df: u64) -> f64 {
     gamma_survival(x, df as f64 / 2.0, 2.0)
@@ -156,6 +171,7 @@ mod tests {
                 "betabinom_upper" => betabinom_upper(k, n, num(3), num(4)),
                 "gamma_survival" => gamma_survival(num(1), num(2), num(3)),
                 "chi2_upper" => chi2_upper(num(1), num(2) as u64),
+                "student_t_lower" => student_t_lower(num(1), num(2)),
                 other => panic!("unknown test {other}"),
             };
             assert!(close(actual, expected), "{line}: got {actual:e}");

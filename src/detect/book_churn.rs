@@ -6,7 +6,11 @@
 //! 2. the same for accounts that stopped ordering while the manager kept
 //!    logging visits, the strongest single sign of diversion
 //!    (`binomial_upper` against the company's share of such accounts);
-//! 3. order volume: the book's orders over half, one and two order windows
+//! 3. the same for accounts whose latest orders fell far below their usual
+//!    value, against the company's share of such accounts or the rest of
+//!    the team's, whichever is higher: a market that shrinks every order in
+//!    a team is not one manager's doing;
+//! 4. order volume: the book's orders over half, one and two order windows
 //!    against the rest of the team's, each side expected from its accounts'
 //!    rhythms — the classic conditional test of two Poisson rates
 //!    (`binomial_lower`: k = the manager's orders, n = all orders, p = the
@@ -27,9 +31,15 @@ pub struct BookInputs {
     pub churning: u64,
     /// Churning accounts the manager kept visiting.
     pub visited: u64,
+    /// Churning accounts whose latest orders fell far below their usual value.
+    pub shrinking: u64,
     pub company_judged: u64,
     pub company_churning: u64,
     pub company_visited: u64,
+    pub company_shrinking: u64,
+    /// The rest of the team's judged and shrinking accounts.
+    pub team_judged: u64,
+    pub team_shrinking: u64,
     /// Orders over half, one and two order windows, and expected ones.
     pub orders: [u64; 3],
     pub expected_orders: [f64; 3],
@@ -37,8 +47,8 @@ pub struct BookInputs {
     pub team_expected_orders: [f64; 3],
 }
 
-/// Tests behind one finding: two count tests and three order windows.
-const TESTS: f64 = 5.0;
+/// Tests behind one finding: three count tests and three order windows.
+const TESTS: f64 = 6.0;
 
 pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<Finding> {
     if book.judged < config.min_accounts {
@@ -48,31 +58,28 @@ pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<Finding> {
     let rate = |k: u64, n: u64| (k as f64 + 0.5) / (n as f64 + 1.0);
     let churn_rate = rate(book.company_churning, book.company_judged);
     let visited_rate = rate(book.company_visited, book.company_judged);
+    let shrinking_rate = rate(book.company_shrinking, book.company_judged)
+        .max(rate(book.team_shrinking, book.team_judged));
     let mut candidates: Vec<Candidate> = Vec::new();
     if book.churning >= config.min_churning {
-        let share = book.churning as f64 / book.judged as f64;
-        candidates.push(Candidate::new(
-            StatTest::BinomialUpper {
-                k: book.churning,
-                n: book.judged,
-                p: round6(churn_rate),
-            },
-            share,
-            churn_rate,
-            share - churn_rate >= config.min_excess,
-        ));
-        let visited_share = book.visited as f64 / book.judged as f64;
-        candidates.push(Candidate::new(
-            StatTest::BinomialUpper {
-                k: book.visited,
-                n: book.judged,
-                p: round6(visited_rate),
-            },
-            visited_share,
-            visited_rate,
-            book.visited >= config.min_churning
-                && visited_share - visited_rate >= config.min_excess,
-        ));
+        let counts = [
+            (book.churning, churn_rate),
+            (book.visited, visited_rate),
+            (book.shrinking, shrinking_rate),
+        ];
+        for (k, rate) in counts {
+            let share = k as f64 / book.judged as f64;
+            candidates.push(Candidate::new(
+                StatTest::BinomialUpper {
+                    k,
+                    n: book.judged,
+                    p: round6(rate),
+                },
+                share,
+                rate,
+                k >= config.min_churning && share - rate >= config.min_excess,
+            ));
+        }
     }
     for i in 0..3 {
         let (own, rest) = (book.expected_orders[i], book.team_expected_orders[i]);
@@ -110,14 +117,17 @@ pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<Finding> {
                 )
             }
             _ => format!(
-                "{} of {} accounts churning ({} of them still visited by the manager); a book this size would have {:.1} churning at the company's rate of {:.1}% and {:.1} visited-but-silent at {:.1}%",
+                "{} of {} accounts churning ({} of them still visited by the manager, {} ordering far below their usual value); a book this size would have {:.1} churning at the company's rate of {:.1}%, {:.1} visited-but-silent at {:.1}% and {:.1} shrinking at {:.1}%",
                 book.churning,
                 book.judged,
                 book.visited,
+                book.shrinking,
                 churn_rate * book.judged as f64,
                 100.0 * churn_rate,
                 visited_rate * book.judged as f64,
-                100.0 * visited_rate
+                100.0 * visited_rate,
+                shrinking_rate * book.judged as f64,
+                100.0 * shrinking_rate
             ),
         }
     });
@@ -169,9 +179,13 @@ mod tests {
             judged: 10,
             churning: 1,
             visited: 0,
+            shrinking: 0,
             company_judged: 4000,
             company_churning: 80,
             company_visited: 8,
+            company_shrinking: 12,
+            team_judged: 70,
+            team_shrinking: 1,
             orders: [8, 15, 30],
             expected_orders: [7.5, 15.0, 30.0],
             team_orders: [50, 100, 200],
@@ -210,5 +224,40 @@ mod tests {
             ..book()
         };
         assert!(!assess(&lull, &config).unwrap().alerting);
+    }
+
+    #[test]
+    fn shrinking_accounts_are_judged_against_the_team_when_it_shrinks_more() {
+        let config = Config::defaults().detect.book_churn;
+        // 4 of 10 accounts ordering far below their usual value, where the
+        // company has 0.3% such accounts and the rest of the team none (at
+        // most 0.7%, with half a pseudo-account): an alert.
+        let shrinking = BookInputs {
+            churning: 4,
+            shrinking: 4,
+            team_shrinking: 0,
+            ..book()
+        };
+        let f = assess(&shrinking, &config).unwrap();
+        assert!(f.alerting, "{f:?}");
+        assert_eq!(
+            f.test,
+            StatTest::BinomialUpper {
+                k: 4,
+                n: 10,
+                p: round6(0.5 / 71.0)
+            }
+        );
+        assert!(f
+            .summary
+            .text()
+            .contains("4 ordering far below their usual value"));
+        // The rest of the team shrinks as much (a market hitting the team's
+        // customers): not this manager's doing.
+        let market = BookInputs {
+            team_shrinking: 20,
+            ..shrinking
+        };
+        assert!(!assess(&market, &config).unwrap().alerting);
     }
 }

@@ -8,6 +8,7 @@ pub mod competitor;
 pub mod diversion_risk;
 pub mod leakage;
 pub mod rate;
+pub mod value_fall;
 pub mod win_rate;
 
 use std::fmt;

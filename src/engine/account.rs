@@ -19,6 +19,7 @@ use thin_vec::ThinVec;
 use crate::alert::{Alert, AlertKind};
 use crate::config::{Config, DetectConfig};
 use crate::detect::account_churn::{self, OrderSilence};
+use crate::detect::value_fall::{self, ValueFall};
 use crate::event::{Event, EventBody, Id, LossReason};
 use crate::time::{Timestamp, DAY};
 
@@ -422,39 +423,64 @@ impl OpenDeal {
 }
 
 /// An account's ordering: exponentially weighted moments of the gaps between
-/// orders (days) and of the order amounts.
+/// orders (days) and of the order values (logarithms, so a fall to half is
+/// the same step for a small customer as for a large one).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct Rhythm {
     gaps: u32,
     gap_mean: f64,
     gap_var: f64,
-    orders: u32,
-    amount_mean: f64,
-    /// The last three order amounts, newest first.
-    recent: [f64; 3],
+    /// Orders with a positive value ...
+    #[serde(default)]
+    valued: u32,
+    /// ... and the moments of their log values, all but the last three:
+    /// the usual value the latest orders are judged against.
+    #[serde(default)]
+    value_mean: f64,
+    #[serde(default)]
+    value_var: f64,
+    /// Log values of the last three such orders, newest first.
+    #[serde(default)]
+    recent_values: [f32; 3],
 }
 
 /// Weight of the newest gap once an account has many: the rhythm follows
 /// slow changes over about this many orders.
 const RHYTHM_MEMORY: f64 = 30.0;
 
+/// Orders judged for a fall in value: the last one, two and three.
+const VALUE_JUDGED: usize = 3;
+
+/// Adds `x` to exponentially weighted moments over `n` earlier values
+/// (equal weights until `RHYTHM_MEMORY` of them).
+fn add_moment(n: u32, mean: &mut f64, var: &mut f64, x: f64) {
+    if n == 0 {
+        *mean = x;
+        return;
+    }
+    let w = (1.0 / f64::from(n + 1)).max(1.0 / RHYTHM_MEMORY);
+    let delta = x - *mean;
+    *mean += w * delta;
+    *var = (1.0 - w) * (*var + w * delta * delta);
+}
+
 impl Rhythm {
     fn add_order(&mut self, gap_days: Option<f64>, amount: f64) {
         if let Some(gap) = gap_days {
-            let w = (1.0 / f64::from(self.gaps + 1)).max(1.0 / RHYTHM_MEMORY);
-            if self.gaps == 0 {
-                self.gap_mean = gap;
-            } else {
-                let delta = gap - self.gap_mean;
-                self.gap_mean += w * delta;
-                self.gap_var = (1.0 - w) * (self.gap_var + w * delta * delta);
-            }
+            add_moment(self.gaps, &mut self.gap_mean, &mut self.gap_var, gap);
             self.gaps += 1;
         }
-        let w = (1.0 / f64::from(self.orders + 1)).max(1.0 / RHYTHM_MEMORY);
-        self.amount_mean += w * (amount - self.amount_mean);
-        self.recent = [amount, self.recent[0], self.recent[1]];
-        self.orders += 1;
+        if amount > 0.0 {
+            // The order leaving the recent three joins the usual value.
+            if self.valued >= VALUE_JUDGED as u32 {
+                let base = self.valued - VALUE_JUDGED as u32;
+                let oldest = f64::from(self.recent_values[VALUE_JUDGED - 1]);
+                add_moment(base, &mut self.value_mean, &mut self.value_var, oldest);
+            }
+            self.recent_values.rotate_right(1);
+            self.recent_values[0] = amount.ln() as f32;
+            self.valued += 1;
+        }
     }
 
     /// The gamma shape judged by: the moment estimate taken one standard
@@ -475,10 +501,21 @@ impl Rhythm {
         self.gaps >= min_gaps && span_days * DAY as f64 >= min_history.as_secs_f64()
     }
 
-    /// Whether the last three orders average below `ratio` of the usual value.
-    fn value_fell(&self, ratio: f64, min_orders: u32) -> bool {
-        self.orders >= min_orders + 3
-            && self.recent.iter().sum::<f64>() / 3.0 < ratio * self.amount_mean
+    /// How far the latest orders fell below `max_ratio` of the usual
+    /// value, once `min_orders` orders before them make it known.
+    fn value_fall(&self, min_orders: u32, max_ratio: f64) -> Option<ValueFall> {
+        let base = self.valued.checked_sub(VALUE_JUDGED as u32)?;
+        if base < min_orders.max(2) {
+            return None;
+        }
+        let recent = self.recent_values.map(f64::from);
+        value_fall::assess(
+            &recent,
+            f64::from(base).min(RHYTHM_MEMORY),
+            self.value_mean,
+            self.value_var,
+            max_ratio,
+        )
     }
 }
 
@@ -507,6 +544,10 @@ pub struct Book {
     pub churning: u64,
     /// Churning accounts the manager kept visiting.
     pub visited: u64,
+    /// Churning accounts whose latest orders fell far below their usual
+    /// value.
+    #[serde(default)]
+    pub shrinking: u64,
     /// The churning accounts, for evidence.
     pub churning_accounts: Vec<ChurningAccount>,
     /// Orders placed by the judged accounts over the order windows
@@ -524,6 +565,7 @@ impl Book {
         self.judged += part.judged;
         self.churning += part.churning;
         self.visited += part.visited;
+        self.shrinking += part.shrinking;
         self.churning_accounts.extend(part.churning_accounts);
         for i in 0..3 {
             self.orders[i] += part.orders[i];
@@ -1077,7 +1119,8 @@ fn judge_rhythm(
     }
     let value_fell = account
         .rhythm
-        .value_fell(churn.value_fall_ratio, churn.min_gaps);
+        .value_fall(churn.value_min_orders, churn.value_fall_ratio)
+        .is_some_and(|fall| fall.p_value < churn.book_alpha);
     let churning = p_value < churn.book_alpha || value_fell || lapsed.is_some();
     account.churning_since =
         MaybeTime::from(churning.then(|| account.churning_since.get().unwrap_or(at)));
@@ -1111,6 +1154,7 @@ fn judge_rhythm(
             account_churn::kept_visiting(account.visits_since, account.days_since_visit(at), churn);
         book.churning += 1;
         book.visited += u64::from(visited);
+        book.shrinking += u64::from(value_fell);
         book.churning_accounts.push(ChurningAccount {
             account_id: account_id.to_owned(),
             p_value,
@@ -1289,16 +1333,52 @@ mod tests {
 
     /// A stage holding one account of kam-1's that ordered on `days`.
     fn ordering_on(account: &str, days: &[i64], config: &Config) -> AccountStage {
+        let orders: Vec<(i64, f64)> = days.iter().map(|day| (*day, 10.0)).collect();
+        ordering(account, &orders, config)
+    }
+
+    /// A stage holding one account of kam-1's that placed `orders`: (day,
+    /// amount).
+    fn ordering(account: &str, orders: &[(i64, f64)], config: &Config) -> AccountStage {
         let mut stage = AccountStage::default();
-        for (i, day) in days.iter().enumerate() {
+        for (i, (day, amount)) in orders.iter().enumerate() {
             let order = EventBody::OrderPlaced {
                 order_id: format!("o{i}").into(),
-                amount: 10.0,
+                amount: *amount,
             };
             let event = event(&format!("e{i}"), account, *day, order);
             stage.apply(&event, config, &mut Vec::new());
         }
         stage
+    }
+
+    #[test]
+    fn an_account_whose_orders_shrink_far_below_its_usual_value_is_churning() {
+        let config = Config::defaults();
+        assert_eq!(config.detect.churn.value_min_orders, 8);
+        // Twelve orders every ten days of 90 to 110, then `tail`.
+        let book_after = |tail: &[f64]| {
+            let usual = [100.0, 90.0, 110.0, 95.0, 105.0, 100.0];
+            let amounts = usual.iter().cycle().take(12).chain(tail);
+            let orders: Vec<(i64, f64)> = amounts
+                .enumerate()
+                .map(|(i, amount)| (10 * i as i64, *amount))
+                .collect();
+            let mut stage = ordering("a", &orders, &config);
+            let mut life = Lifecycle::new(3, 7);
+            let day = 10 * orders.len() as i64 - 5;
+            let report = evaluate_on(&mut stage, day, &config, &mut life);
+            let book = &report.books["kam-1"];
+            (book.churning, book.shrinking)
+        };
+        assert_eq!(book_after(&[]), (0, 0));
+        assert_eq!(book_after(&[85.0, 92.0, 88.0]), (0, 0), "a dip, not a fall");
+        // Orders at a third of the usual value, on time: not overdue, but
+        // leaving all the same.
+        assert_eq!(book_after(&[35.0, 30.0]), (1, 1));
+        // Back to the usual value: the fall is over once it is the older
+        // orders that were small.
+        assert_eq!(book_after(&[35.0, 30.0, 100.0, 105.0, 95.0]), (0, 0));
     }
 
     #[test]

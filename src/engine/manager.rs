@@ -170,13 +170,16 @@ fn sums_over(
     [recent[0], recent[1], recent[2], history]
 }
 
-/// The accounts judged, churning and churning while visited, over every
-/// book in the company: the base rates book churn is judged against.
+/// The accounts judged, churning, churning while visited and ordering far
+/// less than they used to, over every book in the company: the base rates
+/// book churn is judged against.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompanyBooks {
     pub judged: u64,
     pub churning: u64,
     pub visited: u64,
+    #[serde(default)]
+    pub shrinking: u64,
 }
 
 impl CompanyBooks {
@@ -187,6 +190,7 @@ impl CompanyBooks {
                 judged: book.judged,
                 churning: book.churning,
                 visited: book.visited,
+                shrinking: book.shrinking,
             });
         }
         company
@@ -196,7 +200,17 @@ impl CompanyBooks {
         self.judged += other.judged;
         self.churning += other.churning;
         self.visited += other.visited;
+        self.shrinking += other.shrinking;
     }
+}
+
+/// One team's books summed at an evaluation.
+#[derive(Clone, Copy, Debug, Default)]
+struct TeamBooks {
+    orders: [u64; 3],
+    expected: [ExpectedOrders; 3],
+    judged: u64,
+    shrinking: u64,
 }
 
 /// Key prefixes of manager and team records in a checkpoint.
@@ -419,14 +433,17 @@ impl ManagerStage {
             team.last_win_rate = sums.closes[2].rate();
             team_sums.insert(name.clone(), sums);
         }
-        // Orders and expected orders per team, over the three order windows.
-        let mut team_orders: Map<&str, ([u64; 3], [ExpectedOrders; 3])> = Map::default();
+        // Orders and expected orders per team, over the three order windows,
+        // and the team's judged and shrinking accounts.
+        let mut team_orders: Map<&str, TeamBooks> = Map::default();
         for book in books.values() {
             let entry = team_orders.entry(book.team.as_str()).or_default();
             for i in 0..3 {
-                entry.0[i] += book.orders[i];
-                entry.1[i] += book.expected_orders[i];
+                entry.orders[i] += book.orders[i];
+                entry.expected[i] += book.expected_orders[i];
             }
+            entry.judged += book.judged;
+            entry.shrinking += book.shrinking;
         }
 
         // Each manager's competitor-named losses in their window, by team.
@@ -483,7 +500,7 @@ impl ManagerStage {
             // Book churn.
             let book = books.get(manager_id);
             let own_book = book.map_or(BookInputs::default(), |b| {
-                let (orders, expected) = team_orders
+                let team = team_orders
                     .get(b.team.as_str())
                     .copied()
                     .unwrap_or_default();
@@ -491,14 +508,20 @@ impl ManagerStage {
                     judged: b.judged,
                     churning: b.churning,
                     visited: b.visited,
+                    shrinking: b.shrinking,
                     company_judged: company.judged.saturating_sub(b.judged),
                     company_churning: company.churning.saturating_sub(b.churning),
                     company_visited: company.visited.saturating_sub(b.visited),
+                    company_shrinking: company.shrinking.saturating_sub(b.shrinking),
+                    team_judged: team.judged.saturating_sub(b.judged),
+                    team_shrinking: team.shrinking.saturating_sub(b.shrinking),
                     orders: b.orders,
                     expected_orders: b.expected_orders.map(ExpectedOrders::get),
-                    team_orders: std::array::from_fn(|i| orders[i].saturating_sub(b.orders[i])),
+                    team_orders: std::array::from_fn(|i| {
+                        team.orders[i].saturating_sub(b.orders[i])
+                    }),
                     team_expected_orders: std::array::from_fn(|i| {
-                        expected[i].without(b.expected_orders[i]).get()
+                        team.expected[i].without(b.expected_orders[i]).get()
                     }),
                 }
             });

@@ -33,6 +33,12 @@ for t, shape, scale in [(30.0, 4.0, 5.0), (60.5, 4.0, 5.0), (10.0, 1.0, 10.0), (
     rows.append(("gamma_survival", t, shape, scale, "", m.gammainc(m.mpf(shape), m.mpf(t) / m.mpf(scale), m.inf, regularized=True)))
 for x, df in [(10.0, 4), (32.2, 6), (3.0, 2), (50.0, 8), (0.5, 2), (80.1, 10)]:
     rows.append(("chi2_upper", x, df, "", "", m.gammainc(m.mpf(df) / 2, m.mpf(x) / 2, m.inf, regularized=True)))
+# student_t_lower: k=t, n=df.
+def t_lower(t, df):
+    tail = m.betainc(m.mpf(df) / 2, m.mpf(1) / 2, 0, m.mpf(df) / (m.mpf(df) + m.mpf(t) ** 2), regularized=True) / 2
+    return tail if t < 0 else 1 - tail
+for t, df in [(-3.9, 9), (-2.0, 4), (-0.5, 29), (1.5, 12), (-6.0, 3), (0.0, 7), (-2.5, 2.5)]:
+    rows.append(("student_t_lower", t, df, "", "", t_lower(t, df)))
 print("test,k,n,p_or_a,b,value")
 for r in rows:
     r = r[:5] + (float(r[5]),)
