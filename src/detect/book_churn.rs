@@ -47,6 +47,10 @@ pub struct BookInputs {
     pub team_expected_orders: [f64; 3],
 }
 
+/// Weight of the company's share of shrinking accounts in a team's, in
+/// accounts.
+const TEAM_PRIOR: f64 = 50.0;
+
 /// Tests behind one finding: three count tests and three order windows.
 const TESTS: f64 = 6.0;
 
@@ -58,8 +62,12 @@ pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<Finding> {
     let rate = |k: u64, n: u64| (k as f64 + 0.5) / (n as f64 + 1.0);
     let churn_rate = rate(book.company_churning, book.company_judged);
     let visited_rate = rate(book.company_visited, book.company_judged);
-    let shrinking_rate = rate(book.company_shrinking, book.company_judged)
-        .max(rate(book.team_shrinking, book.team_judged));
+    // The team's share of shrinking accounts, shrunk toward the company's
+    // by `TEAM_PRIOR` accounts: a small team's few accounts say little.
+    let company_shrinking = rate(book.company_shrinking, book.company_judged);
+    let team_shrinking = (book.team_shrinking as f64 + TEAM_PRIOR * company_shrinking)
+        / (book.team_judged as f64 + TEAM_PRIOR);
+    let shrinking_rate = company_shrinking.max(team_shrinking);
     let mut candidates: Vec<Candidate> = Vec::new();
     if book.churning >= config.min_churning {
         let counts = [
@@ -230,8 +238,9 @@ mod tests {
     fn shrinking_accounts_are_judged_against_the_team_when_it_shrinks_more() {
         let config = Config::defaults().detect.book_churn;
         // 4 of 10 accounts ordering far below their usual value, where the
-        // company has 0.3% such accounts and the rest of the team none (at
-        // most 0.7%, with half a pseudo-account): an alert.
+        // company has 0.3% such accounts and the rest of the team none of
+        // 70 (0.13%, shrunk toward the company's): an alert, against the
+        // higher.
         let shrinking = BookInputs {
             churning: 4,
             shrinking: 4,
@@ -245,7 +254,7 @@ mod tests {
             StatTest::BinomialUpper {
                 k: 4,
                 n: 10,
-                p: round6(0.5 / 71.0)
+                p: round6(12.5 / 4001.0)
             }
         );
         assert!(f
