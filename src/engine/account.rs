@@ -67,8 +67,8 @@ struct AccountState {
     open: OpenDeals,
     rhythm: Rhythm,
     last_order: Option<Kept>,
-    /// Activities logged since the last order.
-    visits_since: u32,
+    /// Activities logged since the last order (at most `u16::MAX`).
+    visits_since: u16,
     recent_visits: ThinVec<Kept>,
     /// Times of the latest orders in Unix seconds, newest first (0: none),
     /// for order volume. 32 bits hold 1970 to 2106; an order outside that is
@@ -86,14 +86,21 @@ struct AccountState {
     /// The newest event time seen on the account, for expiry.
     last_seen: Timestamp,
     /// The earliest time an open deal may stall or be forgotten, so that an
-    /// evaluation looks at an account's deals only when one is due (0: look
-    /// at the next evaluation; how a restored account starts).
+    /// evaluation looks at an account's deals only when one is due: Unix
+    /// seconds, 0 to look at the next evaluation (how a restored account
+    /// starts), `u32::MAX` for none (see [`due_at`]).
     #[serde(skip)]
-    deals_due: i64,
+    deals_due: u32,
     /// Whether the account changed since the last checkpoint of changes
     /// (new accounts have; restored ones have not).
     #[serde(skip)]
     changed: bool,
+}
+
+/// A time as [`AccountState::deals_due`] holds it: before 1970 is due at
+/// once, after 2106 never.
+fn due_at(at: i64) -> u32 {
+    u32::try_from(at.max(0)).unwrap_or(u32::MAX)
 }
 
 impl AccountState {
@@ -424,21 +431,23 @@ impl OpenDeal {
 
 /// An account's ordering: exponentially weighted moments of the gaps between
 /// orders (days) and of the order values (logarithms, so a fall to half is
-/// the same step for a small customer as for a large one).
+/// the same step for a small customer as for a large one). Moments are
+/// worked out in double precision and kept in single (seven digits are
+/// more than a rhythm is known to; an account is a few hundred bytes).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct Rhythm {
     gaps: u32,
-    gap_mean: f64,
-    gap_var: f64,
+    gap_mean: f32,
+    gap_var: f32,
     /// Orders with a positive value ...
     #[serde(default)]
     valued: u32,
     /// ... and the moments of their log values, all but the last three:
     /// the usual value the latest orders are judged against.
     #[serde(default)]
-    value_mean: f64,
+    value_mean: f32,
     #[serde(default)]
-    value_var: f64,
+    value_var: f32,
     /// Log values of the last three such orders, newest first.
     #[serde(default)]
     recent_values: [f32; 3],
@@ -453,18 +462,23 @@ const VALUE_JUDGED: usize = 3;
 
 /// Adds `x` to exponentially weighted moments over `n` earlier values
 /// (equal weights until `RHYTHM_MEMORY` of them).
-fn add_moment(n: u32, mean: &mut f64, var: &mut f64, x: f64) {
+fn add_moment(n: u32, mean: &mut f32, var: &mut f32, x: f64) {
     if n == 0 {
-        *mean = x;
+        *mean = x as f32;
         return;
     }
     let w = (1.0 / f64::from(n + 1)).max(1.0 / RHYTHM_MEMORY);
-    let delta = x - *mean;
-    *mean += w * delta;
-    *var = (1.0 - w) * (*var + w * delta * delta);
+    let delta = x - f64::from(*mean);
+    *mean = (f64::from(*mean) + w * delta) as f32;
+    *var = ((1.0 - w) * (f64::from(*var) + w * delta * delta)) as f32;
 }
 
 impl Rhythm {
+    /// Mean gap between orders, days.
+    fn gap_mean(&self) -> f64 {
+        f64::from(self.gap_mean)
+    }
+
     fn add_order(&mut self, gap_days: Option<f64>, amount: f64) {
         if let Some(gap) = gap_days {
             add_moment(self.gaps, &mut self.gap_mean, &mut self.gap_var, gap);
@@ -488,7 +502,8 @@ impl Rhythm {
     /// rhythm accuses), at most half the gaps seen and at most `max_shape`.
     fn believed_shape(&self, max_shape: f64) -> f64 {
         let n = f64::from(self.gaps).min(RHYTHM_MEMORY);
-        let estimate = account_churn::gamma_shape(self.gap_mean, self.gap_var, max_shape);
+        let estimate =
+            account_churn::gamma_shape(self.gap_mean(), f64::from(self.gap_var), max_shape);
         (estimate / (1.0 + (2.0 / n).sqrt())).clamp(0.5, max_shape.min(n / 2.0).max(0.5))
     }
 
@@ -497,7 +512,7 @@ impl Rhythm {
     /// mean times their count; the mean is exact until `RHYTHM_MEMORY`
     /// gaps, and by then the history is long anyway).
     fn learnt(&self, min_gaps: u32, min_history: std::time::Duration) -> bool {
-        let span_days = self.gap_mean * f64::from(self.gaps);
+        let span_days = self.gap_mean() * f64::from(self.gaps);
         self.gaps >= min_gaps && span_days * DAY as f64 >= min_history.as_secs_f64()
     }
 
@@ -512,8 +527,8 @@ impl Rhythm {
         value_fall::assess(
             &recent,
             f64::from(base).min(RHYTHM_MEMORY),
-            self.value_mean,
-            self.value_var,
+            f64::from(self.value_mean),
+            f64::from(self.value_var),
             max_ratio,
         )
     }
@@ -673,7 +688,7 @@ impl AccountStage {
                     watched: false,
                     churning_since: MaybeTime::NONE,
                     last_seen: event.occurred_at,
-                    deals_due: i64::MAX,
+                    deals_due: u32::MAX,
                     changed: true,
                 };
                 self.accounts
@@ -717,7 +732,7 @@ impl AccountStage {
                     .as_ref()
                     .is_none_or(|o| at >= o.occurred_at)
                 {
-                    account.visits_since += 1;
+                    account.visits_since = account.visits_since.saturating_add(1);
                     account.recent_visits.push(Kept::of(event, None));
                     if account.recent_visits.len() > VISITS_KEPT {
                         account.recent_visits.remove(0);
@@ -734,7 +749,7 @@ impl AccountStage {
                 amount,
             } => {
                 // Its exact due time is worked out at the next evaluation.
-                account.deals_due = account.deals_due.min(at.0);
+                account.deals_due = account.deals_due.min(due_at(at.0));
                 account
                     .open
                     .insert(OpenDeal::new(opportunity_id, &event.event_id, at, *amount));
@@ -831,16 +846,16 @@ impl AccountStage {
         for (account_id, account) in self.accounts.iter_mut() {
             let detect = config.detect_for(&account.team);
             let judged_before = (account.watched, account.churning_since);
-            if account.deals_due <= at.0 {
+            if i64::from(account.deals_due) <= at.0 {
                 account.changed = true;
-                account.deals_due = sweep_deals(
+                account.deals_due = due_at(sweep_deals(
                     account_id,
                     account,
                     at,
                     forget_before,
                     detect,
                     &mut report.facts,
-                );
+                ));
             }
             judge_rhythm(
                 account_id, account, at, detect, &pace, lifecycle, &mut books, out,
@@ -1065,16 +1080,16 @@ fn judge_rhythm(
         let elapsed_days = (at.0 - last_order.occurred_at.0) as f64 / DAY as f64;
         // Cheap first: an account within its usual gap is not overdue.
         let min_silence = churn.min_silence.as_secs() as f64 / DAY as f64;
-        if (elapsed_days > account.rhythm.gap_mean && elapsed_days >= min_silence)
+        if (elapsed_days > account.rhythm.gap_mean() && elapsed_days >= min_silence)
             || account.watched
         {
             let business_days = elapsed_days * pace.ratio(last_order.occurred_at.day(), at.day());
             let silence = OrderSilence {
                 elapsed_days,
                 business_days,
-                mean_gap: account.rhythm.gap_mean,
+                mean_gap: account.rhythm.gap_mean(),
                 shape: account.rhythm.believed_shape(churn.max_shape),
-                visits_since: account.visits_since,
+                visits_since: u32::from(account.visits_since),
                 last_visit_days: account.days_since_visit(at),
                 contract_lapsed: lapsed.is_some(),
                 last_order: last_order.occurred_at,
@@ -1146,12 +1161,15 @@ fn judge_rhythm(
         }
         for (expected, span) in book.expected_orders.iter_mut().zip(spans) {
             *expected +=
-                ExpectedOrders::of(span as f64 / DAY as f64 / account.rhythm.gap_mean.max(1.0));
+                ExpectedOrders::of(span as f64 / DAY as f64 / account.rhythm.gap_mean().max(1.0));
         }
     }
     if churning {
-        let visited =
-            account_churn::kept_visiting(account.visits_since, account.days_since_visit(at), churn);
+        let visited = account_churn::kept_visiting(
+            u32::from(account.visits_since),
+            account.days_since_visit(at),
+            churn,
+        );
         book.churning += 1;
         book.visited += u64::from(visited);
         book.shrinking += u64::from(value_fell);
@@ -1502,7 +1520,7 @@ mod tests {
                 .collect(),
             rhythm: now.rhythm,
             last_order: now.last_order.as_ref().map(|o| o.cite("a", ORDER, None)),
-            visits_since: now.visits_since,
+            visits_since: u32::from(now.visits_since),
             recent_visits: cite_kept("a", None, now.recent_visits.iter(), None),
             recent_orders: now.recent_orders.map(i64::from),
             lapsed: now
