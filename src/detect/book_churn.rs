@@ -37,8 +37,11 @@ pub struct BookInputs {
     pub company_churning: u64,
     pub company_visited: u64,
     pub company_shrinking: u64,
-    /// The rest of the team's judged and shrinking accounts.
+    /// The rest of the team's judged, churning, visited and shrinking
+    /// accounts.
     pub team_judged: u64,
+    pub team_churning: u64,
+    pub team_visited: u64,
     pub team_shrinking: u64,
     /// Orders over half, one and two order windows, and expected ones.
     pub orders: [u64; 3],
@@ -47,8 +50,7 @@ pub struct BookInputs {
     pub team_expected_orders: [f64; 3],
 }
 
-/// Weight of the company's share of shrinking accounts in a team's, in
-/// accounts.
+/// Weight of the company's share in a team's, in accounts.
 const TEAM_PRIOR: f64 = 50.0;
 
 /// Tests behind one finding: three count tests and three order windows.
@@ -60,14 +62,18 @@ pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<Finding> {
     }
     // Half a pseudo-account so that a company without churn is not certainty.
     let rate = |k: u64, n: u64| (k as f64 + 0.5) / (n as f64 + 1.0);
-    let churn_rate = rate(book.company_churning, book.company_judged);
-    let visited_rate = rate(book.company_visited, book.company_judged);
-    // The team's share of shrinking accounts, shrunk toward the company's
-    // by `TEAM_PRIOR` accounts: a small team's few accounts say little.
-    let company_shrinking = rate(book.company_shrinking, book.company_judged);
-    let team_shrinking = (book.team_shrinking as f64 + TEAM_PRIOR * company_shrinking)
-        / (book.team_judged as f64 + TEAM_PRIOR);
-    let shrinking_rate = company_shrinking.max(team_shrinking);
+    // Each share is the company's, or the rest of the team's if higher (a
+    // market that hits one team's customers is not one manager's doing),
+    // the team's shrunk toward the company's by `TEAM_PRIOR` accounts: a
+    // small team's few accounts say little.
+    let share = |company: u64, team: u64| {
+        let company = rate(company, book.company_judged);
+        let team = (team as f64 + TEAM_PRIOR * company) / (book.team_judged as f64 + TEAM_PRIOR);
+        company.max(team)
+    };
+    let churn_rate = share(book.company_churning, book.team_churning);
+    let visited_rate = share(book.company_visited, book.team_visited);
+    let shrinking_rate = share(book.company_shrinking, book.team_shrinking);
     let mut candidates: Vec<Candidate> = Vec::new();
     if book.churning >= config.min_churning {
         let counts = [
@@ -125,7 +131,7 @@ pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<Finding> {
                 )
             }
             _ => format!(
-                "{} of {} accounts churning ({} of them still visited by the manager, {} ordering far below their usual value); a book this size would have {:.1} churning at the company's rate of {:.1}%, {:.1} visited-but-silent at {:.1}% and {:.1} shrinking at {:.1}%",
+                "{} of {} accounts churning ({} of them still visited by the manager, {} ordering far below their usual value); a book this size would have {:.1} churning at {:.1}%, {:.1} visited-but-silent at {:.1}% and {:.1} shrinking at {:.1}% (the company's shares, or the rest of the team's where higher)",
                 book.churning,
                 book.judged,
                 book.visited,
@@ -193,6 +199,8 @@ mod tests {
             company_visited: 8,
             company_shrinking: 12,
             team_judged: 70,
+            team_churning: 1,
+            team_visited: 0,
             team_shrinking: 1,
             orders: [8, 15, 30],
             expected_orders: [7.5, 15.0, 30.0],
@@ -213,6 +221,15 @@ mod tests {
         assert!(f.alerting, "{f:?}");
         assert_eq!(f.test.p_value(), f.p_value);
         assert!(!assess(&book(), &config).unwrap().alerting);
+        // The rest of the team loses as many (a market hitting the team's
+        // customers, who stop ordering and are visited all the same).
+        let market = BookInputs {
+            team_churning: 35,
+            team_visited: 28,
+            ..churning
+        };
+        let f = assess(&market, &config).unwrap();
+        assert!(!f.alerting, "{f:?}");
     }
 
     #[test]

@@ -624,6 +624,7 @@ impl std::ops::AddAssign for ExpectedOrders {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChurningAccount {
     pub account_id: String,
+    /// The stronger of its silence and its fall in order value.
     pub p_value: f64,
     pub visited: bool,
     /// The last order, the latest visits, a lapsed contract.
@@ -1132,10 +1133,11 @@ fn judge_rhythm(
     if recently_assigned {
         return;
     }
-    let value_fell = account
+    let value_p = account
         .rhythm
         .value_fall(churn.value_min_orders, churn.value_fall_ratio)
-        .is_some_and(|fall| fall.p_value < churn.book_alpha);
+        .map_or(1.0, |fall| fall.p_value);
+    let value_fell = value_p < churn.book_alpha;
     let churning = p_value < churn.book_alpha || value_fell || lapsed.is_some();
     account.churning_since =
         MaybeTime::from(churning.then(|| account.churning_since.get().unwrap_or(at)));
@@ -1175,7 +1177,7 @@ fn judge_rhythm(
         book.shrinking += u64::from(value_fell);
         book.churning_accounts.push(ChurningAccount {
             account_id: account_id.to_owned(),
-            p_value,
+            p_value: p_value.min(value_p),
             visited,
             evidence: cite_kept(
                 account_id,

@@ -210,6 +210,8 @@ struct TeamBooks {
     orders: [u64; 3],
     expected: [ExpectedOrders; 3],
     judged: u64,
+    churning: u64,
+    visited: u64,
     shrinking: u64,
 }
 
@@ -443,6 +445,8 @@ impl ManagerStage {
                 entry.expected[i] += book.expected_orders[i];
             }
             entry.judged += book.judged;
+            entry.churning += book.churning;
+            entry.visited += book.visited;
             entry.shrinking += book.shrinking;
         }
 
@@ -514,6 +518,8 @@ impl ManagerStage {
                     company_visited: company.visited.saturating_sub(b.visited),
                     company_shrinking: company.shrinking.saturating_sub(b.shrinking),
                     team_judged: team.judged.saturating_sub(b.judged),
+                    team_churning: team.churning.saturating_sub(b.churning),
+                    team_visited: team.visited.saturating_sub(b.visited),
                     team_shrinking: team.shrinking.saturating_sub(b.shrinking),
                     orders: b.orders,
                     expected_orders: b.expected_orders.map(ExpectedOrders::get),
