@@ -50,12 +50,12 @@ pub fn assess(
         let k = (i + 1) as f64;
         let difference = sum / k - usual_mean;
         // Cheap first: most accounts' latest orders are near their usual.
-        if !(difference < max_difference) {
+        if difference.is_nan() || difference >= max_difference {
             continue;
         }
         let t = difference / (spread * (1.0 / k + 1.0 / n).sqrt());
         let p_value = (student_t_lower(t, n - 1.0) * windows).min(1.0);
-        if best.is_none_or(|b| p_value < b.p_value) {
+        if best.map_or(true, |b| p_value < b.p_value) {
             best = Some(ValueFall {
                 p_value,
                 ratio: difference.exp(),
