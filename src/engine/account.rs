@@ -167,6 +167,7 @@ impl Kept {
             reason: None,
             competitor: None,
             note,
+            usual_amount: None,
         }
     }
 }
@@ -536,8 +537,11 @@ impl Rhythm {
 
 /// Evidence notes: an activity logged since the account's last order ...
 pub const NOTE_ACTIVITY_SINCE_ORDER: &str = "activity_since_last_order";
-/// ... and a contract that ended without renewal.
+/// ... a contract that ended without renewal ...
 pub const NOTE_NOT_RENEWED: &str = "contract_not_renewed";
+/// ... and the latest order of an account whose orders fell far below their
+/// usual value.
+pub const NOTE_VALUE_FELL: &str = "order_value_fell";
 
 /// Key prefix of account records in a checkpoint.
 pub const ACCOUNT_PREFIX: &str = "account/";
@@ -1037,6 +1041,7 @@ fn sweep_deals(
                     reason: None,
                     competitor: None,
                     note: Some(LeakRoute::Stalled.as_str()),
+                    usual_amount: None,
                 },
             });
         }
@@ -1137,8 +1142,8 @@ fn judge_rhythm(
         .rhythm
         .value_fall(churn.value_min_orders, churn.value_fall_ratio)
         .map_or(1.0, |fall| fall.p_value);
-    let value_fell = value_p < churn.book_alpha;
-    let churning = p_value < churn.book_alpha || value_fell || lapsed.is_some();
+    let shrinking = value_p < churn.book_alpha;
+    let churning = p_value < churn.book_alpha || shrinking || lapsed.is_some();
     account.churning_since =
         MaybeTime::from(churning.then(|| account.churning_since.get().unwrap_or(at)));
     let gone = account
@@ -1174,19 +1179,38 @@ fn judge_rhythm(
         );
         book.churning += 1;
         book.visited += u64::from(visited);
-        book.shrinking += u64::from(value_fell);
+        book.shrinking += u64::from(shrinking);
         book.churning_accounts.push(ChurningAccount {
             account_id: account_id.to_owned(),
             p_value: p_value.min(value_p),
             visited,
-            evidence: cite_kept(
-                account_id,
-                account.last_order.as_ref(),
-                account.recent_visits.iter().rev().take(2),
-                lapsed,
-            ),
+            evidence: cite_leaving(account_id, account, lapsed, shrinking),
         });
     }
+}
+
+/// A leaving account's evidence in its manager's book: its last order, its
+/// two latest visits since, a lapsed contract; when its orders fell far
+/// below their usual value, the last order says so, with the usual value.
+fn cite_leaving(
+    account_id: &str,
+    account: &AccountState,
+    lapsed: Option<&Kept>,
+    shrinking: bool,
+) -> Vec<EvidenceRef> {
+    let last_order = account.last_order.as_ref();
+    let mut evidence = cite_kept(
+        account_id,
+        last_order,
+        account.recent_visits.iter().rev().take(2),
+        lapsed,
+    );
+    if let (true, Some(order)) = (shrinking, last_order.and(evidence.first_mut())) {
+        order.note = Some(NOTE_VALUE_FELL);
+        let usual = f64::from(account.rhythm.value_mean).exp();
+        order.usual_amount = Some((usual * 100.0).round() / 100.0);
+    }
+    evidence
 }
 
 /// An account's kept events as evidence: its last order, the `visits`
@@ -1306,6 +1330,7 @@ pub fn evidence_of(event: &Event, note: Option<&'static str>) -> EvidenceRef {
         reason,
         competitor: competitor.map(|c| c.to_string()),
         note,
+        usual_amount: None,
     }
 }
 
@@ -1399,6 +1424,25 @@ mod tests {
         // Back to the usual value: the fall is over once it is the older
         // orders that were small.
         assert_eq!(book_after(&[35.0, 30.0, 100.0, 105.0, 95.0]), (0, 0));
+
+        // The evidence: the last order, noted, with the usual value beside it
+        // (the geometric mean of the orders before the latest three).
+        let usual = [100.0, 90.0, 110.0, 95.0, 105.0, 100.0];
+        let amounts: Vec<f64> = usual.iter().cycle().take(12).copied().collect();
+        let mut orders: Vec<(i64, f64)> = (0..12).map(|i| (10 * i, amounts[i as usize])).collect();
+        orders.extend([(120, 35.0), (130, 30.0)]);
+        let mut stage = ordering("a", &orders, &config);
+        let report = evaluate_on(&mut stage, 135, &config, &mut Lifecycle::new(3, 7));
+        let cited = &report.books["kam-1"].churning_accounts[0].evidence[0];
+        assert_eq!((cited.event_type, cited.amount), (ORDER, Some(30.0)));
+        assert_eq!(cited.note, Some(NOTE_VALUE_FELL));
+        // Moments weighted 1/n: the plain geometric mean of the first 11.
+        let geometric = (amounts[..11].iter().map(|a| a.ln()).sum::<f64>() / 11.0).exp();
+        let usual_amount = cited.usual_amount.unwrap();
+        assert!(
+            (usual_amount - geometric).abs() < 0.01,
+            "{usual_amount} {geometric}"
+        );
     }
 
     #[test]

@@ -21,7 +21,9 @@ use crate::config::Config;
 use crate::event::{decode, DecodeLimits, Event, LossReason, EVENT_TYPES};
 use crate::time::Timestamp;
 
-use super::account::{AccountGlobals, ACCOUNT_PREFIX, NOTE_ACTIVITY_SINCE_ORDER, NOTE_NOT_RENEWED};
+use super::account::{
+    AccountGlobals, ACCOUNT_PREFIX, NOTE_ACTIVITY_SINCE_ORDER, NOTE_NOT_RENEWED, NOTE_VALUE_FELL,
+};
 use super::dedup::DedupChunk;
 use super::fact::LeakRoute;
 use super::intake::{InEventTime, Intake};
@@ -266,7 +268,7 @@ impl Intake {
 /// The fixed name `name` stands for, as state keeps it: an event type, a
 /// loss reason, a leak route or an account-stage note.
 fn known_name<E: serde::de::Error>(name: &str) -> Result<&'static str, E> {
-    let notes = [NOTE_ACTIVITY_SINCE_ORDER, NOTE_NOT_RENEWED];
+    let notes = [NOTE_ACTIVITY_SINCE_ORDER, NOTE_NOT_RENEWED, NOTE_VALUE_FELL];
     EVENT_TYPES
         .iter()
         .chain(&notes)
@@ -495,7 +497,7 @@ mod tests {
             .into_iter()
             .chain(["price", "competitor", "no_decision", "other"])
             .chain(LeakRoute::ALL.map(LeakRoute::as_str))
-            .chain([NOTE_ACTIVITY_SINCE_ORDER, NOTE_NOT_RENEWED]);
+            .chain([NOTE_ACTIVITY_SINCE_ORDER, NOTE_NOT_RENEWED, NOTE_VALUE_FELL]);
         for name in names {
             assert_eq!(known_name::<E>(name).ok(), Some(name));
         }

@@ -86,6 +86,10 @@ pub struct EvidenceRef {
     /// or one of the account stage's notes (`activity_since_last_order`, …).
     #[serde(with = "super::checkpoint::optional_name")]
     pub note: Option<StaticName>,
+    /// With an order whose value fell: the account's usual order value
+    /// (geometric mean of the orders before its latest three).
+    #[serde(default)]
+    pub usual_amount: Option<f64>,
 }
 
 impl EvidenceRef {
@@ -110,6 +114,9 @@ impl EvidenceRef {
         }
         if let Some(note) = self.note {
             object.insert("note".into(), json!(note));
+        }
+        if let Some(usual) = self.usual_amount {
+            object.insert("usual_amount".into(), json!(usual));
         }
         Value::Object(object)
     }
