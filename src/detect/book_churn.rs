@@ -1,21 +1,22 @@
 //! Book churn (DESIGN §4): is a manager losing their customers faster than
-//! the company? Three tests, the strongest reported (Bonferroni over all):
+//! the company? Four tests, the strongest reported (Bonferroni over all):
 //! 1. churning accounts — overdue on their rhythm, sharply down in order
-//!    value, or not renewing — against what the company-wide churn share
-//!    predicts for a book that size (`binomial_upper`);
+//!    value, or not renewing — against what the churn share predicts for a
+//!    book that size (`binomial_upper`);
 //! 2. the same for accounts that stopped ordering while the manager kept
-//!    logging visits, the strongest single sign of diversion
-//!    (`binomial_upper` against the company's share of such accounts);
+//!    logging visits, the strongest single sign of diversion;
 //! 3. the same for accounts whose latest orders fell far below their usual
-//!    value, against the company's share of such accounts or the rest of
-//!    the team's, whichever is higher: a market that shrinks every order in
-//!    a team is not one manager's doing;
+//!    value (*shrinking*);
 //! 4. order volume: the book's orders over half, one and two order windows
 //!    against the rest of the team's, each side expected from its accounts'
 //!    rhythms — the classic conditional test of two Poisson rates
 //!    (`binomial_lower`: k = the manager's orders, n = all orders, p = the
 //!    manager's expected share). A company-wide lull or a team's slow season
 //!    moves both sides alike and changes nothing.
+//!
+//! The shares of the first three are the company's, or the rest of the
+//! team's where that is higher: a market that takes a team's customers, or
+//! shrinks their orders, is not one manager's doing.
 
 use crate::alert::{Severity, StatTest};
 use crate::config::BookChurnConfig;
