@@ -252,6 +252,8 @@ struct OpenDealRecord {
     #[serde(with = "super::checkpoint::name")]
     last_event_type: StaticName,
     amount: f64,
+    /// Whether the deal already left the pipeline, stalled or its quote cut
+    /// (named for the first way there was).
     stalled: bool,
 }
 
@@ -350,7 +352,9 @@ struct OpenDeal {
     split: u32,
     /// Whether its latest event is an update (else it is its creation).
     updated: bool,
-    stalled: bool,
+    /// Whether it already left the pipeline before closing, stalled or its
+    /// quote cut: a deal leaves it once.
+    left: bool,
     initial_amount: f64,
     last_update: Timestamp,
     amount: f64,
@@ -366,7 +370,7 @@ impl OpenDeal {
             ids: OpenDeal::ids(opportunity_id, event_id),
             split: opportunity_id.len() as u32,
             updated: false,
-            stalled: false,
+            left: false,
             initial_amount: amount,
             last_update: at,
             amount,
@@ -404,7 +408,7 @@ impl OpenDeal {
             last_event_id: self.last_event_id().into(),
             last_event_type: self.last_event_type(),
             amount: self.amount,
-            stalled: self.stalled,
+            stalled: self.left,
         };
         (self.opportunity_id(), record)
     }
@@ -415,7 +419,7 @@ impl OpenDeal {
             ids: OpenDeal::ids(opportunity_id, &record.last_event_id),
             split: opportunity_id.len() as u32,
             updated: record.last_event_type == UPDATED,
-            stalled: record.stalled,
+            left: record.stalled,
             initial_amount: record.initial_amount,
             last_update: record.last_update,
             amount: record.amount,
@@ -770,6 +774,20 @@ impl AccountStage {
                     }
                     if let Some(amount) = amount {
                         open.amount = *amount;
+                        // A quote cut by more than `cut_ratio` leaks now,
+                        // not when the deal finally closes.
+                        let cut_ratio = config.detect_for(&event.team).leakage.cut_ratio;
+                        if !open.left && is_cut(open.initial_amount, *amount, cut_ratio) {
+                            open.left = true;
+                            let cut = LeakRoute::Cut;
+                            facts.push(Fact {
+                                manager_id: event.manager_id.clone(),
+                                team: event.team.clone(),
+                                at: event.occurred_at,
+                                kind: FactKind::DealExited { leak: Some(cut) },
+                                evidence: evidence_of(event, Some(cut.as_str())),
+                            });
+                        }
                     }
                 }
             }
@@ -965,8 +983,14 @@ fn account_record(id: &str, account: &AccountState) -> (String, Vec<u8>) {
     (format!("{ACCOUNT_PREFIX}{id}"), checkpoint::encode(account))
 }
 
+/// Whether a quote of `amount` cuts a deal of `initial_amount` by more than
+/// `cut_ratio`.
+fn is_cut(initial_amount: f64, amount: f64, cut_ratio: f64) -> bool {
+    initial_amount > 0.0 && amount < (1.0 - cut_ratio) * initial_amount
+}
+
 /// Closes a deal: a `DealClosed` fact, and a `DealExited` one unless the deal
-/// already left the pipeline by stalling.
+/// already left the pipeline, stalled or cut.
 fn close(
     account: &mut AccountState,
     event: &Event,
@@ -980,7 +1004,7 @@ fn close(
     let cut_ratio = config.detect_for(&event.team).leakage.cut_ratio;
     let cut = open
         .as_ref()
-        .is_some_and(|o| o.initial_amount > 0.0 && amount < (1.0 - cut_ratio) * o.initial_amount);
+        .is_some_and(|o| is_cut(o.initial_amount, amount, cut_ratio));
     let leak = match &outcome {
         DealOutcome::Withdrawn => Some(LeakRoute::Withdrawn),
         DealOutcome::Lost {
@@ -997,7 +1021,7 @@ fn close(
         kind,
         evidence: evidence_of(event, note),
     };
-    if !open.as_ref().is_some_and(|o| o.stalled) {
+    if !open.as_ref().is_some_and(|o| o.left) {
         facts.push(fact(
             FactKind::DealExited { leak },
             leak.map(LeakRoute::as_str),
@@ -1022,8 +1046,8 @@ fn sweep_deals(
     let mut next_due = i64::MAX;
     account.open.0.retain_mut(|deal| {
         let stalls_at = deal.last_update.plus(stall_after);
-        if !deal.stalled && stalls_at <= at {
-            deal.stalled = true;
+        if !deal.left && stalls_at <= at {
+            deal.left = true;
             facts.push(Fact {
                 manager_id: Id::from(&*account.manager_id),
                 team: Id::from(&*account.team),
@@ -1048,7 +1072,7 @@ fn sweep_deals(
         if deal.last_update < forget_before {
             return false;
         }
-        if !deal.stalled {
+        if !deal.left {
             next_due = next_due.min(stalls_at.0);
         }
         next_due = next_due.min(deal.last_update.plus(keep_for).0.saturating_add(1));
@@ -1688,6 +1712,63 @@ mod tests {
                 Some("cut")
             ),
         }));
+    }
+
+    #[test]
+    fn a_quote_cut_at_an_update_leaks_then_once() {
+        let config = Config::defaults();
+        let mut stage = AccountStage::default();
+        let mut facts = Vec::new();
+        let created = EventBody::OpportunityCreated {
+            opportunity_id: "o1".into(),
+            amount: 100.0,
+        };
+        stage.apply(&event("e1", "a", 0, created), &config, &mut facts);
+        let update = |id: &str, day: i64, amount: f64| {
+            let body = EventBody::OpportunityUpdated {
+                opportunity_id: "o1".into(),
+                amount: Some(amount),
+                stage: None,
+                expected_close: None,
+            };
+            event(id, "a", day, body)
+        };
+        // Trimmed by a fifth: not a cut (cut_ratio 0.3).
+        stage.apply(&update("e2", 2, 80.0), &config, &mut facts);
+        assert!(facts.is_empty());
+        let cut = update("e3", 3, 45.0);
+        stage.apply(&cut, &config, &mut facts);
+        assert_eq!(
+            facts,
+            vec![Fact {
+                manager_id: "kam-1".into(),
+                team: "t".into(),
+                at: cut.occurred_at,
+                kind: FactKind::DealExited {
+                    leak: Some(LeakRoute::Cut)
+                },
+                evidence: evidence_of(&cut, Some("cut")),
+            }]
+        );
+        // Cut again, then won: it left the pipeline once, and closes.
+        stage.apply(&update("e4", 5, 30.0), &config, &mut facts);
+        let won = EventBody::OpportunityWon {
+            opportunity_id: "o1".into(),
+            amount: 30.0,
+        };
+        stage.apply(&event("e5", "a", 20, won), &config, &mut facts);
+        let kinds: Vec<&FactKind> = facts.iter().map(|f| &f.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                &FactKind::DealExited {
+                    leak: Some(LeakRoute::Cut)
+                },
+                &FactKind::DealClosed {
+                    outcome: DealOutcome::Won
+                }
+            ]
+        );
     }
 
     #[test]
