@@ -1492,16 +1492,25 @@ mod tests {
         assert_eq!(judged_on(&[0, 1, 2, 3, 4, 5, 40], 45), Some(1));
     }
 
-    #[test]
-    fn a_deal_stalls_as_the_watermark_passes_with_no_further_event() {
-        let config = Config::defaults();
+    /// A stage holding one account of kam-1's with one open deal, `o1`,
+    /// created on day 0 at 100.
+    fn with_a_deal_of_100(config: &Config) -> AccountStage {
         let mut stage = AccountStage::default();
-        let mut facts = Vec::new();
         let created = EventBody::OpportunityCreated {
             opportunity_id: "o1".into(),
             amount: 100.0,
         };
-        stage.apply(&event("e1", "a", 0, created), &config, &mut facts);
+        let mut facts = Vec::new();
+        stage.apply(&event("e1", "a", 0, created), config, &mut facts);
+        assert!(facts.is_empty(), "a new deal is no fact yet");
+        stage
+    }
+
+    #[test]
+    fn a_deal_stalls_as_the_watermark_passes_with_no_further_event() {
+        let config = Config::defaults();
+        let mut stage = with_a_deal_of_100(&config);
+        let mut facts = Vec::new();
         let mut life = Lifecycle::new(3, 7);
         let report = evaluate_on(&mut stage, 40, &config, &mut life);
         assert!(report.facts.is_empty(), "not stalled after 40 days");
@@ -1680,13 +1689,8 @@ mod tests {
     #[test]
     fn a_cut_quote_leaks_even_when_won() {
         let config = Config::defaults();
-        let mut stage = AccountStage::default();
+        let mut stage = with_a_deal_of_100(&config);
         let mut facts = Vec::new();
-        let created = EventBody::OpportunityCreated {
-            opportunity_id: "o1".into(),
-            amount: 100.0,
-        };
-        stage.apply(&event("e1", "a", 0, created), &config, &mut facts);
         let won = EventBody::OpportunityWon {
             opportunity_id: "o1".into(),
             amount: 50.0,
@@ -1717,13 +1721,8 @@ mod tests {
     #[test]
     fn a_quote_cut_at_an_update_leaks_then_once() {
         let config = Config::defaults();
-        let mut stage = AccountStage::default();
+        let mut stage = with_a_deal_of_100(&config);
         let mut facts = Vec::new();
-        let created = EventBody::OpportunityCreated {
-            opportunity_id: "o1".into(),
-            amount: 100.0,
-        };
-        stage.apply(&event("e1", "a", 0, created), &config, &mut facts);
         let update = |id: &str, day: i64, amount: f64| {
             let body = EventBody::OpportunityUpdated {
                 opportunity_id: "o1".into(),
