@@ -1507,6 +1507,36 @@ mod tests {
     }
 
     #[test]
+    fn a_rhythm_checkpointed_before_value_moments_and_in_double_precision_restores() {
+        // The rhythm as feidan wrote it before 2026-11-29's stop 15.
+        #[derive(Serialize)]
+        struct Before {
+            gaps: u32,
+            gap_mean: f64,
+            gap_var: f64,
+            orders: u32,
+            amount_mean: f64,
+            recent: [f64; 3],
+        }
+        let before = Before {
+            gaps: 12,
+            gap_mean: 10.25,
+            gap_var: 4.5,
+            orders: 13,
+            amount_mean: 1000.0,
+            recent: [900.0, 1100.0, 1000.0],
+        };
+        let rhythm: Rhythm = rmp_serde::from_slice(&checkpoint::encode(&before)).unwrap();
+        assert_eq!(
+            (rhythm.gaps, rhythm.gap_mean(), rhythm.gap_var),
+            (12, 10.25, 4.5)
+        );
+        // The usual value is learnt again from the orders to come.
+        assert_eq!(rhythm.valued, 0);
+        assert!(rhythm.value_fall(2, 1.0).is_none());
+    }
+
+    #[test]
     fn a_deal_stalls_as_the_watermark_passes_with_no_further_event() {
         let config = Config::defaults();
         let mut stage = with_a_deal_of_100(&config);
