@@ -32,7 +32,7 @@ use crate::time::Timestamp;
 
 use super::account::Book;
 use super::fact::Fact;
-use super::manager::CompanyBooks;
+use super::manager::BookCounts;
 
 /// Facts per [`Exchange::Part`], and books per part: parts stay well under
 /// the 1 MB a Kafka record may hold by default.
@@ -68,7 +68,7 @@ pub enum Exchange {
         source: i32,
         boundary: Timestamp,
         parts: u32,
-        company: CompanyBooks,
+        company: BookCounts,
     },
 }
 

@@ -171,10 +171,10 @@ fn sums_over(
 }
 
 /// The accounts judged, churning, churning while visited and ordering far
-/// less than they used to, over every book in the company: the base rates
-/// book churn is judged against.
+/// less than they used to, summed over books: over the company's or a
+/// team's, the base rates book churn is judged against.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CompanyBooks {
+pub struct BookCounts {
     pub judged: u64,
     pub churning: u64,
     pub visited: u64,
@@ -182,21 +182,25 @@ pub struct CompanyBooks {
     pub shrinking: u64,
 }
 
-impl CompanyBooks {
-    pub fn of<'a>(books: impl IntoIterator<Item = &'a Book>) -> CompanyBooks {
-        let mut company = CompanyBooks::default();
+impl BookCounts {
+    pub fn of<'a>(books: impl IntoIterator<Item = &'a Book>) -> BookCounts {
+        let mut counts = BookCounts::default();
         for book in books {
-            company.add(&CompanyBooks {
-                judged: book.judged,
-                churning: book.churning,
-                visited: book.visited,
-                shrinking: book.shrinking,
-            });
+            counts.add(&BookCounts::of_book(book));
         }
-        company
+        counts
     }
 
-    pub fn add(&mut self, other: &CompanyBooks) {
+    fn of_book(book: &Book) -> BookCounts {
+        BookCounts {
+            judged: book.judged,
+            churning: book.churning,
+            visited: book.visited,
+            shrinking: book.shrinking,
+        }
+    }
+
+    pub fn add(&mut self, other: &BookCounts) {
         self.judged += other.judged;
         self.churning += other.churning;
         self.visited += other.visited;
@@ -209,10 +213,7 @@ impl CompanyBooks {
 struct TeamBooks {
     orders: [u64; 3],
     expected: [ExpectedOrders; 3],
-    judged: u64,
-    churning: u64,
-    visited: u64,
-    shrinking: u64,
+    counts: BookCounts,
 }
 
 /// Key prefixes of manager and team records in a checkpoint.
@@ -385,7 +386,7 @@ impl ManagerStage {
         &mut self,
         at: Timestamp,
         books: &Map<Id, Book>,
-        company: &CompanyBooks,
+        company: &BookCounts,
         config: &Config,
         max_evidence: usize,
         lifecycle: &mut Lifecycle,
@@ -435,19 +436,16 @@ impl ManagerStage {
             team.last_win_rate = sums.closes[2].rate();
             team_sums.insert(name.clone(), sums);
         }
-        // Orders and expected orders per team, over the three order windows,
-        // and the team's judged and shrinking accounts.
-        let mut team_orders: Map<&str, TeamBooks> = Map::default();
+        // Each team's books: orders and expected orders over the three order
+        // windows, and the counts of its accounts.
+        let mut team_books: Map<&str, TeamBooks> = Map::default();
         for book in books.values() {
-            let entry = team_orders.entry(book.team.as_str()).or_default();
+            let entry = team_books.entry(book.team.as_str()).or_default();
             for i in 0..3 {
                 entry.orders[i] += book.orders[i];
                 entry.expected[i] += book.expected_orders[i];
             }
-            entry.judged += book.judged;
-            entry.churning += book.churning;
-            entry.visited += book.visited;
-            entry.shrinking += book.shrinking;
+            entry.counts.add(&BookCounts::of_book(book));
         }
 
         // Each manager's competitor-named losses in their window, by team.
@@ -504,10 +502,7 @@ impl ManagerStage {
             // Book churn.
             let book = books.get(manager_id);
             let own_book = book.map_or(BookInputs::default(), |b| {
-                let team = team_orders
-                    .get(b.team.as_str())
-                    .copied()
-                    .unwrap_or_default();
+                let team = team_books.get(b.team.as_str()).copied().unwrap_or_default();
                 BookInputs {
                     judged: b.judged,
                     churning: b.churning,
@@ -517,10 +512,10 @@ impl ManagerStage {
                     company_churning: company.churning.saturating_sub(b.churning),
                     company_visited: company.visited.saturating_sub(b.visited),
                     company_shrinking: company.shrinking.saturating_sub(b.shrinking),
-                    team_judged: team.judged.saturating_sub(b.judged),
-                    team_churning: team.churning.saturating_sub(b.churning),
-                    team_visited: team.visited.saturating_sub(b.visited),
-                    team_shrinking: team.shrinking.saturating_sub(b.shrinking),
+                    team_judged: team.counts.judged.saturating_sub(b.judged),
+                    team_churning: team.counts.churning.saturating_sub(b.churning),
+                    team_visited: team.counts.visited.saturating_sub(b.visited),
+                    team_shrinking: team.counts.shrinking.saturating_sub(b.shrinking),
                     orders: b.orders,
                     expected_orders: b.expected_orders.map(ExpectedOrders::get),
                     team_orders: std::array::from_fn(|i| {

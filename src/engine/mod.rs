@@ -25,7 +25,7 @@ use crate::time::Timestamp;
 use account::{AccountStage, Book};
 use intake::Intake;
 use lifecycle::{ActiveAlert, Lifecycle};
-use manager::{CompanyBooks, ManagerGauges, ManagerStage};
+use manager::{BookCounts, ManagerGauges, ManagerStage};
 #[cfg(doc)]
 use watermark::WatermarkTracker;
 
@@ -305,7 +305,7 @@ impl Engine {
         for fact in report.facts {
             self.managers.apply(fact);
         }
-        let company = CompanyBooks::of(report.books.values());
+        let company = BookCounts::of(report.books.values());
         evaluate_managers(
             &mut self.managers,
             at,
@@ -328,7 +328,7 @@ fn evaluate_managers(
     managers: &mut ManagerStage,
     at: Timestamp,
     books: &Map<Id, Book>,
-    company: &CompanyBooks,
+    company: &BookCounts,
     config: &Config,
     lifecycle: &mut Lifecycle,
     out: &mut Vec<Alert>,

@@ -22,7 +22,7 @@ use super::checkpoint::{decode_globals, decode_payload, encode, RestoreError, ST
 use super::exchange::{Exchange, PartBody};
 use super::fact::Fact;
 use super::lifecycle::Lifecycle;
-use super::manager::{CompanyBooks, ManagerGlobals, ManagerStage};
+use super::manager::{BookCounts, ManagerGlobals, ManagerStage};
 use super::{evaluate_managers, EngineStats, Map};
 
 pub struct Shard {
@@ -45,7 +45,7 @@ pub struct Shard {
 struct Incoming {
     parts: BTreeMap<u32, PartBody>,
     /// Parts in all, and the source's company-wide counts.
-    end: Option<(u32, CompanyBooks)>,
+    end: Option<(u32, BookCounts)>,
 }
 
 impl Incoming {
@@ -135,7 +135,7 @@ impl Shard {
         let mut facts: Vec<Fact> = Vec::new();
         let mut stalls: Vec<Fact> = Vec::new();
         let mut books: Map<Id, Book> = Map::default();
-        let mut company = CompanyBooks::default();
+        let mut company = BookCounts::default();
         for incoming in by_source.into_values() {
             if let Some((_, counts)) = incoming.end {
                 company.add(&counts);

@@ -27,7 +27,7 @@ use super::exchange::{
 use super::fact::Fact;
 use super::intake::Intake;
 use super::lifecycle::Lifecycle;
-use super::manager::CompanyBooks;
+use super::manager::BookCounts;
 use super::watermark::WatermarkTracker;
 use super::window::DailyBuckets;
 use super::{idle_cutoff, ingested, reach, Engine, EngineStats, Ingested, Outcome};
@@ -346,7 +346,7 @@ impl Source {
         for fact in report.facts {
             stalls[shard_of(&fact.team, shards) as usize].push(fact);
         }
-        let company = CompanyBooks::of(report.books.values());
+        let company = BookCounts::of(report.books.values());
         let mut books: Vec<Vec<(crate::event::Id, Book)>> = vec![Vec::new(); shards as usize];
         for (manager_id, book) in report.books {
             books[shard_of(&book.team, shards) as usize].push((manager_id, book));
