@@ -97,7 +97,7 @@ pub fn gamma_survival(t: f64, shape: f64, scale: f64) -> f64 {
 /// P[T ≤ t] for T ~ Student's t with `df` degrees of freedom: scipy
 /// `t.cdf(t, df)`.
 pub fn student_t_lower(t: f64, df: f64) -> f64 {
-    if !(df > 0.0) || t.is_nan() {
+    if df.is_nan() || df <= 0.0 || t.is_nan() {
         return 1.0;
     }
     let tail = 0.5 * beta_reg(df / 2.0, 0.5, df / (df + t * t));
