@@ -779,14 +779,7 @@ impl AccountStage {
                         let cut_ratio = config.detect_for(&event.team).leakage.cut_ratio;
                         if !open.left && is_cut(open.initial_amount, *amount, cut_ratio) {
                             open.left = true;
-                            let cut = LeakRoute::Cut;
-                            facts.push(Fact {
-                                manager_id: event.manager_id.clone(),
-                                team: event.team.clone(),
-                                at: event.occurred_at,
-                                kind: FactKind::DealExited { leak: Some(cut) },
-                                evidence: evidence_of(event, Some(cut.as_str())),
-                            });
+                            facts.push(deal_exited(event, Some(LeakRoute::Cut)));
                         }
                     }
                 }
@@ -1014,20 +1007,28 @@ fn close(
         _ if cut => Some(LeakRoute::Cut),
         _ => None,
     };
-    let fact = |kind, note| Fact {
+    if !open.as_ref().is_some_and(|o| o.left) {
+        facts.push(deal_exited(event, leak));
+    }
+    facts.push(fact_of(event, FactKind::DealClosed { outcome }, None));
+}
+
+/// The fact that a deal left the pipeline at `event`, by `leak` if it
+/// leaked (the route is then the evidence's note).
+fn deal_exited(event: &Event, leak: Option<LeakRoute>) -> Fact {
+    let kind = FactKind::DealExited { leak };
+    fact_of(event, kind, leak.map(LeakRoute::as_str))
+}
+
+/// A fact about `event`'s manager at its time, citing it with `note`.
+fn fact_of(event: &Event, kind: FactKind, note: Option<&'static str>) -> Fact {
+    Fact {
         manager_id: event.manager_id.clone(),
         team: event.team.clone(),
         at: event.occurred_at,
         kind,
         evidence: evidence_of(event, note),
-    };
-    if !open.as_ref().is_some_and(|o| o.left) {
-        facts.push(fact(
-            FactKind::DealExited { leak },
-            leak.map(LeakRoute::as_str),
-        ));
     }
-    facts.push(fact(FactKind::DealClosed { outcome }, None));
 }
 
 /// Open deals with no update for `stall_after` leave the pipeline as stalled,
