@@ -545,9 +545,7 @@ impl Scaled<'_> {
         let started = Instant::now();
         self.delivery.settle(true).await?;
         let kafka = &self.config.kafka;
-        let mut writes = Vec::new();
-        let mut markers = Vec::new();
-        let mut commit = TopicPartitionList::new();
+        let mut batch = CheckpointBatch::new();
         for (partition, unit) in &mut self.sources {
             let marker = Marker {
                 epoch: 0,
@@ -559,15 +557,8 @@ impl Scaled<'_> {
             let source = &unit.source;
             let plan = unit
                 .changelog
-                .plan_changes(records, marker, |key| source.holds(key));
-            split_plan(plan, &source_prefix(*partition), &mut writes, &mut markers);
-            if let Some(next) = unit.next {
-                let _ = commit.add_partition_offset(
-                    &kafka.input_topic,
-                    *partition,
-                    Offset::Offset(next),
-                );
-            }
+                .plan_changes(records, marker.clone(), |key| source.holds(key));
+            batch.add_stage(plan, &source_prefix(*partition), &marker);
         }
         for (partition, unit) in &mut self.shards {
             let marker = Marker {
@@ -580,16 +571,14 @@ impl Scaled<'_> {
             let shard = &unit.shard;
             let plan = unit
                 .changelog
-                .plan_changes(records, marker, |key| shard.holds(key));
-            split_plan(plan, &shard_prefix(*partition), &mut writes, &mut markers);
-            if let Some(next) = unit.next {
-                let _ = commit.add_partition_offset(
-                    &kafka.facts_topic,
-                    *partition,
-                    Offset::Offset(next),
-                );
-            }
+                .plan_changes(records, marker.clone(), |key| shard.holds(key));
+            batch.add_stage(plan, &shard_prefix(*partition), &marker);
         }
+        let CheckpointBatch {
+            writes,
+            markers,
+            commit,
+        } = batch;
         let records = (writes.len() + markers.len()) as u64;
         self.delivery
             .write_state(writes, self.state_partitions)
@@ -646,21 +635,41 @@ fn split_by_unit(records: Vec<StateRecord>) -> Result<HashMap<String, Vec<StateR
     Ok(by_unit)
 }
 
-/// Puts a stage's checkpoint writes under its prefix: its records into
-/// `writes`, its marker (the last) into `markers`.
-fn split_plan(
-    mut plan: Vec<crate::changelog::Write>,
-    prefix: &str,
-    writes: &mut Vec<crate::changelog::Write>,
-    markers: &mut Vec<crate::changelog::Write>,
-) {
-    for write in &mut plan {
-        write.key = format!("{prefix}{}", write.key);
+/// One checkpoint of every stage: the records to write, the stages'
+/// markers (written after all records), and the offsets to commit.
+struct CheckpointBatch {
+    writes: Vec<crate::changelog::Write>,
+    markers: Vec<crate::changelog::Write>,
+    commit: TopicPartitionList,
+}
+
+impl CheckpointBatch {
+    fn new() -> CheckpointBatch {
+        CheckpointBatch {
+            writes: Vec::new(),
+            markers: Vec::new(),
+            commit: TopicPartitionList::new(),
+        }
     }
-    if let Some(marker) = plan.pop() {
-        markers.push(marker);
+
+    /// Adds one stage's planned writes under its key `prefix` (the plan's
+    /// last write is its marker), and the next offset its `marker` names.
+    fn add_stage(&mut self, mut plan: Vec<crate::changelog::Write>, prefix: &str, marker: &Marker) {
+        for write in &mut plan {
+            write.key = format!("{prefix}{}", write.key);
+        }
+        if let Some(marker) = plan.pop() {
+            self.markers.push(marker);
+        }
+        self.writes.extend(plan);
+        for (partition, next) in &marker.offsets {
+            let _ = self.commit.add_partition_offset(
+                &marker.input_topic,
+                *partition,
+                Offset::Offset(*next),
+            );
+        }
     }
-    writes.extend(plan);
 }
 
 #[cfg(test)]
