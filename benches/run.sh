@@ -15,6 +15,9 @@ feidan="$CARGO_TARGET_DIR/release/feidan"
 
 echo "== engine hot path (criterion)" >&2
 # Criterion's comparison with an earlier run (lines with %) is left out.
+# One thread: the engine figures are per core (an evaluation otherwise
+# judges accounts and managers on every core).
+export RAYON_NUM_THREADS=1
 FEIDAN_BENCH_MANAGERS="${FEIDAN_BENCH_MANAGERS:-1000}" cargo bench --locked --bench engine -- --noplot 2>/dev/null >"$work/engine.txt" || true
 # Criterion names a bench on a line of its own when the name is long.
 engine="$(sed -n '/^checkpoint/q;p' "$work/engine.txt" | grep -E '^engine/|thrpt|time:' | grep -v '%' || true)"
@@ -28,6 +31,8 @@ FEIDAN_BENCH_ONLY_ENGINE=1 FEIDAN_BENCH_MANAGERS=10000 FEIDAN_BENCH_ACCOUNTS=50 
   cargo bench --locked --bench engine -- --noplot 'engine/' 2>/dev/null >"$work/wide.txt" || true
 wide="$(grep -E '^engine/|thrpt|time:' "$work/wide.txt" | grep -v '%' || true)"
 wide_events="$(grep -o 'stream of [0-9]* events' "$work/wide.txt" | head -1 || true)"
+
+unset RAYON_NUM_THREADS
 
 echo "== memory per entity" >&2
 memory="$(cargo bench --locked --bench memory 2>/dev/null | grep '^memory/' || true)"
@@ -67,7 +72,7 @@ Written by \`benches/run.sh\` on $(date -u +%Y-%m-%d). Release build, one proces
 ## Engine hot path (\`cargo bench --bench engine\`)
 
 Simulated stream, FEIDAN_BENCH_MANAGERS=${FEIDAN_BENCH_MANAGERS:-1000} managers × 10 accounts × 180 days, single
-thread, no Kafka. \`scan_bytes\` only reads the bytes, \`decode_only\` is serde
+thread (\`RAYON_NUM_THREADS=1\`), no Kafka. \`scan_bytes\` only reads the bytes, \`decode_only\` is serde
 into the event type, \`decode_stages_lifecycle\` is the whole engine (decode,
 account and manager stages, detectors, lifecycle). Throughput in events/s.
 
@@ -102,7 +107,9 @@ $checkpoint
 
 ## Backtest end to end
 
-\`feidan backtest\` on a simulated world of $MANAGERS managers over 540 days ($size of JSONL).
+\`feidan backtest\` on a simulated world of $MANAGERS managers over 540 days ($size of JSONL),
+on all $(nproc) cores: one reads and decodes ahead, and each evaluation judges
+accounts and managers on every core.
 
 - $replayed
 - wall time $wall, peak resident memory $((rss_kb / 1024)) MiB

@@ -8,18 +8,21 @@
 //! overdue), runs the account-churn detector, and reports each manager's
 //! book to the manager stage.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use super::Map;
+use rayon::prelude::*;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thin_vec::ThinVec;
 
 use crate::alert::{Alert, AlertKind};
-use crate::config::{Config, DetectConfig};
+use crate::config::{ChurnConfig, Config, DetectConfig};
 use crate::detect::account_churn::{self, OrderSilence};
 use crate::detect::value_fall::{self, ValueFall};
+use crate::detect::Finding;
 use crate::event::{Event, EventBody, Id, LossReason};
 use crate::time::{Timestamp, DAY};
 
@@ -657,12 +660,60 @@ impl BooksByManager {
         book
     }
 
+    /// Adds the books another thread gathered.
+    fn merge(&mut self, other: BooksByManager) {
+        for (address, (manager_id, part)) in other.0 {
+            match self.0.entry(address) {
+                Entry::Occupied(mut held) => held.get_mut().1.merge(part),
+                Entry::Vacant(free) => {
+                    free.insert((manager_id, part));
+                }
+            }
+        }
+    }
+
     fn by_id(self) -> Map<Id, Book> {
         self.0
             .into_values()
             .map(|(manager_id, book)| (Id::from(&*manager_id), book))
             .collect()
     }
+}
+
+/// What one thread gathers while judging its share of the accounts: the
+/// facts and books it found, and the accounts whose silence the lifecycle
+/// must see (by index, with the finding).
+#[derive(Default)]
+struct JudgedPart {
+    facts: Vec<Fact>,
+    books: BooksByManager,
+    observed: Vec<(usize, Finding)>,
+}
+
+impl JudgedPart {
+    /// Adds a later part: its facts, books and accounts to observe after
+    /// this part's.
+    fn absorb(&mut self, part: JudgedPart) {
+        if self.books.0.is_empty() && self.facts.is_empty() && self.observed.is_empty() {
+            *self = part;
+            return;
+        }
+        self.facts.extend(part.facts);
+        self.books.merge(part.books);
+        self.observed.extend(part.observed);
+    }
+}
+
+/// Fewer accounts than this are judged on one thread: splitting would cost
+/// more than it saves.
+const PARALLEL_MIN_ACCOUNTS: usize = 1024;
+
+/// How many of `len` items one parallel part judges: `parts_per_thread`
+/// parts for each thread (more than one lets a thread that finished early
+/// take over part of another's share), each of at least `least` items.
+pub(crate) fn part_size(len: usize, parts_per_thread: usize, least: usize) -> usize {
+    len.div_ceil(rayon::current_num_threads() * parts_per_thread)
+        .max(least)
 }
 
 /// What one evaluation of the account stage yields for the manager stage.
@@ -852,35 +903,72 @@ impl AccountStage {
         lifecycle: &mut Lifecycle,
         out: &mut Vec<Alert>,
     ) -> AccountReport {
-        let mut report = AccountReport::default();
-        let mut books = BooksByManager::default();
         let pace = CompanyPace::new(
             company_orders.unwrap_or(&self.company_orders),
             at,
             config.detect.churn.business_baseline.as_secs() as i64 / DAY,
         );
-        for (account_id, account) in self.accounts.iter_mut() {
-            let detect = config.detect_for(&account.team);
-            let judged_before = (account.watched, account.churning_since);
-            if i64::from(account.deals_due) <= at.0 {
-                account.changed = true;
-                account.deals_due = due_at(sweep_deals(
-                    account_id,
-                    account,
-                    at,
-                    forget_before,
-                    detect,
-                    &mut report.facts,
-                ));
-            }
-            judge_rhythm(
-                account_id, account, at, detect, &pace, lifecycle, &mut books, out,
+        // Each account is judged on its own state and the company's pace
+        // alone, so the judging runs in parallel, each thread gathering its
+        // part of the books and facts; the lifecycle then sees the accounts
+        // it must, in the accounts' order, as if one by one.
+        // One part per thread: each part's books are merged.
+        let share = part_size(self.accounts.len(), 1, PARALLEL_MIN_ACCOUNTS);
+        let parts: Vec<JudgedPart> = self
+            .accounts
+            .par_iter_mut()
+            .enumerate()
+            .with_min_len(share)
+            .fold(
+                JudgedPart::default,
+                |mut part, (index, (account_id, account))| {
+                    let detect = config.detect_for(&account.team);
+                    let churning_before = account.churning_since;
+                    if i64::from(account.deals_due) <= at.0 {
+                        account.changed = true;
+                        account.deals_due = due_at(sweep_deals(
+                            account_id,
+                            account,
+                            at,
+                            forget_before,
+                            detect,
+                            &mut part.facts,
+                        ));
+                    }
+                    let silence =
+                        judge_rhythm(account_id, account, at, detect, &pace, &mut part.books);
+                    if let Some(finding) = silence {
+                        part.observed.push((index, finding));
+                    }
+                    account.changed |= account.churning_since != churning_before;
+                    part
+                },
+            )
+            .collect();
+        let mut judged = JudgedPart::default();
+        for part in parts {
+            judged.absorb(part);
+        }
+        for (index, finding) in judged.observed {
+            let (account_id, account) = self
+                .accounts
+                .get_index_mut(index)
+                .expect("an account judged in this evaluation");
+            observe_silence(
+                account_id,
+                account,
+                at,
+                finding,
+                &config.detect_for(&account.team).churn,
+                lifecycle,
+                out,
             );
-            account.changed |= (account.watched, account.churning_since) != judged_before;
         }
         self.company_orders.prune_before(forget_before.day());
-        report.books = books.by_id();
-        report
+        AccountReport {
+            facts: judged.facts,
+            books: judged.books.by_id(),
+        }
     }
 
     pub fn accounts(&self) -> usize {
@@ -1082,6 +1170,61 @@ fn sweep_deals(
     next_due
 }
 
+/// The account's lapsed contract, if it lapsed within `churn.lapse_horizon`.
+fn lapsed_contract<'a>(
+    lapsed: Option<&'a Kept>,
+    at: Timestamp,
+    churn: &ChurnConfig,
+) -> Option<&'a Kept> {
+    lapsed.filter(|l| at.0 - l.occurred_at.0 <= churn.lapse_horizon.as_secs() as i64)
+}
+
+/// Shows the lifecycle an account's silence, judged at `at`, with the
+/// evidence built only for a transition; the account is watched while an
+/// alert about it is pending or firing.
+fn observe_silence(
+    account_id: &str,
+    account: &mut AccountState,
+    at: Timestamp,
+    finding: Finding,
+    churn: &ChurnConfig,
+    lifecycle: &mut Lifecycle,
+    out: &mut Vec<Alert>,
+) {
+    let lapsed = lapsed_contract(account.lapsed.as_deref(), at, churn);
+    let draft = || {
+        let last_order = account.last_order.as_ref()?;
+        Some(AlertDraft {
+            manager_id: account.manager_id.to_string(),
+            team: account.team.to_string(),
+            account_id: Some(account_id.to_owned()),
+            window_start: last_order.occurred_at,
+            window_end: at,
+            finding: finding.clone(),
+            evidence: cite_kept(
+                account_id,
+                Some(last_order),
+                account.recent_visits.iter(),
+                lapsed,
+            )
+            .iter()
+            .map(EvidenceRef::to_json)
+            .collect(),
+        })
+    };
+    lifecycle.observe(
+        AlertKind::AccountChurn,
+        account_id,
+        at,
+        Some(&finding),
+        draft,
+        out,
+    );
+    let watched = lifecycle.contains(AlertKind::AccountChurn, account_id);
+    account.changed |= watched != account.watched;
+    account.watched = watched;
+}
+
 /// Judges one account's silence, feeds the account-churn lifecycle and adds
 /// the account to its owner's book.
 #[allow(clippy::too_many_arguments)]
@@ -1091,15 +1234,10 @@ fn judge_rhythm(
     at: Timestamp,
     detect: &DetectConfig,
     pace: &CompanyPace,
-    lifecycle: &mut Lifecycle,
     books: &mut BooksByManager,
-    out: &mut Vec<Alert>,
-) {
+) -> Option<Finding> {
     let churn = &detect.churn;
-    let lapsed = account
-        .lapsed
-        .as_deref()
-        .filter(|l| at.0 - l.occurred_at.0 <= churn.lapse_horizon.as_secs() as i64);
+    let lapsed = lapsed_contract(account.lapsed.as_deref(), at, churn);
     let judged = account.rhythm.learnt(churn.min_gaps, churn.min_history);
     let recently_assigned = account
         .assigned_at
@@ -1107,6 +1245,7 @@ fn judge_rhythm(
         .is_some_and(|t| at.0 - t.0 < churn.reassign_grace.as_secs() as i64);
 
     let mut p_value = 1.0;
+    let mut observed = None;
     if let (true, Some(last_order)) = (judged, &account.last_order) {
         let elapsed_days = (at.0 - last_order.occurred_at.0) as f64 / DAY as f64;
         // Cheap first: an account within its usual gap is not overdue.
@@ -1128,40 +1267,13 @@ fn judge_rhythm(
             let finding = account_churn::assess(&silence, churn);
             p_value = finding.p_value;
             if finding.alerting || account.watched {
-                let draft = || {
-                    Some(AlertDraft {
-                        manager_id: account.manager_id.to_string(),
-                        team: account.team.to_string(),
-                        account_id: Some(account_id.to_owned()),
-                        window_start: last_order.occurred_at,
-                        window_end: at,
-                        finding: finding.clone(),
-                        evidence: cite_kept(
-                            account_id,
-                            Some(last_order),
-                            account.recent_visits.iter(),
-                            lapsed,
-                        )
-                        .iter()
-                        .map(EvidenceRef::to_json)
-                        .collect(),
-                    })
-                };
-                lifecycle.observe(
-                    AlertKind::AccountChurn,
-                    account_id,
-                    at,
-                    Some(&finding),
-                    draft,
-                    out,
-                );
-                account.watched = lifecycle.contains(AlertKind::AccountChurn, account_id);
+                observed = Some(finding);
             }
         }
     }
 
     if recently_assigned {
-        return;
+        return observed;
     }
     let value_p = account
         .rhythm
@@ -1176,7 +1288,7 @@ fn judge_rhythm(
         .get()
         .is_some_and(|since| at.0 - since.0 > churn.book_window.as_secs() as i64);
     if (!judged && !churning) || gone {
-        return;
+        return observed;
     }
     let book = books.of(&account.manager_id, &account.team);
     book.judged += 1;
@@ -1212,6 +1324,7 @@ fn judge_rhythm(
             evidence: cite_leaving(account_id, account, lapsed, shrinking),
         });
     }
+    observed
 }
 
 /// A leaving account's evidence in its manager's book: its last order, its
@@ -1491,6 +1604,67 @@ mod tests {
         assert_eq!(judged_on(&[0, 14, 28], 35), None);
         assert_eq!(judged_on(&[0, 15, 30], 35), Some(1));
         assert_eq!(judged_on(&[0, 1, 2, 3, 4, 5, 40], 45), Some(1));
+    }
+
+    #[test]
+    fn accounts_judged_in_parallel_parts_give_the_books_of_one_pass() {
+        // 3000 accounts of 7 managers, interleaved so that every book is
+        // split between the parts; a third fall silent after day 60, and
+        // every fifth orders a third of its usual amount from day 100.
+        let config = Config::defaults();
+        let stage = || {
+            let mut stage = AccountStage::default();
+            for a in 0..3000 {
+                let account = format!("a{a}");
+                let last = if a % 3 == 0 { 60 } else { 120 };
+                for (i, day) in (0..=last).step_by(10).enumerate() {
+                    let amount = if a % 5 == 0 && day >= 100 {
+                        33.0
+                    } else {
+                        100.0
+                    };
+                    let order = EventBody::OrderPlaced {
+                        order_id: format!("o{a}-{i}").into(),
+                        amount,
+                    };
+                    let mut event = event(&format!("e{a}-{i}"), &account, day, order);
+                    event.manager_id = format!("kam-{}", a % 7).into();
+                    stage.apply(&event, &config, &mut Vec::new());
+                }
+            }
+            stage
+        };
+        let judged_on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut stage = stage();
+                let mut life = Lifecycle::new(1, 7);
+                let mut alerts = Vec::new();
+                let mut books = BTreeMap::new();
+                for day in [125, 126] {
+                    let at = Timestamp::from_day(day);
+                    let report =
+                        stage.evaluate(at, Timestamp(0), None, &config, &mut life, &mut alerts);
+                    for (manager, book) in report.books {
+                        books.insert(
+                            (day, manager.to_string()),
+                            serde_json::to_string(&book).unwrap(),
+                        );
+                    }
+                }
+                let alerts: Vec<String> = alerts.iter().map(|a| a.to_json().to_string()).collect();
+                (books, alerts)
+            })
+        };
+        let (books, alerts) = judged_on(1);
+        assert_eq!(books.len(), 14, "seven books, judged twice");
+        let book: Book = serde_json::from_str(&books[&(125, "kam-0".to_owned())]).unwrap();
+        assert!(book.churning > 100 && book.shrinking > 10, "{book:?}");
+        assert!(!alerts.is_empty());
+        assert_eq!(judged_on(4), (books, alerts));
     }
 
     /// A stage holding one account of kam-1's with one open deal, `o1`,

@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 
 use super::Map;
+use rayon::prelude::*;
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
@@ -22,7 +23,7 @@ use crate::event::Id;
 use crate::stats;
 use crate::time::{Timestamp, DAY};
 
-use super::account::{Book, ExpectedOrders};
+use super::account::{part_size, Book, ExpectedOrders};
 use super::checkpoint::{self, RestoreError};
 use super::eviction::EvictionSampler;
 use super::fact::{keep_largest, largest_between, DealOutcome, EvidenceRef, Fact, FactKind};
@@ -129,6 +130,24 @@ impl Windows {
             .start
             .min(self.leak_history.start)
             .min(self.rivals_from)
+    }
+
+    /// Drops the closes, exits and competitor-named losses (of a manager or
+    /// a team) that no window reaches any more.
+    fn forget_older(
+        &self,
+        closes: &mut DailyBuckets<Tally>,
+        exits: &mut DailyBuckets<Tally>,
+        rivals: &mut VecDeque<(i64, u32)>,
+    ) {
+        closes.prune_before(self.earliest());
+        exits.prune_before(self.earliest());
+        while rivals
+            .front()
+            .is_some_and(|(day, _)| *day < self.rivals_from)
+        {
+            rivals.pop_front();
+        }
     }
 }
 
@@ -413,15 +432,7 @@ impl ManagerStage {
         for (name, team) in self.teams.iter_mut() {
             team.changed = true;
             let w = Windows::new(end_day, config.detect_for(name));
-            team.closes.prune_before(w.earliest());
-            team.exits.prune_before(w.earliest());
-            while team
-                .rivals
-                .front()
-                .is_some_and(|(day, _)| *day < w.rivals_from)
-            {
-                team.rivals.pop_front();
-            }
+            w.forget_older(&mut team.closes, &mut team.exits, &mut team.rivals);
             let mut sums = TeamSums {
                 closes: sums_over(&team.closes, &w.win_recent, &w.win_history),
                 exits: sums_over(&team.exits, &w.leak_recent, &w.leak_history),
@@ -459,235 +470,46 @@ impl ManagerStage {
                 named,
             ));
         }
-        let usual = UsualShares::new(&rival_counts, &team_sums);
-        let no_team = TeamSums::default();
-
-        let competitors = &self.competitors;
-        for (manager_id, manager) in self.managers.iter_mut() {
-            manager.changed = true;
-            let detect = config.detect_for(&manager.team);
-            let w = Windows::new(end_day, detect);
-            manager.closes.prune_before(w.earliest());
-            manager.exits.prune_before(w.earliest());
-            while manager
-                .rivals
-                .front()
-                .is_some_and(|(day, _)| *day < w.rivals_from)
-            {
-                manager.rivals.pop_front();
-            }
-            let window_start = |ranges: &[Range<i64>; 3]| Timestamp::from_day(ranges[2].start);
-            let oldest = Timestamp::from_day(
-                w.win_recent[2]
-                    .start
-                    .min(w.leak_recent[2].start)
-                    .min(w.rivals_from),
-            );
-            manager.losses.retain(|e| e.occurred_at >= oldest);
-            manager.leaks.retain(|e| e.occurred_at >= oldest);
-
-            let team = team_sums.get(&manager.team).unwrap_or(&no_team);
-            let team_name = manager.team.clone();
-
-            // Win rate and leakage, each over three recent windows.
-            let windows =
-                rate_windows(&manager.closes, &team.closes, &w.win_recent, &w.win_history);
-            manager.gauges.win_rate = windows[2].0.recent.rate();
-            let win = win_rate::assess(&windows, &detect.win_rate, &team_name);
-            let windows =
-                rate_windows(&manager.exits, &team.exits, &w.leak_recent, &w.leak_history);
-            manager.gauges.leakage_ratio = windows[2].0.recent.rate();
-            let leak = leakage::assess(&windows, &detect.leakage, &team_name);
-
-            // Book churn.
-            let book = books.get(manager_id);
-            let own_book = book.map_or(BookInputs::default(), |b| {
-                let team = team_books.get(b.team.as_str()).copied().unwrap_or_default();
-                BookInputs {
-                    judged: b.judged,
-                    churning: b.churning,
-                    visited: b.visited,
-                    shrinking: b.shrinking,
-                    company_judged: company.judged.saturating_sub(b.judged),
-                    company_churning: company.churning.saturating_sub(b.churning),
-                    company_visited: company.visited.saturating_sub(b.visited),
-                    company_shrinking: company.shrinking.saturating_sub(b.shrinking),
-                    team_judged: team.counts.judged.saturating_sub(b.judged),
-                    team_churning: team.counts.churning.saturating_sub(b.churning),
-                    team_visited: team.counts.visited.saturating_sub(b.visited),
-                    team_shrinking: team.counts.shrinking.saturating_sub(b.shrinking),
-                    orders: b.orders,
-                    expected_orders: b.expected_orders.map(ExpectedOrders::get),
-                    team_orders: std::array::from_fn(|i| {
-                        team.orders[i].saturating_sub(b.orders[i])
-                    }),
-                    team_expected_orders: std::array::from_fn(|i| {
-                        team.expected[i].without(b.expected_orders[i]).get()
-                    }),
-                }
-            });
-            manager.gauges.overdue_accounts = own_book.churning;
-            let churn = book_churn::assess(&own_book, &detect.book_churn);
-
-            // Competitor concentration.
-            let (own_rivals, named) = tally_rivals(&manager.rivals, i64::MIN..end_day);
-            let mut counts: Vec<CompetitorCounts> = own_rivals
-                .iter()
-                .map(|(rival, losses)| CompetitorCounts {
-                    competitor: &competitors[*rival as usize],
-                    losses: *losses,
-                    team_share: usual.without(&team_name, *rival, *losses, named),
-                    team_weight: team.named.saturating_sub(named) as f64,
-                })
-                .collect();
-            counts.sort_by(|a, b| a.competitor.cmp(b.competitor));
-            let rival = competitor::assess(
-                &counts,
-                named,
-                team.rivals.len(),
-                &detect.competitor,
-                end_day - w.rivals_from,
-            );
-
-            // Diversion risk: the components that could be judged.
-            let mut components = Vec::new();
-            let mut push = |name: &'static str, finding: Option<&Finding>| {
-                if let Some(f) = finding {
-                    components.push(Component {
-                        name,
-                        p_value: f.component_p,
-                        observed: f.observed,
-                        expected: f.expected,
-                    });
-                }
-            };
-            // Win rate and leakage share their lost deals (a no-decision loss
-            // counts in both): one component, the stronger, Bonferroni × 2,
-            // so Fisher's independence is not assumed where it fails.
-            let deals = match (win.as_ref(), leak.as_ref()) {
-                (Some(w), Some(l)) => Some(if w.component_p <= l.component_p {
-                    ("win rate", w)
-                } else {
-                    ("leakage", l)
-                }),
-                (Some(w), None) => Some(("win rate", w)),
-                (None, Some(l)) => Some(("leakage", l)),
-                (None, None) => None,
-            };
-            if let Some((name, finding)) = deals {
-                let mut merged = finding.clone();
-                merged.component_p = (finding.component_p * 2.0).min(1.0);
-                push(name, Some(&merged));
-            }
-            push("book churn", churn.as_ref());
-            push("competitor share", rival.as_ref().map(|(f, _)| f));
-            let risk = diversion_risk::assess(&components, &detect.diversion_risk);
-            manager.gauges.risk_score = risk.as_ref().map_or(0.0, |r| stats::score(r.p_value));
-
-            // Evidence, built only when a transition is emitted.
-            let losses = &manager.losses;
-            let leaks = &manager.leaks;
-            let win_evidence = || {
-                largest_between(
-                    losses,
-                    window_start(&w.win_recent),
-                    at,
-                    max_evidence,
-                    |_| true,
-                )
-            };
-            let leak_evidence = || {
-                largest_between(
-                    leaks,
-                    window_start(&w.leak_recent),
-                    at,
-                    max_evidence,
-                    |_| true,
-                )
-            };
-            let churn_evidence = || book.map_or_else(Vec::new, |b| book_evidence(b, max_evidence));
-            let rival_name = rival.as_ref().map(|(_, name)| name.clone());
-            let rival_evidence = || {
-                largest_between(
-                    losses,
-                    Timestamp::from_day(w.rivals_from),
-                    at,
-                    max_evidence,
-                    |e| e.competitor.as_deref() == rival_name.as_deref(),
-                )
-            };
-            let draft =
-                |finding: &Option<Finding>, start: Timestamp, evidence: Vec<serde_json::Value>| {
-                    finding.clone().map(|finding| AlertDraft {
-                        manager_id: manager_id.to_string(),
-                        team: team_name.to_string(),
-                        account_id: None,
-                        window_start: start,
-                        window_end: at,
-                        finding,
-                        evidence,
-                    })
-                };
-            let subject = manager_id.as_str();
-            lifecycle.observe(
-                AlertKind::WinRateDrop,
-                subject,
-                at,
-                win.as_ref(),
-                || draft(&win, window_start(&w.win_recent), win_evidence()),
-                out,
-            );
-            lifecycle.observe(
-                AlertKind::PipelineLeakage,
-                subject,
-                at,
-                leak.as_ref(),
-                || draft(&leak, window_start(&w.leak_recent), leak_evidence()),
-                out,
-            );
-            lifecycle.observe(
-                AlertKind::BookChurn,
-                subject,
-                at,
-                churn.as_ref(),
-                || draft(&churn, at, churn_evidence()),
-                out,
-            );
-            let rival_only = rival.as_ref().map(|(f, _)| f.clone());
-            lifecycle.observe(
-                AlertKind::CompetitorConcentration,
-                subject,
-                at,
-                rival_only.as_ref(),
-                || {
-                    draft(
-                        &rival_only,
-                        Timestamp::from_day(w.rivals_from),
-                        rival_evidence(),
-                    )
-                },
-                out,
-            );
-            let risk_evidence = || {
-                let mut items = churn_evidence();
-                items.truncate(max_evidence / 2);
-                for source in [win_evidence(), leak_evidence()] {
-                    items.extend(
-                        source
-                            .into_iter()
-                            .take(max_evidence.saturating_sub(items.len()) / 2 + 1),
-                    );
-                }
-                items.truncate(max_evidence);
-                items
-            };
-            let risk_start = window_start(&w.win_recent).min(window_start(&w.leak_recent));
-            lifecycle.observe(
-                AlertKind::DiversionRisk,
-                subject,
-                at,
-                risk.as_ref(),
-                || draft(&risk, risk_start, risk_evidence()),
+        let yardsticks = Yardsticks {
+            at,
+            end_day,
+            config,
+            books,
+            company,
+            team_sums: &team_sums,
+            team_books: &team_books,
+            usual: UsualShares::new(&rival_counts, &team_sums),
+            competitors: &self.competitors,
+            no_team: TeamSums::default(),
+        };
+        // Every manager is judged on their own state and the shared
+        // yardsticks alone, so the judging runs in parallel; the lifecycle
+        // then sees the verdicts that can move it, in the managers' order, as
+        // if one by one.
+        let share = part_size(self.managers.len(), 4, PARALLEL_MIN_MANAGERS);
+        let seen: &Lifecycle = lifecycle;
+        let verdicts: Vec<(usize, Verdict)> = self
+            .managers
+            .par_iter_mut()
+            .enumerate()
+            .with_min_len(share)
+            .filter_map(|(index, (manager_id, manager))| {
+                let verdict = judge(manager_id, manager, &yardsticks);
+                verdict.moves(manager_id, seen).then_some((index, verdict))
+            })
+            .collect();
+        for (index, verdict) in verdicts {
+            let (manager_id, manager) = self
+                .managers
+                .get_index(index)
+                .expect("a manager judged in this evaluation");
+            observe_verdict(
+                manager_id,
+                manager,
+                &verdict,
+                &yardsticks,
+                max_evidence,
+                lifecycle,
                 out,
             );
         }
@@ -755,6 +577,306 @@ impl ManagerStage {
             .iter()
             .map(|(id, manager)| (id.as_str(), manager.team.as_str(), &manager.gauges))
     }
+}
+
+/// What every manager is judged against at one evaluation.
+struct Yardsticks<'a> {
+    at: Timestamp,
+    /// The day after the last whole day judged.
+    end_day: i64,
+    config: &'a Config,
+    books: &'a Map<Id, Book>,
+    company: &'a BookCounts,
+    team_sums: &'a Map<Id, TeamSums>,
+    team_books: &'a Map<&'a str, TeamBooks>,
+    usual: UsualShares<'a>,
+    competitors: &'a [String],
+    /// The sums of a team that is not known.
+    no_team: TeamSums,
+}
+
+/// What one evaluation found about one manager, for the lifecycle.
+struct Verdict {
+    windows: Windows,
+    win: Option<Finding>,
+    leak: Option<Finding>,
+    churn: Option<Finding>,
+    /// Competitor concentration, and the competitor's name.
+    rival: Option<(Finding, String)>,
+    risk: Option<Finding>,
+}
+
+impl Verdict {
+    /// Whether showing the verdict to the lifecycle can change anything: a
+    /// finding alerts, or an alert about the manager is pending or firing.
+    fn moves(&self, manager_id: &str, lifecycle: &Lifecycle) -> bool {
+        [
+            (AlertKind::WinRateDrop, self.win.as_ref()),
+            (AlertKind::PipelineLeakage, self.leak.as_ref()),
+            (AlertKind::BookChurn, self.churn.as_ref()),
+            (
+                AlertKind::CompetitorConcentration,
+                self.rival.as_ref().map(|(f, _)| f),
+            ),
+            (AlertKind::DiversionRisk, self.risk.as_ref()),
+        ]
+        .into_iter()
+        .any(|(kind, finding)| {
+            finding.is_some_and(|f| f.alerting) || lifecycle.contains(kind, manager_id)
+        })
+    }
+}
+
+/// Fewer managers than this are judged on one thread: splitting would cost
+/// more than it saves.
+const PARALLEL_MIN_MANAGERS: usize = 128;
+
+/// Judges one manager at an evaluation: drops what fell out of every
+/// window, runs every detector and sets the gauges.
+fn judge(manager_id: &Id, manager: &mut ManagerState, ys: &Yardsticks) -> Verdict {
+    manager.changed = true;
+    let detect = ys.config.detect_for(&manager.team);
+    let w = Windows::new(ys.end_day, detect);
+    w.forget_older(&mut manager.closes, &mut manager.exits, &mut manager.rivals);
+    let oldest = Timestamp::from_day(
+        w.win_recent[2]
+            .start
+            .min(w.leak_recent[2].start)
+            .min(w.rivals_from),
+    );
+    manager.losses.retain(|e| e.occurred_at >= oldest);
+    manager.leaks.retain(|e| e.occurred_at >= oldest);
+
+    let team = ys.team_sums.get(&manager.team).unwrap_or(&ys.no_team);
+    let team_name = manager.team.clone();
+
+    // Win rate and leakage, each over three recent windows.
+    let windows = rate_windows(&manager.closes, &team.closes, &w.win_recent, &w.win_history);
+    manager.gauges.win_rate = windows[2].0.recent.rate();
+    let win = win_rate::assess(&windows, &detect.win_rate, &team_name);
+    let windows = rate_windows(&manager.exits, &team.exits, &w.leak_recent, &w.leak_history);
+    manager.gauges.leakage_ratio = windows[2].0.recent.rate();
+    let leak = leakage::assess(&windows, &detect.leakage, &team_name);
+
+    // Book churn.
+    let book = ys.books.get(manager_id);
+    let own_book = book.map_or(BookInputs::default(), |b| {
+        let team = ys
+            .team_books
+            .get(b.team.as_str())
+            .copied()
+            .unwrap_or_default();
+        BookInputs {
+            judged: b.judged,
+            churning: b.churning,
+            visited: b.visited,
+            shrinking: b.shrinking,
+            company_judged: ys.company.judged.saturating_sub(b.judged),
+            company_churning: ys.company.churning.saturating_sub(b.churning),
+            company_visited: ys.company.visited.saturating_sub(b.visited),
+            company_shrinking: ys.company.shrinking.saturating_sub(b.shrinking),
+            team_judged: team.counts.judged.saturating_sub(b.judged),
+            team_churning: team.counts.churning.saturating_sub(b.churning),
+            team_visited: team.counts.visited.saturating_sub(b.visited),
+            team_shrinking: team.counts.shrinking.saturating_sub(b.shrinking),
+            orders: b.orders,
+            expected_orders: b.expected_orders.map(ExpectedOrders::get),
+            team_orders: std::array::from_fn(|i| team.orders[i].saturating_sub(b.orders[i])),
+            team_expected_orders: std::array::from_fn(|i| {
+                team.expected[i].without(b.expected_orders[i]).get()
+            }),
+        }
+    });
+    manager.gauges.overdue_accounts = own_book.churning;
+    let churn = book_churn::assess(&own_book, &detect.book_churn);
+
+    // Competitor concentration.
+    let (own_rivals, named) = tally_rivals(&manager.rivals, i64::MIN..ys.end_day);
+    let mut counts: Vec<CompetitorCounts> = own_rivals
+        .iter()
+        .map(|(rival, losses)| CompetitorCounts {
+            competitor: &ys.competitors[*rival as usize],
+            losses: *losses,
+            team_share: ys.usual.without(&team_name, *rival, *losses, named),
+            team_weight: team.named.saturating_sub(named) as f64,
+        })
+        .collect();
+    counts.sort_by(|a, b| a.competitor.cmp(b.competitor));
+    let rival = competitor::assess(
+        &counts,
+        named,
+        team.rivals.len(),
+        &detect.competitor,
+        ys.end_day - w.rivals_from,
+    );
+
+    // Diversion risk: the components that could be judged.
+    let mut components = Vec::new();
+    let mut push = |name: &'static str, finding: Option<&Finding>| {
+        if let Some(f) = finding {
+            components.push(Component {
+                name,
+                p_value: f.component_p,
+                observed: f.observed,
+                expected: f.expected,
+            });
+        }
+    };
+    // Win rate and leakage share their lost deals (a no-decision loss
+    // counts in both): one component, the stronger, Bonferroni × 2,
+    // so Fisher's independence is not assumed where it fails.
+    let deals = match (win.as_ref(), leak.as_ref()) {
+        (Some(w), Some(l)) => Some(if w.component_p <= l.component_p {
+            ("win rate", w)
+        } else {
+            ("leakage", l)
+        }),
+        (Some(w), None) => Some(("win rate", w)),
+        (None, Some(l)) => Some(("leakage", l)),
+        (None, None) => None,
+    };
+    if let Some((name, finding)) = deals {
+        let mut merged = finding.clone();
+        merged.component_p = (finding.component_p * 2.0).min(1.0);
+        push(name, Some(&merged));
+    }
+    push("book churn", churn.as_ref());
+    push("competitor share", rival.as_ref().map(|(f, _)| f));
+    let risk = diversion_risk::assess(&components, &detect.diversion_risk);
+    manager.gauges.risk_score = risk.as_ref().map_or(0.0, |r| stats::score(r.p_value));
+    Verdict {
+        windows: w,
+        win,
+        leak,
+        churn,
+        rival,
+        risk,
+    }
+}
+
+/// Shows one manager's verdict to the lifecycle, with evidence built only
+/// for a transition.
+fn observe_verdict(
+    manager_id: &Id,
+    manager: &ManagerState,
+    verdict: &Verdict,
+    ys: &Yardsticks,
+    max_evidence: usize,
+    lifecycle: &mut Lifecycle,
+    out: &mut Vec<Alert>,
+) {
+    let w = &verdict.windows;
+    let (win, leak, churn, risk) = (&verdict.win, &verdict.leak, &verdict.churn, &verdict.risk);
+    let rival = &verdict.rival;
+    let at = ys.at;
+    let team_name = &manager.team;
+    let book = ys.books.get(manager_id);
+    let window_start = |ranges: &[Range<i64>; 3]| Timestamp::from_day(ranges[2].start);
+    // Evidence, built only when a transition is emitted.
+    let losses = &manager.losses;
+    let leaks = &manager.leaks;
+    let win_evidence = || {
+        largest_between(
+            losses,
+            window_start(&w.win_recent),
+            at,
+            max_evidence,
+            |_| true,
+        )
+    };
+    let leak_evidence = || {
+        largest_between(
+            leaks,
+            window_start(&w.leak_recent),
+            at,
+            max_evidence,
+            |_| true,
+        )
+    };
+    let churn_evidence = || book.map_or_else(Vec::new, |b| book_evidence(b, max_evidence));
+    let rival_name = rival.as_ref().map(|(_, name)| name.clone());
+    let rival_evidence = || {
+        largest_between(
+            losses,
+            Timestamp::from_day(w.rivals_from),
+            at,
+            max_evidence,
+            |e| e.competitor.as_deref() == rival_name.as_deref(),
+        )
+    };
+    let draft = |finding: &Option<Finding>, start: Timestamp, evidence: Vec<serde_json::Value>| {
+        finding.clone().map(|finding| AlertDraft {
+            manager_id: manager_id.to_string(),
+            team: team_name.to_string(),
+            account_id: None,
+            window_start: start,
+            window_end: at,
+            finding,
+            evidence,
+        })
+    };
+    let subject = manager_id.as_str();
+    lifecycle.observe(
+        AlertKind::WinRateDrop,
+        subject,
+        at,
+        win.as_ref(),
+        || draft(win, window_start(&w.win_recent), win_evidence()),
+        out,
+    );
+    lifecycle.observe(
+        AlertKind::PipelineLeakage,
+        subject,
+        at,
+        leak.as_ref(),
+        || draft(leak, window_start(&w.leak_recent), leak_evidence()),
+        out,
+    );
+    lifecycle.observe(
+        AlertKind::BookChurn,
+        subject,
+        at,
+        churn.as_ref(),
+        || draft(churn, at, churn_evidence()),
+        out,
+    );
+    let rival_only = rival.as_ref().map(|(f, _)| f.clone());
+    lifecycle.observe(
+        AlertKind::CompetitorConcentration,
+        subject,
+        at,
+        rival_only.as_ref(),
+        || {
+            draft(
+                &rival_only,
+                Timestamp::from_day(w.rivals_from),
+                rival_evidence(),
+            )
+        },
+        out,
+    );
+    let risk_evidence = || {
+        let mut items = churn_evidence();
+        items.truncate(max_evidence / 2);
+        for source in [win_evidence(), leak_evidence()] {
+            items.extend(
+                source
+                    .into_iter()
+                    .take(max_evidence.saturating_sub(items.len()) / 2 + 1),
+            );
+        }
+        items.truncate(max_evidence);
+        items
+    };
+    let risk_start = window_start(&w.win_recent).min(window_start(&w.leak_recent));
+    lifecycle.observe(
+        AlertKind::DiversionRisk,
+        subject,
+        at,
+        risk.as_ref(),
+        || draft(risk, risk_start, risk_evidence()),
+        out,
+    );
 }
 
 /// Each competitor's share of every team member's competitor-named losses

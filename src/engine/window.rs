@@ -133,7 +133,7 @@ impl<T: Copy + Default + AddAssign + Sub<Output = T>> DailyBuckets<T> {
             }
             _ => {}
         }
-        let at = self.buckets.partition_point(|(d, ..)| *d < day);
+        let at = self.count_before(day);
         if self.buckets.get(at).is_none_or(|(d, ..)| *d != day) {
             let before = self.total_before(day);
             self.buckets.insert(at, (day, T::default(), before));
@@ -148,13 +148,44 @@ impl<T: Copy + Default + AddAssign + Sub<Output = T>> DailyBuckets<T> {
     /// bucket still held, that is its running total less its own value (the
     /// pruned buckets' share).
     fn total_before(&self, day: i64) -> T {
-        match self.buckets.partition_point(|(d, ..)| *d < day) {
+        match self.count_before(day) {
             0 => self
                 .buckets
                 .front()
                 .map_or(T::default(), |(_, value, total)| *total - *value),
             i => self.buckets[i - 1].2,
         }
+    }
+
+    /// How many buckets hold days before `day`. The days asked for are
+    /// mostly at the ends — a window's start after pruning at the front,
+    /// recent windows' bounds near the back — so the front is checked first
+    /// and the back is searched by galloping: a few neighbouring buckets
+    /// read instead of a binary search's scattered ones.
+    fn count_before(&self, day: i64) -> usize {
+        match self.buckets.front() {
+            Some((first, ..)) if *first < day => {}
+            _ => return 0,
+        }
+        // Buckets from `high` on are all on or after `day`; the front is not.
+        let (mut high, mut step) = (self.buckets.len(), 1);
+        let mut low = loop {
+            let probe = high.saturating_sub(step);
+            if self.buckets[probe].0 < day {
+                break probe + 1;
+            }
+            high = probe;
+            step *= 2;
+        };
+        while low < high {
+            let mid = low + (high - low) / 2;
+            if self.buckets[mid].0 < day {
+                low = mid + 1;
+            } else {
+                high = mid;
+            }
+        }
+        low
     }
 
     /// The sum over the days in `days` (start inclusive, end exclusive).
