@@ -161,10 +161,10 @@ impl Kept {
         note: Option<StaticName>,
     ) -> EvidenceRef {
         EvidenceRef {
-            event_id: self.event_id.to_string(),
+            event_id: Id::from(&*self.event_id),
             event_type,
             occurred_at: self.occurred_at,
-            account_id: account_id.to_owned(),
+            account_id: account_id.into(),
             opportunity_id: None,
             amount: (!self.amount.is_nan()).then_some(self.amount),
             reason: None,
@@ -634,7 +634,7 @@ impl std::ops::AddAssign for ExpectedOrders {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChurningAccount {
-    pub account_id: String,
+    pub account_id: Id,
     /// The stronger of its silence and its fall in order value.
     pub p_value: f64,
     pub visited: bool,
@@ -1145,11 +1145,11 @@ fn sweep_deals(
                     leak: Some(LeakRoute::Stalled),
                 },
                 evidence: EvidenceRef {
-                    event_id: deal.last_event_id().to_owned(),
+                    event_id: deal.last_event_id().into(),
                     event_type: deal.last_event_type(),
                     occurred_at: deal.last_update,
-                    account_id: account_id.to_owned(),
-                    opportunity_id: Some(deal.opportunity_id().to_owned()),
+                    account_id: account_id.into(),
+                    opportunity_id: Some(deal.opportunity_id().into()),
                     amount: Some(deal.amount),
                     reason: None,
                     competitor: None,
@@ -1318,7 +1318,7 @@ fn judge_rhythm(
         book.visited += u64::from(visited);
         book.shrinking += u64::from(shrinking);
         book.churning_accounts.push(ChurningAccount {
-            account_id: account_id.to_owned(),
+            account_id: account_id.into(),
             p_value: p_value.min(value_p),
             visited,
             evidence: cite_leaving(account_id, account, lapsed, shrinking),
@@ -1459,14 +1459,14 @@ pub fn evidence_of(event: &Event, note: Option<&'static str>) -> EvidenceRef {
         | EventBody::CustomerFeedback { .. } => (None, None, None, None),
     };
     EvidenceRef {
-        event_id: event.event_id.to_string(),
+        event_id: event.event_id.clone(),
         event_type: event.body.type_name(),
         occurred_at: event.occurred_at,
-        account_id: event.account_id.to_string(),
-        opportunity_id: opportunity_id.map(|o| o.to_string()),
+        account_id: event.account_id.clone(),
+        opportunity_id,
         amount,
         reason,
-        competitor: competitor.map(|c| c.to_string()),
+        competitor,
         note,
         usual_amount: None,
     }

@@ -72,16 +72,16 @@ impl LeakRoute {
 /// The event behind a fact, as an alert cites it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvidenceRef {
-    pub event_id: String,
+    pub event_id: Id,
     #[serde(with = "super::checkpoint::name")]
     pub event_type: StaticName,
     pub occurred_at: Timestamp,
-    pub account_id: String,
-    pub opportunity_id: Option<String>,
+    pub account_id: Id,
+    pub opportunity_id: Option<Id>,
     pub amount: Option<f64>,
     #[serde(with = "super::checkpoint::optional_name")]
     pub reason: Option<StaticName>,
-    pub competitor: Option<String>,
+    pub competitor: Option<Id>,
     /// Why this event is cited, when its type does not say it: a leak route,
     /// or one of the account stage's notes (`activity_since_last_order`, …).
     #[serde(with = "super::checkpoint::optional_name")]

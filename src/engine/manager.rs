@@ -459,16 +459,21 @@ impl ManagerStage {
             entry.counts.add(&BookCounts::of_book(book));
         }
 
-        // Each manager's competitor-named losses in their window, by team.
-        let mut rival_counts: Map<Id, Vec<(Id, RivalTally, u64)>> = Map::default();
-        for (manager_id, manager) in &self.managers {
-            let from = Windows::new(end_day, config.detect_for(&manager.team)).rivals_from;
-            let (counts, named) = tally_rivals(&manager.rivals, from..end_day);
-            rival_counts.entry(manager.team.clone()).or_default().push((
-                manager_id.clone(),
-                counts,
-                named,
-            ));
+        // Each manager's competitor-named losses in their window (in
+        // parallel), and who they are, by team.
+        let share = part_size(self.managers.len(), 4, PARALLEL_MIN_MANAGERS);
+        let rival_tallies: Vec<(RivalTally, u64)> = self
+            .managers
+            .par_iter()
+            .with_min_len(share)
+            .map(|(_, manager)| {
+                let from = Windows::new(end_day, config.detect_for(&manager.team)).rivals_from;
+                tally_rivals(&manager.rivals, from..end_day)
+            })
+            .collect();
+        let mut members: Map<Id, Vec<usize>> = Map::default();
+        for (index, manager) in self.managers.values().enumerate() {
+            members.entry(manager.team.clone()).or_default().push(index);
         }
         let yardsticks = Yardsticks {
             at,
@@ -478,7 +483,7 @@ impl ManagerStage {
             company,
             team_sums: &team_sums,
             team_books: &team_books,
-            usual: UsualShares::new(&rival_counts, &team_sums),
+            usual: UsualShares::new(&members, &rival_tallies, &team_sums),
             competitors: &self.competitors,
             no_team: TeamSums::default(),
         };
@@ -486,7 +491,6 @@ impl ManagerStage {
         // yardsticks alone, so the judging runs in parallel; the lifecycle
         // then sees the verdicts that can move it, in the managers' order, as
         // if one by one.
-        let share = part_size(self.managers.len(), 4, PARALLEL_MIN_MANAGERS);
         let seen: &Lifecycle = lifecycle;
         let verdicts: Vec<(usize, Verdict)> = self
             .managers
@@ -494,7 +498,7 @@ impl ManagerStage {
             .enumerate()
             .with_min_len(share)
             .filter_map(|(index, (manager_id, manager))| {
-                let verdict = judge(manager_id, manager, &yardsticks);
+                let verdict = judge(manager_id, manager, &rival_tallies[index], &yardsticks);
                 verdict.moves(manager_id, seen).then_some((index, verdict))
             })
             .collect();
@@ -633,7 +637,13 @@ const PARALLEL_MIN_MANAGERS: usize = 128;
 
 /// Judges one manager at an evaluation: drops what fell out of every
 /// window, runs every detector and sets the gauges.
-fn judge(manager_id: &Id, manager: &mut ManagerState, ys: &Yardsticks) -> Verdict {
+fn judge(
+    manager_id: &Id,
+    manager: &mut ManagerState,
+    (own_rivals, named): &(RivalTally, u64),
+    ys: &Yardsticks,
+) -> Verdict {
+    let named = *named;
     manager.changed = true;
     let detect = ys.config.detect_for(&manager.team);
     let w = Windows::new(ys.end_day, detect);
@@ -691,7 +701,6 @@ fn judge(manager_id: &Id, manager: &mut ManagerState, ys: &Yardsticks) -> Verdic
     let churn = book_churn::assess(&own_book, &detect.book_churn);
 
     // Competitor concentration.
-    let (own_rivals, named) = tally_rivals(&manager.rivals, i64::MIN..ys.end_day);
     let mut counts: Vec<CompetitorCounts> = own_rivals
         .iter()
         .map(|(rival, losses)| CompetitorCounts {
@@ -892,29 +901,31 @@ impl<'a> UsualShares<'a> {
     /// Pseudo-losses smoothing each share toward the even split.
     const PSEUDO: f64 = 2.0;
 
+    /// `members` holds each team's managers as indices into `tallies`, their
+    /// competitor-named losses.
     fn new(
-        members: &'a Map<Id, Vec<(Id, RivalTally, u64)>>,
+        members: &'a Map<Id, Vec<usize>>,
+        tallies: &[(RivalTally, u64)],
         team_sums: &Map<Id, TeamSums>,
     ) -> UsualShares<'a> {
         let mut by_team = Map::default();
         for (team, members) in members {
             let candidates = team_sums.get(team).map_or(0, |t| t.rivals.len());
             let even = 1.0 / candidates.max(1) as f64;
-            let mut rivals: Vec<u32> = members
+            let tallies: Vec<&(RivalTally, u64)> = members.iter().map(|i| &tallies[*i]).collect();
+            let mut rivals: Vec<u32> = tallies
                 .iter()
-                .flat_map(|(_, tally, _)| tally.iter().map(|(rival, _)| *rival))
+                .flat_map(|(tally, _)| tally.iter().map(|(rival, _)| *rival))
                 .collect();
             rivals.sort_unstable();
             rivals.dedup();
             let by_rival = rivals
                 .into_iter()
                 .map(|rival| {
-                    let mut shares: Vec<f64> = members
+                    let mut shares: Vec<f64> = tallies
                         .iter()
-                        .filter(|(_, _, named)| *named > 0)
-                        .map(|(_, tally, named)| {
-                            Self::share(rival_losses(tally, rival), *named, even)
-                        })
+                        .filter(|(_, named)| *named > 0)
+                        .map(|(tally, named)| Self::share(rival_losses(tally, rival), *named, even))
                         .collect();
                     shares.sort_by(f64::total_cmp);
                     (rival, shares)
