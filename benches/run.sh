@@ -146,112 +146,11 @@ $broker
 |---|---|
 | engine ≥ 1 M events/s, within 2× of decode-only | not met: see the engine figures above |
 | backtest of 5 M events < 10 s, < 1 GiB | memory met; time not met (see above) |
-| ≤ 256 B/account, ≤ 4 KiB/manager, ≤ 128 B/open opportunity | manager and open opportunity met; account not met (see above) |
+| ≤ 256 B/account, ≤ 4 KiB/manager, ≤ 128 B/open opportunity | met (account since stop 15, see below) |
 | run ≥ 80% of a bare consumer through a broker | met: see the ratio above (0.85 to 0.87 in three runs on 2026-11-29; 0.77 to 0.86 before), with tansu and feidan sharing the two cores |
 | p99 append-to-processed ≤ 50 ms at 10 k/s | met: see the latency above |
 
-How the memory is measured: each kind in a fresh process (memory one
-measurement frees would otherwise be reused by the next and hide its
-growth), with the buffer of events awaiting the watermark kept small (its
-peak would stay resident in the allocator and be counted as entities), and
-with \`MIMALLOC_PURGE_DELAY=0\`: mimalloc hands freed memory back to the
-system after a delay, so without it the resident set held the freed buffer
-of the account index's last doubling or not, by timing (293 or 547 bytes
-per account from run to run of one build).
-The manager measured is a new one (one won deal). A manager with months of
-history holds far more: up to 64 lost and 64 leaked deals kept as evidence
-candidates, each a 168-byte reference plus its ids, about 36 KiB when full;
-in a checkpoint a manager of the 4000-manager world averages 10.7 KB.
-
-What changed on 2026-11-29 (alerts byte-identical before and after on the
-bench world, simulator seed 11 and the 4000-manager world):
-- An account's open deals are looked at only when one is due to stall or be
-  forgotten (a timer per account), not every day: the daily account sweep
-  fell from about a fifth of the engine's time to about a twentieth.
-- Accounts live in one dense vector indexed by id (an IndexMap), not in the
-  buckets of a hash map whose spare buckets were resident too; manager and
-  team names are interned; kept evidence is an id, a time and an amount;
-  open deals are a sorted vector, each holding its two ids in one
-  allocation; optional times take 8 bytes and visits and deals thin
-  vectors: 1575 → 339 bytes per account, 277 → 82 per open deal (same
-  measurement before and after).
-- \`backtest\` reads and decodes on a second thread, a few batches ahead of
-  the engine.
-- The competitor yardstick is worked out once per team and evaluation, not
-  once per manager and competitor.
-
-Later the same day (stop 12; alerts byte-identical on the same three worlds):
-- A checkpoint encodes only the accounts, managers and teams that changed
-  since the last one (see Checkpoints above), not the whole state.
-- Managers sit in an insertion-ordered map, sampled for eviction by a
-  seeded sequence: 1113 → 1064 bytes per manager.
-- \`run\` now reads the state once the group has assigned it every input
-  partition (one writer per group; README), and its partitions arrive
-  paused. It wakes when they are assigned: noticing them only at the next
-  one-second tick cost the broker ratio 0.1 (0.76–0.77), since startup is
-  part of the measured time. Without that wait: 0.86–0.87 (stop 11:
-  0.77–0.86).
-
-- The engine figure fell from about 307k to 254k events/s, mostly not from
-  the changes above: since account churn judges young accounts (issue 3:
-  two gaps spanning a month, not five gaps), the bench world's accounts,
-  all young in a 180-day world, are judged months earlier, and their
-  managers' books are evaluated with them. Callgrind on the world's first
-  155k events: 2.45 G instructions with the new defaults, 2.22 G with
-  \`--set detect.churn.min_gaps=5 --set detect.churn.min_history=0s\`
-  (account evaluation 194 M against 93 M, manager evaluation 232 M against
-  129 M). Scanning and decoding ran at the same speed as in stop 11's run.
-
-Stop 13 (2026-11-29, later; alerts byte-identical before and after each
-engine change on the bench world, simulator seeds 11, 13 and 31 and the
-first 1.2 M events of the 4000-manager world):
-- mimalloc is the global allocator (the binary and the benches): the
-  engine's many small short-lived values (ids, facts, evidence) cost
-  malloc and free a fifth of the instructions.
-- Event ids are \`compact_str\` strings, inline up to 24 bytes: decoding
-  an event allocates nothing for them, and accounts, managers, teams and
-  books are keyed by inline ids.
-- Decoding fills its 19 field slots in place (returned by value, 608
-  bytes were copied several times per event); field names are a \`match\`;
-  timestamps in the usual \`YYYY-MM-DDTHH:MM:SSZ\` form are read without
-  chrono's general parser (chrono decides every other form; property-tested
-  against it). Decode-only: 1.94 M → about 2.9 M events/s.
-- An evaluation finds a manager's book by the interned id's address, and
-  counts an account's orders for the three book windows in one pass.
-- An account holds its manager's and team's interned names behind thin
-  pointers (8 bytes each, was 16).
-- Memory per entity with all of the above: account 339 → 278 bytes (an
-  inline key instead of a boxed one and its allocation, thin names),
-  manager 1063 → about 1030, open opportunity 82 → 89 (mimalloc's size
-  classes). Tried: the id of a kept event inline as well — no gain, as
-  mimalloc serves a short id from an 8- or 16-byte class.
-- Tried and backed out: computing a binomial or beta-binomial tail only
-  when it can be the least of a detector's windows (skipped when a cheap
-  bound proves it at least one half). Callgrind: it skipped about 3% of the
-  tails (most managers sit within a standard deviation of what is
-  expected, where no cheap bound settles the tail), and its bookkeeping
-  cost as much. sonic-rs as the JSON parser behind the same visitor: 10%
-  slower than serde_json. A galloping search from the newest day bucket:
-  slower than bisection.
-- Callgrind over the bench world: 7.90 G instructions after the allocator
-  change, 7.20 G at the end. Wall-clock figures on this machine vary by
-  ±10% between runs of the same binary (two runs of one build: 333k and
-  335k events/s; an earlier one 394k).
-
-Where the time goes now (callgrind, the bench world, 7.20 G instructions):
-decoding 32% (on its own thread in \`backtest\`), the manager stage's daily
-evaluation 43% — of which the binomial and beta-binomial tails 19%, every
-manager's win-rate, leakage and book-churn tests run every day whether or
-not anything about the manager changed — the account stage's daily
-evaluation 12%, applying events 7%. Meeting 1 M events/s on this world
-needs the manager stage evaluated only where its inputs changed, which
-the leave-one-out team and company figures make rare: a team's counts move
-every day. On the issue's world (50 accounts a manager) the manager stage
-weighs less per event and the daily pass over 500,000 accounts more.
-Meeting 256 bytes per account needs more than packing: an account keeps
-its learnt rhythm (56 bytes), its last twelve order times (48) and the ids
-of the events it may cite (its last order, recent visits); with the
-account's own id and its slot in the index, about 250 bytes before
-anything else it holds.
 MD
+# The method and the history of changes, written by hand.
+cat benches/notes.md >> BENCHMARKS.md
 echo "Wrote BENCHMARKS.md" >&2
