@@ -126,8 +126,18 @@ impl EvidenceRef {
     }
 }
 
-/// Keeps the `keep` largest items by amount, dropping the smallest.
-pub fn keep_largest(items: &mut Vec<EvidenceRef>, item: EvidenceRef, keep: usize) {
+/// Keeps the `keep` largest items by amount, dropping the smallest. Items
+/// from before `forget_before` are dropped first when room is needed, so a
+/// full list holds only items a window still reaches.
+pub fn keep_largest(
+    items: &mut Vec<EvidenceRef>,
+    item: EvidenceRef,
+    keep: usize,
+    forget_before: Timestamp,
+) {
+    if items.len() >= keep {
+        items.retain(|e| e.occurred_at >= forget_before);
+    }
     items.push(item);
     if items.len() > keep {
         let smallest = items
@@ -170,4 +180,57 @@ pub fn largest_between(
         .take(max)
         .map(EvidenceRef::to_json)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lost(id: &str, day: i64, amount: f64) -> EvidenceRef {
+        EvidenceRef {
+            event_id: id.into(),
+            event_type: "opportunity_lost",
+            occurred_at: Timestamp::from_day(day),
+            account_id: "a".into(),
+            opportunity_id: None,
+            amount: Some(amount),
+            reason: None,
+            competitor: None,
+            note: None,
+            usual_amount: None,
+        }
+    }
+
+    fn ids(items: &[EvidenceRef]) -> Vec<&str> {
+        let mut ids: Vec<&str> = items.iter().map(|e| e.event_id.as_str()).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    #[test]
+    fn a_full_list_forgets_what_no_window_reaches_before_dropping_the_smallest() {
+        let mut items = Vec::new();
+        let forget_before = Timestamp::from_day(100);
+        keep_largest(&mut items, lost("old-big", 10, 900.0), 3, forget_before);
+        keep_largest(&mut items, lost("new-1", 120, 50.0), 3, forget_before);
+        // Room left: an old item stays until room is needed (it is never
+        // cited: no window reaches it).
+        keep_largest(&mut items, lost("new-2", 121, 60.0), 3, forget_before);
+        assert_eq!(ids(&items), ["new-1", "new-2", "old-big"]);
+        // Full: the old item goes first, so the small new one is kept.
+        keep_largest(&mut items, lost("new-3", 122, 5.0), 3, forget_before);
+        assert_eq!(ids(&items), ["new-1", "new-2", "new-3"]);
+        // Full of current items: the smallest is dropped, the new one too
+        // when it is the smallest.
+        keep_largest(&mut items, lost("new-4", 123, 70.0), 3, forget_before);
+        assert_eq!(ids(&items), ["new-1", "new-2", "new-4"]);
+        keep_largest(&mut items, lost("new-5", 124, 1.0), 3, forget_before);
+        assert_eq!(ids(&items), ["new-1", "new-2", "new-4"]);
+        let cited = largest_between(&items, forget_before, Timestamp::from_day(200), 2, |_| true);
+        let cited: Vec<&str> = cited
+            .iter()
+            .map(|e| e["event_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(cited, ["new-4", "new-2"]);
+    }
 }

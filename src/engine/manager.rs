@@ -62,8 +62,14 @@ struct ManagerState {
     exits: DailyBuckets<Tally>,
     /// Losses naming a competitor: (day, competitor index), oldest first.
     rivals: VecDeque<(i64, u32)>,
+    /// The largest lost and leaked deals, kept as evidence. Deals older than
+    /// `evidence_from` no window reaches any more: they are dropped when
+    /// room is needed, not at every evaluation, and never cited.
     losses: Vec<EvidenceRef>,
     leaks: Vec<EvidenceRef>,
+    /// The earliest time a window reached at the last evaluation.
+    #[serde(default)]
+    evidence_from: Timestamp,
     gauges: ManagerGauges,
     /// The newest fact or book report about the manager, for expiry.
     last_seen: Timestamp,
@@ -378,7 +384,12 @@ impl ManagerStage {
                         manager.rivals.push_back((day, index));
                         team.rivals.push_back((day, index));
                     }
-                    keep_largest(&mut manager.losses, fact.evidence, EVIDENCE_KEPT);
+                    keep_largest(
+                        &mut manager.losses,
+                        fact.evidence,
+                        EVIDENCE_KEPT,
+                        manager.evidence_from,
+                    );
                 }
             }
             FactKind::DealExited { leak } => {
@@ -390,7 +401,12 @@ impl ManagerStage {
                 manager.exits.add(day, counts);
                 team.exits.add(day, counts);
                 if leak.is_some() {
-                    keep_largest(&mut manager.leaks, fact.evidence, EVIDENCE_KEPT);
+                    keep_largest(
+                        &mut manager.leaks,
+                        fact.evidence,
+                        EVIDENCE_KEPT,
+                        manager.evidence_from,
+                    );
                 }
             }
         }
@@ -648,14 +664,12 @@ fn judge(
     let detect = ys.config.detect_for(&manager.team);
     let w = Windows::new(ys.end_day, detect);
     w.forget_older(&mut manager.closes, &mut manager.exits, &mut manager.rivals);
-    let oldest = Timestamp::from_day(
+    manager.evidence_from = Timestamp::from_day(
         w.win_recent[2]
             .start
             .min(w.leak_recent[2].start)
             .min(w.rivals_from),
     );
-    manager.losses.retain(|e| e.occurred_at >= oldest);
-    manager.leaks.retain(|e| e.occurred_at >= oldest);
 
     let team = ys.team_sums.get(&manager.team).unwrap_or(&ys.no_team);
     let team_name = manager.team.clone();
