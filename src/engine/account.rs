@@ -12,7 +12,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use super::Map;
+use super::{part_size, Map};
 use rayon::prelude::*;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -708,14 +708,6 @@ impl JudgedPart {
 /// more than it saves.
 const PARALLEL_MIN_ACCOUNTS: usize = 1024;
 
-/// How many of `len` items one parallel part judges: `parts_per_thread`
-/// parts for each thread (more than one lets a thread that finished early
-/// take over part of another's share), each of at least `least` items.
-pub(crate) fn part_size(len: usize, parts_per_thread: usize, least: usize) -> usize {
-    len.div_ceil(rayon::current_num_threads() * parts_per_thread)
-        .max(least)
-}
-
 /// What one evaluation of the account stage yields for the manager stage.
 #[derive(Debug, Default)]
 pub struct AccountReport {
@@ -909,10 +901,10 @@ impl AccountStage {
             config.detect.churn.business_baseline.as_secs() as i64 / DAY,
         );
         // Each account is judged on its own state and the company's pace
-        // alone, so the judging runs in parallel, each thread gathering its
-        // part of the books and facts; the lifecycle then sees the accounts
-        // it must, in the accounts' order, as if one by one.
-        // One part per thread: each part's books are merged.
+        // alone, so the judging runs in parallel, in one part per thread
+        // (each part's books are merged after), each gathering its books and
+        // facts; the lifecycle then sees the accounts it must, in the
+        // accounts' order, as if one by one.
         let share = part_size(self.accounts.len(), 1, PARALLEL_MIN_ACCOUNTS);
         let parts: Vec<JudgedPart> = self
             .accounts

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use super::Map;
+use super::{part_size, Map};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -23,7 +23,7 @@ use crate::event::Id;
 use crate::stats;
 use crate::time::{Timestamp, DAY};
 
-use super::account::{part_size, Book, ExpectedOrders};
+use super::account::{Book, ExpectedOrders};
 use super::checkpoint::{self, RestoreError};
 use super::eviction::EvictionSampler;
 use super::fact::{keep_largest, largest_between, DealOutcome, EvidenceRef, Fact, FactKind};

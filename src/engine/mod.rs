@@ -2,6 +2,9 @@
 //! lifecycle (DESIGN §1). Pure: bytes, partitions and elapsed time come in as
 //! arguments, alert transitions come out as values. No I/O, no clock, no
 //! globals; `run`, `demo`, `backtest` and the tests all drive this type.
+//! An evaluation judges accounts and managers on every core (rayon's pool),
+//! then hands the lifecycle the results in one fixed order: the transitions
+//! are the same on any number of threads.
 
 pub mod account;
 pub mod checkpoint;
@@ -343,6 +346,15 @@ fn evaluate_managers(
         out,
     );
     managers.expire_idle(idle_cutoff(at, config), lifecycle);
+}
+
+/// How many of `len` items one part of a parallel evaluation judges:
+/// `parts_per_thread` parts for each thread (more than one lets a thread
+/// that finished early take over part of another's share), each of at least
+/// `least` items.
+pub(crate) fn part_size(len: usize, parts_per_thread: usize, least: usize) -> usize {
+    len.div_ceil(rayon::current_num_threads() * parts_per_thread)
+        .max(least)
 }
 
 /// How far back any window reaches, seconds: open deals and company order
