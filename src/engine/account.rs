@@ -1217,9 +1217,9 @@ fn observe_silence(
     account.watched = watched;
 }
 
-/// Judges one account's silence, feeds the account-churn lifecycle and adds
-/// the account to its owner's book.
-#[allow(clippy::too_many_arguments)]
+/// Judges one account's silence and value and adds the account to its
+/// owner's book; returns the silence's finding when the account-churn
+/// lifecycle must see it (it alerts, or the account is watched).
 fn judge_rhythm(
     account_id: &str,
     account: &mut AccountState,

@@ -67,7 +67,8 @@ struct ManagerState {
     /// room is needed, not at every evaluation, and never cited.
     losses: Vec<EvidenceRef>,
     leaks: Vec<EvidenceRef>,
-    /// The earliest time a window reached at the last evaluation.
+    /// Where the earliest recent window (win rate, leakage or competitor)
+    /// started at the last evaluation: evidence before it is never cited.
     #[serde(default)]
     evidence_from: Timestamp,
     gauges: ManagerGauges,
