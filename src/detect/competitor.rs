@@ -1,8 +1,9 @@
 //! Competitor concentration (DESIGN §4): of a manager's losses that name a
 //! competitor, the share going to one competitor, against that competitor's
 //! usual share in the team: the mean of the teammates' own shares, without
-//! the teammate most given to that rival, so that one busy or diverting
-//! teammate cannot set everyone's yardstick. The usual share is an estimate
+//! the teammates most and least given to that rival, so that one busy or
+//! diverting teammate cannot set everyone's yardstick and the mean is not
+//! biased low. The usual share is an estimate
 //! from the teammates' losses, so the test is the beta-binomial upper tail
 //! (`betabinom_upper`) weighted by how many losses it rests on. Every competitor is
 //! tested; the smallest p-value is reported and must clear `alpha` divided by

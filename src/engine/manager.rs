@@ -959,9 +959,13 @@ impl<'a> UsualShares<'a> {
     /// manager's teammates, the manager having lost `losses` of `named`
     /// deals to it: the mean of the teammates' own shares (each smoothed
     /// toward an even split by two pseudo-losses), leaving out the teammate
-    /// most given to that rival when there are three or more. Averaging
-    /// shares rather than pooling losses keeps one busy teammate — above all
-    /// one diverting to another rival — from setting everyone's yardstick.
+    /// most given to that rival when there are three or more, and the one
+    /// least given to it as well when there are four or more. Averaging
+    /// shares rather than pooling losses keeps one busy teammate, above all
+    /// one diverting to another rival, from setting everyone's yardstick;
+    /// trimming both ends keeps the mean unbiased (leaving out only the
+    /// largest share biases it low, and an honest manager with an ordinary
+    /// run of losses to one rival was accused on it).
     fn without(&self, team: &str, rival: u32, losses: u64, named: u64) -> f64 {
         // Every manager is on its own team's list.
         let Some((even, by_rival)) = self.by_team.get(team) else {
@@ -972,20 +976,20 @@ impl<'a> UsualShares<'a> {
         let own = (named > 0).then(|| Self::share(losses, named, *even));
         let skip = own.and_then(|own| all.iter().position(|s| s.to_bits() == own.to_bits()));
         let teammates = all.len() - usize::from(skip.is_some());
-        if teammates == 0 {
-            return *even;
-        }
-        // The largest teammate's share is the last one not skipped.
-        let largest = if teammates >= 3 {
-            (0..all.len()).rev().find(|i| Some(*i) != skip)
-        } else {
-            None
+        // `all` is ascending: the least given to the rival come first.
+        let (trim_low, trim_high) = match teammates {
+            0 => return *even,
+            1 | 2 => (0, 0),
+            3 => (0, 1),
+            _ => (1, 1),
         };
-        let kept = teammates - usize::from(largest.is_some());
+        let kept = teammates - trim_low - trim_high;
         let sum: f64 = all
             .iter()
             .enumerate()
-            .filter(|(i, _)| Some(*i) != skip && Some(*i) != largest)
+            .filter(|(i, _)| Some(*i) != skip)
+            .skip(trim_low)
+            .take(kept)
             .map(|(_, share)| share)
             .sum();
         sum / kept as f64
@@ -1033,4 +1037,58 @@ fn book_evidence(book: &Book, max: usize) -> Vec<serde_json::Value> {
         .flat_map(|a| a.evidence.iter().map(EvidenceRef::to_json))
         .take(max)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A team of the judged manager (index 0) and teammates who lost
+    /// `losses[i]` of 20 competitor-named deals to rival 0, with five
+    /// competitors named in the team.
+    fn usual_share(own: u64, teammates: &[u64]) -> f64 {
+        let tallies: Vec<(RivalTally, u64)> = std::iter::once(own)
+            .chain(teammates.iter().copied())
+            .map(|losses| (vec![(0, losses), (1, 20 - losses)], 20))
+            .collect();
+        let team = Id::from("team-1");
+        let members: Map<Id, Vec<usize>> = [(team.clone(), (0..tallies.len()).collect())]
+            .into_iter()
+            .collect();
+        let mut sums = TeamSums::default();
+        sums.rivals = (0..5).map(|rival| (rival, 1)).collect();
+        let team_sums: Map<Id, TeamSums> = [(team.clone(), sums)].into_iter().collect();
+        UsualShares::new(&members, &tallies, &team_sums).without(&team, 0, own, 20)
+    }
+
+    /// A teammate's smoothed share (two pseudo-losses at the even split 1/5).
+    fn smoothed(losses: f64) -> f64 {
+        (losses + 0.4) / 22.0
+    }
+
+    #[test]
+    fn usual_competitor_share_trims_both_ends_of_the_team() {
+        // Teammates around 4 losses in 20, one given to the rival (12) and
+        // one not (1): both ends left out, the mean is the middle's.
+        let usual = usual_share(10, &[1, 3, 4, 5, 12]);
+        let middle = (smoothed(3.0) + smoothed(4.0) + smoothed(5.0)) / 3.0;
+        assert!((usual - middle).abs() < 1e-12, "{usual} vs {middle}");
+        // Leaving out only the largest share would put it lower, and make
+        // an ordinary run of losses to the rival look like diversion.
+        assert!(usual > (smoothed(1.0) + middle * 3.0) / 4.0 + 0.01);
+        // The manager's own share never sets the yardstick.
+        assert_eq!(usual, usual_share(19, &[1, 3, 4, 5, 12]));
+    }
+
+    #[test]
+    fn usual_competitor_share_of_small_teams() {
+        // Three teammates: the one most given to the rival is left out.
+        let usual = usual_share(10, &[2, 4, 15]);
+        assert!((usual - (smoothed(2.0) + smoothed(4.0)) / 2.0).abs() < 1e-12);
+        // Two: both count.
+        let usual = usual_share(10, &[2, 4]);
+        assert!((usual - (smoothed(2.0) + smoothed(4.0)) / 2.0).abs() < 1e-12);
+        // None: the even split.
+        assert_eq!(usual_share(10, &[]), 0.2);
+    }
 }
