@@ -33,7 +33,8 @@ pub struct OrderSilence {
     pub shape: f64,
     /// Activities the manager logged on the account since its last order ...
     pub visits_since: u32,
-    /// ... and days since the latest of them.
+    /// ... and days since the latest of them (may be `None` when fewer than
+    /// `min_visits` were logged: they never count as visiting).
     pub last_visit_days: Option<f64>,
     pub contract_lapsed: bool,
     pub last_order: Timestamp,

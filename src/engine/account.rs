@@ -107,8 +107,13 @@ fn due_at(at: i64) -> u32 {
 }
 
 impl AccountState {
-    /// Days from the latest activity logged since the last order to `at`.
-    fn days_since_visit(&self, at: Timestamp) -> Option<f64> {
+    /// Days from the latest activity logged since the last order to `at`,
+    /// when at least `churn.min_visits` were logged since (fewer never count
+    /// as visiting, so the kept visits, a pointer away, are not read).
+    fn days_since_visit(&self, at: Timestamp, churn: &ChurnConfig) -> Option<f64> {
+        if u32::from(self.visits_since) < churn.min_visits {
+            return None;
+        }
         let latest = self.recent_visits.iter().map(|v| v.occurred_at).max()?;
         Some((at.0 - latest.0) as f64 / DAY as f64)
     }
@@ -1252,7 +1257,7 @@ fn judge_rhythm(
                 mean_gap: account.rhythm.gap_mean(),
                 shape: account.rhythm.believed_shape(churn.max_shape),
                 visits_since: u32::from(account.visits_since),
-                last_visit_days: account.days_since_visit(at),
+                last_visit_days: account.days_since_visit(at, churn),
                 contract_lapsed: lapsed.is_some(),
                 last_order: last_order.occurred_at,
             };
@@ -1303,7 +1308,7 @@ fn judge_rhythm(
     if churning {
         let visited = account_churn::kept_visiting(
             u32::from(account.visits_since),
-            account.days_since_visit(at),
+            account.days_since_visit(at, churn),
             churn,
         );
         book.churning += 1;
