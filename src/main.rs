@@ -84,12 +84,28 @@ enum Command {
         labels: Option<PathBuf>,
         #[arg(long, default_value_t = 7)]
         seed: u64,
-        #[arg(long, default_value_t = 80)]
+        #[arg(long, default_value_t = 80, value_parser = at_least_one::<usize>)]
         managers: usize,
-        #[arg(long, default_value_t = 10)]
+        /// Managers per team (peer group); the last team may be smaller.
+        #[arg(long, default_value_t = 8, value_parser = at_least_one::<usize>)]
+        managers_per_team: usize,
+        #[arg(long, default_value_t = 10, value_parser = at_least_one::<usize>)]
         accounts_per_manager: usize,
-        #[arg(long, default_value_t = 540)]
+        /// Days simulated, from 2025-01-01.
+        #[arg(long, default_value_t = 540, value_parser = at_least_one::<i64>)]
         days: i64,
+        /// Share of managers who divert orders (at least one when above 0).
+        #[arg(long, default_value_t = 0.1, value_parser = share)]
+        diverter_share: f64,
+        /// Share of honest accounts that stop ordering for good, per year.
+        #[arg(long, default_value_t = 0.08, value_parser = share)]
+        churn_per_year: f64,
+        /// Share of honest managers who take a month's leave.
+        #[arg(long, default_value_t = 0.1, value_parser = share)]
+        leave_share: f64,
+        /// Share of managers hired partway through, with new accounts.
+        #[arg(long, default_value_t = 0.05, value_parser = share)]
+        new_hire_share: f64,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -208,15 +224,25 @@ fn run(cli: Cli) -> Result<()> {
             labels,
             seed,
             managers,
+            managers_per_team,
             accounts_per_manager,
             days,
+            diverter_share,
+            churn_per_year,
+            leave_share,
+            new_hire_share,
             ..
         } => {
             let sim = SimConfig {
                 seed,
                 managers,
+                managers_per_team,
                 accounts_per_manager,
                 days,
+                diverter_share,
+                churn_per_year,
+                leave_share,
+                new_hire_share,
                 ..SimConfig::default()
             };
             if kafka {
@@ -345,6 +371,28 @@ async fn run_service(config: Config) -> Result<()> {
         "Exiting."
     );
     Ok(())
+}
+
+/// A count of at least one, for the simulator's sizes.
+fn at_least_one<T>(text: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + From<u8>,
+    T::Err: std::fmt::Display,
+{
+    match text.parse::<T>() {
+        Ok(n) if n >= T::from(1) => Ok(n),
+        Ok(_) => Err("must be at least 1".to_owned()),
+        Err(e) => Err(format!("not a whole number: {e}")),
+    }
+}
+
+/// A share from 0 to 1, for the simulator's rates.
+fn share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        Ok(_) => Err("must be a share from 0 to 1".to_owned()),
+        Err(e) => Err(format!("not a number: {e}")),
+    }
 }
 
 fn simulate_to_file(sim: SimConfig, out: &Path, labels: Option<PathBuf>) -> Result<()> {

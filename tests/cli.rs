@@ -57,6 +57,65 @@ fn bad_configuration_exits_non_zero_naming_the_key() {
 }
 
 #[test]
+fn simulate_shapes_the_organisation_and_names_a_bad_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let out = feidan(
+        &[
+            "simulate",
+            "--out",
+            events.to_str().unwrap(),
+            "--managers",
+            "12",
+            "--managers-per-team",
+            "3",
+            "--days",
+            "120",
+            "--diverter-share",
+            "0.5",
+            "--churn-per-year",
+            "0",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let labels: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("events.labels.json")).unwrap(),
+    )
+    .unwrap();
+    let teams: std::collections::BTreeSet<&str> = labels["managers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["team"].as_str().unwrap())
+        .collect();
+    assert_eq!(teams.len(), 4, "{teams:?}");
+    assert_eq!(labels["diverters"].as_array().unwrap().len(), 6);
+    // No honest churn: the only accounts lost are the diverted ones.
+    let churned = labels["churned_accounts"].as_array().unwrap();
+    assert!(!churned.is_empty());
+    assert!(
+        churned.iter().all(|c| c["cause"] != "natural"),
+        "{churned:?}"
+    );
+
+    for (flag, value, says) in [
+        ("--managers", "0", "must be at least 1"),
+        ("--accounts-per-manager", "0", "must be at least 1"),
+        ("--days", "0", "must be at least 1"),
+        ("--diverter-share", "1.5", "must be a share from 0 to 1"),
+        ("--churn-per-year", "much", "not a number"),
+    ] {
+        let out = feidan(
+            &["simulate", "--out", events.to_str().unwrap(), flag, value],
+            &[],
+        );
+        assert_fails_naming(&out, flag);
+        assert_fails_naming(&out, says);
+    }
+}
+
+#[test]
 fn simulate_then_backtest_writes_alerts_and_a_summary() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
