@@ -718,11 +718,19 @@ fn judge(
     // Competitor concentration.
     let mut counts: Vec<CompetitorCounts> = own_rivals
         .iter()
-        .map(|(rival, losses)| CompetitorCounts {
-            competitor: &ys.competitors[*rival as usize],
-            losses: *losses,
-            team_share: ys.usual.without(&team_name, *rival, *losses, named),
-            team_weight: team.named.saturating_sub(named) as f64,
+        .map(|(rival, losses)| {
+            let (team_share, team_weight) = ys.usual.without(
+                &team_name,
+                *rival,
+                (*losses, named),
+                team.named.saturating_sub(named),
+            );
+            CompetitorCounts {
+                competitor: &ys.competitors[*rival as usize],
+                losses: *losses,
+                team_share,
+                team_weight,
+            }
         })
         .collect();
     counts.sort_by(|a, b| a.competitor.cmp(b.competitor));
@@ -910,6 +918,10 @@ fn observe_verdict(
 struct UsualShares<'a> {
     /// Team → (the even split, competitor → members' shares, ascending).
     by_team: Map<&'a str, (f64, Map<u32, Vec<f64>>)>,
+    /// Every manager's competitor-named losses, per competitor index ...
+    company: Vec<u64>,
+    /// ... and in all.
+    company_named: u64,
 }
 
 impl<'a> UsualShares<'a> {
@@ -923,6 +935,18 @@ impl<'a> UsualShares<'a> {
         tallies: &[(RivalTally, u64)],
         team_sums: &Map<Id, TeamSums>,
     ) -> UsualShares<'a> {
+        let mut company = Vec::new();
+        let mut company_named = 0;
+        for (tally, named) in tallies {
+            for (rival, losses) in tally {
+                let rival = *rival as usize;
+                if company.len() <= rival {
+                    company.resize(rival + 1, 0);
+                }
+                company[rival] += losses;
+            }
+            company_named += named;
+        }
         let mut by_team = Map::default();
         for (team, members) in members {
             let candidates = team_sums.get(team).map_or(0, |t| t.rivals.len());
@@ -948,25 +972,66 @@ impl<'a> UsualShares<'a> {
                 .collect();
             by_team.insert(team.as_str(), (even, by_rival));
         }
-        UsualShares { by_team }
+        UsualShares {
+            by_team,
+            company,
+            company_named,
+        }
     }
 
     fn share(losses: u64, named: u64, even: f64) -> f64 {
         (losses as f64 + Self::PSEUDO * even) / (named as f64 + Self::PSEUDO)
     }
 
-    /// A competitor's usual share of competitor-named losses among a
-    /// manager's teammates, the manager having lost `losses` of `named`
-    /// deals to it: the mean of the teammates' own shares (each smoothed
+    /// A competitor's usual share of competitor-named losses for a manager
+    /// who lost `losses` of `named` deals to it, and how many losses that
+    /// share rests on (the test's beta weight); `team_named` is the rest of
+    /// the team's competitor-named losses.
+    ///
+    /// The teammates' share is the mean of their own shares (each smoothed
     /// toward an even split by two pseudo-losses), leaving out the teammate
     /// most given to that rival when there are three or more, and the one
     /// least given to it as well when there are four or more. Averaging
     /// shares rather than pooling losses keeps one busy teammate, above all
     /// one diverting to another rival, from setting everyone's yardstick;
     /// trimming both ends keeps the mean unbiased (leaving out only the
-    /// largest share biases it low, and an honest manager with an ordinary
+    /// largest share biased it low, and an honest manager with an ordinary
     /// run of losses to one rival was accused on it).
-    fn without(&self, team: &str, rival: u32, losses: u64, named: u64) -> f64 {
+    ///
+    /// That share is then shrunk toward the rest of the company's by
+    /// [`Self::COMPANY_PRIOR`] losses (empirical Bayes, as book churn does
+    /// with its shares): a few teammates' losses say little about a rival's
+    /// usual share, and a small team that happened to lose little to it must
+    /// not make an ordinary share look like diversion.
+    fn without(
+        &self,
+        team: &str,
+        rival: u32,
+        (losses, named): (u64, u64),
+        team_named: u64,
+    ) -> (f64, f64) {
+        let company = Self::share(
+            self.company
+                .get(rival as usize)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(losses),
+            self.company_named.saturating_sub(named),
+            1.0 / self.company.len().max(1) as f64,
+        );
+        let teammates = self.teammates(team, rival, losses, named);
+        let weight = team_named as f64;
+        let shrunk =
+            (teammates * weight + company * Self::COMPANY_PRIOR) / (weight + Self::COMPANY_PRIOR);
+        (shrunk, weight + Self::COMPANY_PRIOR)
+    }
+
+    /// Weight of the rest of the company's share in a rival's usual share,
+    /// in losses.
+    const COMPANY_PRIOR: f64 = 50.0;
+
+    /// The teammates' trimmed mean share of `rival` (see [`Self::without`]).
+    fn teammates(&self, team: &str, rival: u32, losses: u64, named: u64) -> f64 {
         // Every manager is on its own team's list.
         let Some((even, by_rival)) = self.by_team.get(team) else {
             return 1.0;
@@ -1058,7 +1123,7 @@ mod tests {
         let mut sums = TeamSums::default();
         sums.rivals = (0..5).map(|rival| (rival, 1)).collect();
         let team_sums: Map<Id, TeamSums> = [(team.clone(), sums)].into_iter().collect();
-        UsualShares::new(&members, &tallies, &team_sums).without(&team, 0, own, 20)
+        UsualShares::new(&members, &tallies, &team_sums).teammates(&team, 0, own, 20)
     }
 
     /// A teammate's smoothed share (two pseudo-losses at the even split 1/5).
@@ -1090,5 +1155,39 @@ mod tests {
         assert!((usual - (smoothed(2.0) + smoothed(4.0)) / 2.0).abs() < 1e-12);
         // None: the even split.
         assert_eq!(usual_share(10, &[]), 0.2);
+    }
+
+    #[test]
+    fn a_small_teams_usual_competitor_share_leans_on_the_companys() {
+        // Team 1: the judged manager (9 of 12 losses to rival 0) and three
+        // teammates who lost 1 of 10 each to it. Team 2: eight managers
+        // who lost 10 of 50 each to it (20%).
+        let mut tallies: Vec<(RivalTally, u64)> = vec![(vec![(0, 9), (1, 3)], 12)];
+        tallies.extend((0..3).map(|_| (vec![(0, 1), (1, 9)], 10)));
+        tallies.extend((0..8).map(|_| (vec![(0, 10), (1, 40)], 50)));
+        let (small, large) = (Id::from("team-1"), Id::from("team-2"));
+        let members: Map<Id, Vec<usize>> = [
+            (small.clone(), (0..4).collect()),
+            (large.clone(), (4..12).collect()),
+        ]
+        .into_iter()
+        .collect();
+        let mut sums = TeamSums::default();
+        sums.rivals = (0..2).map(|rival| (rival, 1)).collect();
+        let team_sums: Map<Id, TeamSums> = [(small.clone(), sums.clone()), (large, sums)]
+            .into_iter()
+            .collect();
+        let usual = UsualShares::new(&members, &tallies, &team_sums);
+        let teammates = usual.teammates(&small, 0, 9, 12);
+        assert!((teammates - 2.0 / 12.0).abs() < 1e-12, "{teammates}");
+        let (share, weight) = usual.without(&small, 0, (9, 12), 30);
+        // The rest of the company: 83 of 430 losses, smoothed toward 1/2.
+        let company = (83.0 + 1.0) / (430.0 + 2.0);
+        let expected = (teammates * 30.0 + company * 50.0) / 80.0;
+        assert!((share - expected).abs() < 1e-12, "{share} vs {expected}");
+        assert_eq!(weight, 80.0);
+        // A team with many losses of its own hardly moves.
+        let (share, _) = usual.without(&small, 0, (9, 12), 5000);
+        assert!((share - teammates).abs() < 0.001, "{share}");
     }
 }
