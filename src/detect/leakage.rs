@@ -118,4 +118,22 @@ mod tests {
         let lucky = assess(&[(lucky, 90)], &config, "t").unwrap();
         assert!((lucky.expected - alone.expected).abs() < 1e-12, "{lucky:?}");
     }
+
+    #[test]
+    fn a_team_of_one_with_a_spotless_short_history_is_not_expected_never_to_leak() {
+        // Alone in the team, no leaks in 12 deals before, then 6 of 15: a
+        // uniform prior expects 1 in 14 (scipy: betabinom.sf(5, 15, 1, 13)
+        // = 0.0133), not certainty of none (which gave p = 7e-8).
+        let config = Config::defaults().detect.leakage;
+        let alone = RateInputs {
+            recent: tally(6, 15),
+            history: tally(0, 12),
+            team_recent: tally(0, 0),
+            team_history: tally(0, 0),
+        };
+        let finding = assess(&[(alone, 30)], &config, "t").unwrap();
+        assert!((finding.expected - 1.0 / 14.0).abs() < 1e-6, "{finding:?}");
+        assert!((finding.p_value - 0.013285024).abs() < 1e-8, "{finding:?}");
+        assert!(!finding.alerting && !finding.holding, "{finding:?}");
+    }
 }

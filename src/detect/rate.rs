@@ -5,7 +5,9 @@
 //! 1. the manager's own history before the window, shrunk toward the team's
 //!    historical rate with a weight of at most `prior_strength` deals, and no
 //!    more than the team's history rests on (empirical Bayes: a new hire
-//!    starts at the team's rate, a veteran at their own);
+//!    starts at the team's rate, a veteran at their own), and toward an even
+//!    rate by two pseudo-deals, so that a short history with no team to lend
+//!    one never makes a rate of 0 or 1 expected;
 //! 2. moved by however much the rest of the team moved between its history
 //!    and the same window, on the log-odds scale, so a market-wide change is
 //!    not counted against one manager.
@@ -24,6 +26,13 @@ use super::{Finding, Summary};
 /// However long a manager's history, a rate drifts over years, so the
 /// baseline is never treated as exact.
 const MAX_BASELINE_WEIGHT: f64 = 200.0;
+
+/// Pseudo-deals at an even rate in every baseline (half hits, half
+/// misses: a uniform prior). A manager whose own history is short and whose
+/// team has none to lend, a team of one, is not believed never to leak or
+/// always to win on a dozen deals: 0 leaks in 12 is an expected share of
+/// 1 in 14, not of 0.
+const BASELINE_PSEUDO: f64 = 2.0;
 
 /// Which way is suspicious.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,7 +133,9 @@ pub fn assess(
         // No baseline to speak of yet (a new team of new hires): no judgement.
         return None;
     }
-    let baseline = (inputs.history.hits as f64 + team_weight * team_history_rate) / weight;
+    let baseline =
+        (inputs.history.hits as f64 + team_weight * team_history_rate + BASELINE_PSEUDO / 2.0)
+            / (weight + BASELINE_PSEUDO);
 
     let team_moved = inputs.team_recent.total >= params.min_sample
         && inputs.team_history.total >= params.min_sample;
@@ -143,7 +154,7 @@ pub fn assess(
     };
     let expected = sigmoid(logit(baseline.clamp(1e-6, 1.0 - 1e-6)) + shift).clamp(1e-6, 1.0 - 1e-6);
 
-    let strength = weight.min(MAX_BASELINE_WEIGHT);
+    let strength = (weight + BASELINE_PSEUDO).min(MAX_BASELINE_WEIGHT);
     let (a, b) = (
         round6(expected * strength),
         round6((1.0 - expected) * strength),
