@@ -87,15 +87,30 @@ mod tests {
         Tally { hits, total }
     }
 
+    /// The manager's recent window and history, and the team's.
+    fn inputs(
+        recent: Tally,
+        history: Tally,
+        team_recent: Tally,
+        team_history: Tally,
+    ) -> RateInputs {
+        RateInputs {
+            recent,
+            history,
+            team_recent,
+            team_history,
+        }
+    }
+
     #[test]
     fn the_team_leaking_more_excuses_but_leaking_less_does_not_accuse() {
         let config = Config::defaults().detect.leakage;
-        let manager = RateInputs {
-            recent: tally(12, 30),
-            history: tally(15, 100),
-            team_recent: tally(60, 400),
-            team_history: tally(240, 1600),
-        };
+        let manager = inputs(
+            tally(12, 30),
+            tally(15, 100),
+            tally(60, 400),
+            tally(240, 1600),
+        );
         // No recent team figures: the expectation from history alone.
         let alone = RateInputs {
             team_recent: tally(0, 0),
@@ -125,12 +140,7 @@ mod tests {
         // uniform prior expects 1 in 14 (scipy: betabinom.sf(5, 15, 1, 13)
         // = 0.0133), not certainty of none (which gave p = 7e-8).
         let config = Config::defaults().detect.leakage;
-        let alone = RateInputs {
-            recent: tally(6, 15),
-            history: tally(0, 12),
-            team_recent: tally(0, 0),
-            team_history: tally(0, 0),
-        };
+        let alone = inputs(tally(6, 15), tally(0, 12), tally(0, 0), tally(0, 0));
         let finding = assess(&[(alone, 30)], &config, "t").unwrap();
         assert!((finding.expected - 1.0 / 14.0).abs() < 1e-6, "{finding:?}");
         assert!((finding.p_value - 0.013285024).abs() < 1e-8, "{finding:?}");
