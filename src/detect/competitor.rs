@@ -3,8 +3,9 @@
 //! usual share in the team: the mean of the teammates' own shares, without
 //! the teammates most and least given to that rival, so that one busy or
 //! diverting teammate cannot set everyone's yardstick and the mean is not
-//! biased low, shrunk toward the rest of the company's share (a few
-//! teammates' losses say little). The usual share is an estimate
+//! biased low; a share below an even split between the rivals is shrunk
+//! toward it (a few teammates' losses say little). The usual share is an
+//! estimate
 //! from the teammates' losses, so the test is the beta-binomial upper tail
 //! (`betabinom_upper`) weighted by how many losses it rests on. Every competitor is
 //! tested; the smallest p-value is reported and must clear `alpha` divided by

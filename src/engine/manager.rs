@@ -918,10 +918,6 @@ fn observe_verdict(
 struct UsualShares<'a> {
     /// Team → (the even split, competitor → members' shares, ascending).
     by_team: Map<&'a str, (f64, Map<u32, Vec<f64>>)>,
-    /// Every manager's competitor-named losses, per competitor index ...
-    company: Vec<u64>,
-    /// ... and in all.
-    company_named: u64,
 }
 
 impl<'a> UsualShares<'a> {
@@ -935,18 +931,6 @@ impl<'a> UsualShares<'a> {
         tallies: &[(RivalTally, u64)],
         team_sums: &Map<Id, TeamSums>,
     ) -> UsualShares<'a> {
-        let mut company = Vec::new();
-        let mut company_named = 0;
-        for (tally, named) in tallies {
-            for (rival, losses) in tally {
-                let rival = *rival as usize;
-                if company.len() <= rival {
-                    company.resize(rival + 1, 0);
-                }
-                company[rival] += losses;
-            }
-            company_named += named;
-        }
         let mut by_team = Map::default();
         for (team, members) in members {
             let candidates = team_sums.get(team).map_or(0, |t| t.rivals.len());
@@ -972,11 +956,7 @@ impl<'a> UsualShares<'a> {
                 .collect();
             by_team.insert(team.as_str(), (even, by_rival));
         }
-        UsualShares {
-            by_team,
-            company,
-            company_named,
-        }
+        UsualShares { by_team }
     }
 
     fn share(losses: u64, named: u64, even: f64) -> f64 {
@@ -998,11 +978,15 @@ impl<'a> UsualShares<'a> {
     /// largest share biased it low, and an honest manager with an ordinary
     /// run of losses to one rival was accused on it).
     ///
-    /// That share is then shrunk toward the rest of the company's by
-    /// [`Self::COMPANY_PRIOR`] losses (empirical Bayes, as book churn does
-    /// with its shares): a few teammates' losses say little about a rival's
-    /// usual share, and a small team that happened to lose little to it must
-    /// not make an ordinary share look like diversion.
+    /// Where that share is below an even split between the rivals the team's
+    /// losses name, it is shrunk toward the even split by
+    /// [`Self::EVEN_PRIOR`] losses: a few teammates who happened to lose
+    /// little to a rival must not make an ordinary share look like
+    /// diversion. A share above the even split is left as it is (a rival
+    /// that takes much of everyone's business is the market), so the prior
+    /// only ever makes the test more lenient. (The company's share would be
+    /// the better prior, but a scaled-out manager stage holds only its own
+    /// teams.)
     fn without(
         &self,
         team: &str,
@@ -1010,25 +994,19 @@ impl<'a> UsualShares<'a> {
         (losses, named): (u64, u64),
         team_named: u64,
     ) -> (f64, f64) {
-        let company = Self::share(
-            self.company
-                .get(rival as usize)
-                .copied()
-                .unwrap_or(0)
-                .saturating_sub(losses),
-            self.company_named.saturating_sub(named),
-            1.0 / self.company.len().max(1) as f64,
-        );
+        let even = self.by_team.get(team).map_or(1.0, |(even, _)| *even);
         let teammates = self.teammates(team, rival, losses, named);
         let weight = team_named as f64;
-        let shrunk =
-            (teammates * weight + company * Self::COMPANY_PRIOR) / (weight + Self::COMPANY_PRIOR);
-        (shrunk, weight + Self::COMPANY_PRIOR)
+        let shrunk = (teammates * weight + even * Self::EVEN_PRIOR) / (weight + Self::EVEN_PRIOR);
+        if shrunk > teammates {
+            (shrunk, weight + Self::EVEN_PRIOR)
+        } else {
+            (teammates, weight)
+        }
     }
 
-    /// Weight of the rest of the company's share in a rival's usual share,
-    /// in losses.
-    const COMPANY_PRIOR: f64 = 50.0;
+    /// Weight of the even split in a rival's usual share below it, in losses.
+    const EVEN_PRIOR: f64 = 50.0;
 
     /// The teammates' trimmed mean share of `rival` (see [`Self::without`]).
     fn teammates(&self, team: &str, rival: u32, losses: u64, named: u64) -> f64 {
@@ -1158,36 +1136,27 @@ mod tests {
     }
 
     #[test]
-    fn a_small_teams_usual_competitor_share_leans_on_the_companys() {
-        // Team 1: the judged manager (9 of 12 losses to rival 0) and three
-        // teammates who lost 1 of 10 each to it. Team 2: eight managers
-        // who lost 10 of 50 each to it (20%).
+    fn a_usual_competitor_share_below_an_even_split_leans_toward_it() {
+        // The judged manager lost 9 of 12 to rival 0; three teammates lost
+        // 1 of 10 each to it, and rival 1 took the rest: an even split is 1/2.
         let mut tallies: Vec<(RivalTally, u64)> = vec![(vec![(0, 9), (1, 3)], 12)];
         tallies.extend((0..3).map(|_| (vec![(0, 1), (1, 9)], 10)));
-        tallies.extend((0..8).map(|_| (vec![(0, 10), (1, 40)], 50)));
-        let (small, large) = (Id::from("team-1"), Id::from("team-2"));
-        let members: Map<Id, Vec<usize>> = [
-            (small.clone(), (0..4).collect()),
-            (large.clone(), (4..12).collect()),
-        ]
-        .into_iter()
-        .collect();
+        let team = Id::from("team-1");
+        let members: Map<Id, Vec<usize>> = [(team.clone(), (0..4).collect())].into_iter().collect();
         let mut sums = TeamSums::default();
         sums.rivals = (0..2).map(|rival| (rival, 1)).collect();
-        let team_sums: Map<Id, TeamSums> = [(small.clone(), sums.clone()), (large, sums)]
-            .into_iter()
-            .collect();
+        let team_sums: Map<Id, TeamSums> = [(team.clone(), sums)].into_iter().collect();
         let usual = UsualShares::new(&members, &tallies, &team_sums);
-        let teammates = usual.teammates(&small, 0, 9, 12);
+        let teammates = usual.teammates(&team, 0, 9, 12);
         assert!((teammates - 2.0 / 12.0).abs() < 1e-12, "{teammates}");
-        let (share, weight) = usual.without(&small, 0, (9, 12), 30);
-        // The rest of the company: 83 of 430 losses, smoothed toward 1/2.
-        let company = (83.0 + 1.0) / (430.0 + 2.0);
-        let expected = (teammates * 30.0 + company * 50.0) / 80.0;
+        // Below the even split: shrunk toward it by 50 losses.
+        let (share, weight) = usual.without(&team, 0, (9, 12), 30);
+        let expected = (teammates * 30.0 + 0.5 * 50.0) / 80.0;
         assert!((share - expected).abs() < 1e-12, "{share} vs {expected}");
         assert_eq!(weight, 80.0);
-        // A team with many losses of its own hardly moves.
-        let (share, _) = usual.without(&small, 0, (9, 12), 5000);
-        assert!((share - teammates).abs() < 0.001, "{share}");
+        // Above it (rival 1 takes most of the teammates' losses): as it is.
+        let (share, weight) = usual.without(&team, 1, (3, 12), 30);
+        assert_eq!(share, usual.teammates(&team, 1, 3, 12));
+        assert!(share > 0.5 && weight == 30.0, "{share} {weight}");
     }
 }
