@@ -41,16 +41,21 @@ fn the_maven_crm_sample_imports_and_replays() {
     for alert in &report.alerts {
         common::assert_valid(&alerts, &alert.to_json());
     }
-    // What feidan reports on this data: no manager stands out; a handful of
-    // accounts go quiet for a month or more against a rhythm of a few days,
-    // and most resume.
-    let firing = |kind: AlertKind| {
+    // What feidan reports on this data: no manager stands out; a few
+    // accounts go quiet for three weeks or more against a rhythm of a few
+    // days, and most resume. (With a business baseline of a year, 7 did, 6
+    // of them resuming: four of those were silences of the summer and autumn
+    // of 2017, when the whole company closed fewer deals than in the months
+    // before, which a baseline reaching back into the thin months of 2016
+    // did not see as a lull.)
+    let count = |kind: AlertKind, status: Status| {
         report
             .alerts
             .iter()
-            .filter(|a| a.status == Status::Firing && a.kind == kind)
+            .filter(|a| a.status == status && a.kind == kind)
             .count()
     };
+    let firing = |kind: AlertKind| count(kind, Status::Firing);
     for kind in AlertKind::ALL
         .into_iter()
         .filter(|k| *k != AlertKind::AccountChurn)
@@ -58,5 +63,7 @@ fn the_maven_crm_sample_imports_and_replays() {
         assert_eq!(firing(kind), 0, "{kind:?}");
     }
     let churn = firing(AlertKind::AccountChurn);
-    assert!((5..=20).contains(&churn), "{churn} account-churn alerts");
+    assert!((2..=10).contains(&churn), "{churn} account-churn alerts");
+    let resumed = count(AlertKind::AccountChurn, Status::Resolved);
+    assert!(2 * resumed >= churn, "{resumed} of {churn} resolved");
 }
