@@ -16,6 +16,13 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// `feidan simulate --out EVENTS` with `options`.
+fn simulate(events: &std::path::Path, options: &[&str]) -> Output {
+    let mut args = vec!["simulate", "--out", events.to_str().unwrap()];
+    args.extend(options);
+    feidan(&args, &[])
+}
+
 /// The command failed, and its error names `needle`.
 fn assert_fails_naming(out: &Output, needle: &str) {
     assert!(!out.status.success(), "expected a failure naming {needle}");
@@ -60,11 +67,9 @@ fn bad_configuration_exits_non_zero_naming_the_key() {
 fn simulate_shapes_the_organisation_and_names_a_bad_option() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
-    let out = feidan(
+    let out = simulate(
+        &events,
         &[
-            "simulate",
-            "--out",
-            events.to_str().unwrap(),
             "--managers",
             "12",
             "--managers-per-team",
@@ -76,7 +81,6 @@ fn simulate_shapes_the_organisation_and_names_a_bad_option() {
             "--churn-per-year",
             "0",
         ],
-        &[],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let labels: serde_json::Value = serde_json::from_str(
@@ -106,10 +110,7 @@ fn simulate_shapes_the_organisation_and_names_a_bad_option() {
         ("--diverter-share", "1.5", "must be a share from 0 to 1"),
         ("--churn-per-year", "much", "not a number"),
     ] {
-        let out = feidan(
-            &["simulate", "--out", events.to_str().unwrap(), flag, value],
-            &[],
-        );
+        let out = simulate(&events, &[flag, value]);
         assert_fails_naming(&out, flag);
         assert_fails_naming(&out, says);
     }
@@ -120,19 +121,9 @@ fn simulate_then_backtest_writes_alerts_and_a_summary() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
     let alerts = dir.path().join("alerts.jsonl");
-    let out = feidan(
-        &[
-            "simulate",
-            "--out",
-            events.to_str().unwrap(),
-            "--seed",
-            "3",
-            "--managers",
-            "16",
-            "--days",
-            "400",
-        ],
-        &[],
+    let out = simulate(
+        &events,
+        &["--seed", "3", "--managers", "16", "--days", "400"],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let labels = dir.path().join("events.labels.json");
@@ -222,19 +213,9 @@ fn the_shipped_example_configurations_are_valid() {
 fn a_sweep_prints_one_row_per_combination() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
-    let out = feidan(
-        &[
-            "simulate",
-            "--out",
-            events.to_str().unwrap(),
-            "--seed",
-            "4",
-            "--managers",
-            "16",
-            "--days",
-            "300",
-        ],
-        &[],
+    let out = simulate(
+        &events,
+        &["--seed", "4", "--managers", "16", "--days", "300"],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let labels = dir.path().join("events.labels.json");

@@ -1098,8 +1098,10 @@ mod tests {
         let members: Map<Id, Vec<usize>> = [(team.clone(), (0..tallies.len()).collect())]
             .into_iter()
             .collect();
-        let mut sums = TeamSums::default();
-        sums.rivals = (0..5).map(|rival| (rival, 1)).collect();
+        let sums = TeamSums {
+            rivals: (0..5).map(|rival| (rival, 1)).collect(),
+            ..TeamSums::default()
+        };
         let team_sums: Map<Id, TeamSums> = [(team.clone(), sums)].into_iter().collect();
         UsualShares::new(&members, &tallies, &team_sums).teammates(&team, 0, own, 20)
     }
@@ -1143,8 +1145,10 @@ mod tests {
         tallies.extend((0..3).map(|_| (vec![(0, 1), (1, 9)], 10)));
         let team = Id::from("team-1");
         let members: Map<Id, Vec<usize>> = [(team.clone(), (0..4).collect())].into_iter().collect();
-        let mut sums = TeamSums::default();
-        sums.rivals = (0..2).map(|rival| (rival, 1)).collect();
+        let sums = TeamSums {
+            rivals: (0..2).map(|rival| (rival, 1)).collect(),
+            ..TeamSums::default()
+        };
         let team_sums: Map<Id, TeamSums> = [(team.clone(), sums)].into_iter().collect();
         let usual = UsualShares::new(&members, &tallies, &team_sums);
         let teammates = usual.teammates(&team, 0, 9, 12);
