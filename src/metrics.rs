@@ -140,7 +140,7 @@ impl Metrics {
             checkpoint_timestamp: build(r, Gauge::new("feidan_checkpoint_timestamp_seconds", "When the last checkpoint completed, Unix seconds.")),
             replay_skipped: build(r, IntCounter::new("feidan_replay_skipped_messages_total", "Input messages consumed again after a restart that the restored checkpoint already held, skipped.")),
             input_delay: build(r, Histogram::with_opts(HistogramOpts::new("feidan_input_delay_seconds", "Wall-clock time from an input message's Kafka timestamp (the producer's create time, or the broker's append time on LogAppendTime topics) until feidan has applied it: how fresh detection is.").buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 600.0, 3600.0, 86400.0]))),
-            input_refetches: build(r, IntCounter::new("feidan_input_refetches_total", "Input messages refused because they came ahead of the next expected offset of their partition; the partition is fetched again from that offset.")),
+            input_refetches: build(r, IntCounter::new("feidan_input_refetches_total", "Input messages not applied while their partition is fetched again: ahead of the next expected offset, or read again from before it.")),
             message_counters: Default::default(),
             dead_letter_counters: Default::default(),
             exported: Mutex::new(Exported::default()),

@@ -97,7 +97,7 @@ impl Delivery {
     pub fn admit_input<X: rdkafka::consumer::ConsumerContext>(
         &mut self,
         consumer: &impl rdkafka::consumer::Consumer<X>,
-        refetched: &mut super::Refetched,
+        refetched: &mut super::Refetches,
         record: &SourceRecord<'_>,
         next: Option<i64>,
     ) -> bool {

@@ -50,10 +50,12 @@ use crate::kafka::state::{self as state_topic, StateError};
 use crate::metrics::{Health, Metrics};
 
 mod delivery;
+mod gate;
 mod readiness;
 mod scaled;
 
 use delivery::Delivery;
+use gate::{gate, Gate, Refetches};
 use readiness::Readiness;
 
 /// How long shutdown waits for unacknowledged sends before giving up on them
@@ -132,7 +134,7 @@ pub async fn run(
         changelog: Changelog::default(),
         state_partitions: 1,
         consumed: BTreeMap::new(),
-        refetched: HashMap::new(),
+        refetched: Refetches::default(),
         dirty: false,
         last_checkpoint: Instant::now(),
         assigned: Vec::new(),
@@ -209,6 +211,9 @@ pub async fn run(
                     // Neither event time nor state moves while standing by.
                     state.delivery.settle(false).await?;
                     continue;
+                }
+                for (topic, partition, from) in state.refetched.overdue(now) {
+                    gate::fetch_silent(&*consumer, &topic, partition, from);
                 }
                 // Partitions quiet for the idle timeout stop holding the watermark back.
                 for (partition, last) in &last_by_partition {
@@ -304,7 +309,7 @@ struct Loop<'a> {
     /// already in the state.
     consumed: BTreeMap<i32, i64>,
     /// Per input partition, an offset refused once for jumping ahead.
-    refetched: Refetched,
+    refetched: Refetches,
     /// Whether the state changed since the last checkpoint.
     dirty: bool,
     last_checkpoint: Instant,
@@ -446,15 +451,19 @@ impl Loop<'_> {
     }
 
     /// Hands the assigned partitions to the engine's watermark (each starts
-    /// its idle clock now) and resumes fetching them.
+    /// its idle clock now) and resumes fetching them, each watched until it
+    /// shows where the state ends (see [`gate`]).
     fn start(&mut self, engine: &mut Engine, last_by_partition: &mut HashMap<i32, Instant>) {
         let now = Instant::now();
         last_by_partition.retain(|p, _| self.assigned.contains(p));
+        let topic = &self.config.kafka.input_topic;
         for partition in &self.assigned {
             last_by_partition.entry(*partition).or_insert(now);
+            if let Some(next) = self.consumed.get(partition) {
+                self.refetched.started(topic, *partition, *next, now);
+            }
         }
         engine.assign_partitions(&self.assigned, &mut self.alerts);
-        let topic = &self.config.kafka.input_topic;
         source::resume(&self.consumer, topic, &self.assigned);
     }
 
@@ -548,60 +557,6 @@ async fn restore(
         partitions: read.partitions,
         offsets,
     }))
-}
-
-/// Per partition (and topic), an offset refused once for jumping ahead.
-type Refetched = HashMap<(String, i32), i64>;
-
-/// What to do with a consumed message, given the next offset the state
-/// expects of its partition.
-enum Gate {
-    Apply,
-    /// Already in the state: consumed again after a restart (from the
-    /// checkpoint's offsets, or from committed ones behind them).
-    Replayed,
-    /// Ahead of the next offset expected: fetched again from it, once. A
-    /// gap the broker shows again is real (compaction, transaction markers)
-    /// and accepted.
-    Refetched,
-}
-
-fn gate<X: rdkafka::consumer::ConsumerContext>(
-    consumer: &impl Consumer<X>,
-    refetched: &mut Refetched,
-    record: &SourceRecord<'_>,
-    next: Option<i64>,
-) -> Gate {
-    let key = (record.topic.to_owned(), record.partition);
-    match next {
-        Some(next) if record.offset < next => Gate::Replayed,
-        Some(next) if record.offset > next && refetched.get(&key) != Some(&record.offset) => {
-            warn!(
-                topic = record.topic,
-                partition = record.partition,
-                expected = next,
-                got = record.offset,
-                "A partition jumped ahead; fetching again from the expected offset."
-            );
-            let start = rdkafka::Offset::Offset(next);
-            if let Err(error) = consumer.seek(
-                record.topic,
-                record.partition,
-                start,
-                Duration::from_secs(5),
-            ) {
-                warn!(partition = record.partition, error = %error, "Cannot fetch again.");
-            }
-            refetched.insert(key, record.offset);
-            Gate::Refetched
-        }
-        _ => {
-            if !refetched.is_empty() {
-                refetched.remove(&key);
-            }
-            Gate::Apply
-        }
-    }
 }
 
 /// Reads the state topic with `read` (blocking, so on a thread of its

@@ -45,7 +45,8 @@ use crate::metrics::{Health, Metrics};
 use super::delivery::Delivery;
 use super::readiness::Readiness;
 use super::{
-    gate, leave, read_state, unix_now, Gate, Refetched, RunSummary, ServiceError, DRAIN_TIMEOUT,
+    gate::{self, gate},
+    leave, read_state, unix_now, Gate, Refetches, RunSummary, ServiceError, DRAIN_TIMEOUT,
 };
 
 /// The account stage of one input partition, as this instance runs it.
@@ -116,7 +117,7 @@ pub(super) async fn run(
         dirty: false,
         last_checkpoint: Instant::now(),
         undecided: None,
-        refetched: Refetched::new(),
+        refetched: Refetches::default(),
     };
     info!(brokers = %kafka.brokers, input = %kafka.input_topic, facts = %kafka.facts_topic, group = %kafka.group_id, "Consuming, scaled out.");
 
@@ -204,6 +205,7 @@ pub(super) async fn run(
                     }
                 }
                 state.send_from_sources(None, alerts).await?;
+                state.fetch_silent(now);
                 if state.dirty && now.duration_since(state.last_checkpoint) >= config.engine.checkpoint_interval {
                     state.checkpoint().await?;
                 }
@@ -249,7 +251,7 @@ struct Scaled<'a> {
     last_checkpoint: Instant,
     /// An assignment not yet acted on (the partition counts could not be read).
     undecided: Option<Vec<(String, i32)>>,
-    refetched: Refetched,
+    refetched: Refetches,
 }
 
 impl Scaled<'_> {
@@ -398,6 +400,18 @@ impl Scaled<'_> {
         Ok(())
     }
 
+    /// Fetches again, from further back, the partitions silent since they
+    /// were started where their stages' state ends (see [`super::gate`]).
+    fn fetch_silent(&mut self, now: Instant) {
+        for (topic, partition, from) in self.refetched.overdue(now) {
+            if topic == self.config.kafka.pace_topic {
+                gate::fetch_silent(&self.pace, &topic, partition, from);
+            } else {
+                gate::fetch_silent(&*self.consumer, &topic, partition, from);
+            }
+        }
+    }
+
     /// Acts on a new assignment, if the group made one; `false` when
     /// shutdown came first.
     async fn follow_assignment(
@@ -495,10 +509,12 @@ impl Scaled<'_> {
             }
             starts.push((topic.clone(), *partition, next));
         }
+        let now = Instant::now();
         for (topic, partition, next) in &starts {
             let start = next.map_or(Offset::Beginning, Offset::Offset);
             if let Some(next) = next {
                 self.context.set_position(topic, *partition, *next);
+                self.refetched.started(topic, *partition, *next, now);
             }
             if let Err(error) = self
                 .consumer
@@ -508,6 +524,10 @@ impl Scaled<'_> {
             }
         }
         self.pace_next = pace_from.unwrap_or(0);
+        if !self.sources.is_empty() {
+            self.refetched
+                .started(&kafka.pace_topic, 0, self.pace_next, now);
+        }
         let mut pace = TopicPartitionList::new();
         if !self.sources.is_empty() {
             pace.add_partition_offset(&kafka.pace_topic, 0, Offset::Offset(self.pace_next))
