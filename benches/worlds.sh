@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The detection-quality worlds of the README's "Measured quality": generates
+# each simulated world once (into DIR, default target/worlds) and prints one
+# backtest line per world: recall, precision, honest managers falsely accused
+# per 100 manager-years, median delay, account churn recall and precision.
+#
+#   benches/worlds.sh [DIR] [-- backtest options, e.g. --sweep KEY=V1,V2]
+#
+# With --sweep, each world prints its sweep table instead. Uses the release
+# binary (built if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dir="target/worlds"
+if (($#)) && [[ "$1" != "--" ]]; then
+  dir="$1"
+  shift
+fi
+[[ "${1:-}" == "--" ]] && shift
+mkdir -p "$dir"
+
+target="${CARGO_TARGET_DIR:-target}"
+feidan="$target/release/feidan"
+[[ -x "$feidan" ]] || cargo build --release --locked --quiet
+
+# name  simulate options
+worlds=(
+  "s11 --seed 11" "s12 --seed 12" "s13 --seed 13" "s14 --seed 14" "s15 --seed 15"
+  "s21 --seed 21" "s22 --seed 22" "s31 --seed 31 --managers 200"
+  "s32 --seed 32 --managers 120 --accounts-per-manager 20"
+  "s41 --seed 41" "s42 --seed 42" "s43 --seed 43 --managers 60 --accounts-per-manager 20"
+  "s44 --seed 44 --managers 300"
+  "s45 --seed 45 --managers 120 --accounts-per-manager 6 --days 720"
+  # Other shapes, one world each.
+  "o40 --seed 61 --accounts-per-manager 40" "o25 --seed 62 --accounts-per-manager 25"
+  "o4 --seed 63 --accounts-per-manager 4"
+  "m30 --seed 64 --managers 30" "m120 --seed 65 --managers 120" "m200 --seed 66 --managers 200"
+  "d400 --seed 67 --days 400" "d720 --seed 68 --days 720" "d900 --seed 69 --days 900"
+  "t1 --seed 70 --managers-per-team 1" "t2 --seed 71 --managers-per-team 2"
+  "t4 --seed 72 --managers-per-team 4" "t16 --seed 73 --managers-per-team 16"
+  "c25 --seed 74 --churn-per-year 0.25" "c50 --seed 75 --churn-per-year 0.5"
+  "v25 --seed 76 --diverter-share 0.25" "v40 --seed 77 --diverter-share 0.4"
+  "l40 --seed 78 --leave-share 0.4"
+)
+
+printf 'world\trecall\tprecision\tfalse_per_100_manager_years\tmedian_delay_days\taccount_recall\taccount_precision\n'
+for world in "${worlds[@]}"; do
+  read -r name options <<<"$world"
+  events="$dir/$name.jsonl"
+  # shellcheck disable=SC2086 # the options are words
+  [[ -s "$events" ]] || "$feidan" simulate --out "$events" $options >/dev/null
+  if (($#)); then
+    echo "== $name"
+    "$feidan" backtest --input "$events" --labels "$dir/$name.labels.json" "$@" 2>/dev/null
+    continue
+  fi
+  "$feidan" backtest --input "$events" --labels "$dir/$name.labels.json" 2>/dev/null |
+    awk -v name="$name" '
+      /^Managers:/ {
+        match($0, /recall [0-9.]+/); recall = substr($0, RSTART + 7, RLENGTH - 7)
+        match($0, /precision [0-9.]+/); precision = substr($0, RSTART + 10, RLENGTH - 10)
+        match($0, /[0-9.]+ per 100/); falsely = substr($0, RSTART, RLENGTH - 8)
+        match($0, /delay [0-9-]+/); delay = substr($0, RSTART + 6, RLENGTH - 6)
+      }
+      /^Accounts:/ {
+        match($0, /recall [0-9.]+/); arecall = substr($0, RSTART + 7, RLENGTH - 7)
+        match($0, /precision [0-9.]+/); aprecision = substr($0, RSTART + 10, RLENGTH - 10)
+      }
+      END { printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, recall, precision, falsely, delay, arecall, aprecision }'
+done
