@@ -217,6 +217,14 @@ impl Refetches {
                 }
                 Verdict::just(Gate::Apply)
             }
+            // Consumed from below where the run started the partition
+            // before the gate asked for anything: a replay after a restart.
+            (std::cmp::Ordering::Less, Some(refetch))
+                if refetch.asked_from.is_none() && offset < watch.started_at =>
+            {
+                refetch.reached = true;
+                Verdict::just(Gate::Replayed)
+            }
             (std::cmp::Ordering::Less, Some(refetch)) => {
                 refetch.reached = true;
                 Verdict::just(Gate::Refetched)
@@ -486,6 +494,21 @@ mod tests {
         // A partition this run started from its beginning has no replays.
         assert_eq!(
             refetches.judge("t", 1, 3, Some(5), now).gate,
+            Gate::Refetched
+        );
+        // A consumer that starts below where the state ends (a committed
+        // offset behind the checkpoint) replays; what the gate asks for
+        // again is read again.
+        refetches.started("t", 2, 5, now);
+        assert_eq!(
+            refetches.judge("t", 2, 4, Some(5), now).gate,
+            Gate::Replayed
+        );
+        refetches.started("t", 3, 5, now);
+        let jumped = refetches.judge("t", 3, 9, Some(5), now);
+        assert_eq!(jumped.fetch_from, Some(4));
+        assert_eq!(
+            refetches.judge("t", 3, 4, Some(5), now).gate,
             Gate::Refetched
         );
     }
