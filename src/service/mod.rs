@@ -308,7 +308,8 @@ struct Loop<'a> {
     /// (from the restored checkpoint at start): messages below it are
     /// already in the state.
     consumed: BTreeMap<i32, i64>,
-    /// Per input partition, an offset refused once for jumping ahead.
+    /// The input partitions being fetched again, and where each was started
+    /// (see [`gate`]).
     refetched: Refetches,
     /// Whether the state changed since the last checkpoint.
     dirty: bool,

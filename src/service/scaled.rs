@@ -251,6 +251,8 @@ struct Scaled<'a> {
     last_checkpoint: Instant,
     /// An assignment not yet acted on (the partition counts could not be read).
     undecided: Option<Vec<(String, i32)>>,
+    /// The input, facts and pace partitions being fetched again, and where
+    /// each was started (see [`super::gate`]).
     refetched: Refetches,
 }
 
@@ -524,10 +526,6 @@ impl Scaled<'_> {
             }
         }
         self.pace_next = pace_from.unwrap_or(0);
-        if !self.sources.is_empty() {
-            self.refetched
-                .started(&kafka.pace_topic, 0, self.pace_next, now);
-        }
         let mut pace = TopicPartitionList::new();
         if !self.sources.is_empty() {
             pace.add_partition_offset(&kafka.pace_topic, 0, Offset::Offset(self.pace_next))
@@ -535,6 +533,8 @@ impl Scaled<'_> {
                     topic: kafka.pace_topic.clone(),
                     source,
                 })?;
+            self.refetched
+                .started(&kafka.pace_topic, 0, self.pace_next, now);
         }
         self.pace
             .assign(&pace)
