@@ -1,5 +1,6 @@
 //! Engine hot path on a simulated stream, beside the cost of its layers:
-//! scanning the bytes, decoding alone, and decode + stages + lifecycle.
+//! scanning the bytes, decoding alone, decode + stages + lifecycle, and the
+//! same with no evaluation (what applying events costs, apart from judging).
 //! Then the cost of a checkpoint of the engine fed that stream (records
 //! encoded and changelog writes planned): of the whole state, and of what
 //! changed in the stream's last hour, which is what `run` writes.
@@ -35,6 +36,15 @@ fn stream() -> Vec<Vec<u8>> {
     .collect()
 }
 
+/// Feeds `engine` every event; the number of alert transitions.
+fn ingest_all(mut engine: Engine, events: &[Vec<u8>]) -> usize {
+    let mut out = Vec::new();
+    for event in events {
+        engine.ingest(event, 0, &mut out);
+    }
+    out.len()
+}
+
 fn engine_hot_path(c: &mut Criterion) {
     let events = stream();
     println!("engine/stream of {} events", events.len());
@@ -62,13 +72,18 @@ fn engine_hot_path(c: &mut Criterion) {
     group.bench_function("decode_stages_lifecycle", |b| {
         b.iter_batched(
             || Engine::new(&config),
-            |mut engine| {
-                let mut out = Vec::new();
-                for event in &events {
-                    engine.ingest(event, 0, &mut out);
-                }
-                out.len()
-            },
+            |engine| ingest_all(engine, &events),
+            BatchSize::LargeInput,
+        )
+    });
+    // The same without evaluations (one boundary in a thousand days): what
+    // applying events costs, apart from judging accounts and managers.
+    let mut rare = config.clone();
+    rare.alerts.evaluate_every = std::time::Duration::from_secs(1000 * 86_400);
+    group.bench_function("decode_stages_no_evaluation", |b| {
+        b.iter_batched(
+            || Engine::new(&rare),
+            |engine| ingest_all(engine, &events),
             BatchSize::LargeInput,
         )
     });

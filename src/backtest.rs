@@ -7,14 +7,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufRead};
-use std::sync::mpsc::{self, SyncSender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread;
 
 use serde::Deserialize;
 
 use crate::alert::{Alert, AlertKind, Status};
 use crate::config::Config;
-use crate::engine::{Engine, Outcome};
+use crate::engine::exchange::{Exchange, Route};
+use crate::engine::shard::Shard;
+use crate::engine::source::Source;
+use crate::engine::{Engine, EngineStats, Outcome};
 use crate::event::{decode, DecodeError, DecodeLimits, Event};
 use crate::time::{Timestamp, DAY};
 
@@ -49,6 +52,14 @@ pub struct BacktestReport {
 /// Replays `input` (one event per line) through a fresh engine, calling
 /// `on_alert` for each transition as it happens.
 ///
+/// The stages run as scaled-out feidan runs them (DESIGN §7), one source
+/// and one shard, each on a thread of its own: the account stage on this
+/// thread, the manager stage on another, which judges the managers at a
+/// boundary while the account stage goes on to the next day's events.
+/// Reading and decoding run on a third, a few batches ahead. The
+/// transitions are those of one engine, in the same order: each
+/// evaluation's, account and manager alike, by alert id.
+///
 /// # Errors
 ///
 /// Fails only on I/O; invalid lines are counted as dead letters.
@@ -58,36 +69,134 @@ pub fn replay(
     mut on_alert: impl FnMut(&Alert) -> io::Result<()>,
 ) -> Result<BacktestReport, BacktestError> {
     let limits = Engine::decode_limits(config);
-    // Reading and decoding run on a thread of their own, a batch ahead of
-    // the engine: the engine is sequential by nature, decoding is not.
     let (sender, batches) = mpsc::sync_channel(BATCHES_AHEAD);
+    let (to_managers, manager_inbox) = mpsc::sync_channel(EVALUATIONS_AHEAD);
+    let (manager_results, from_managers) = mpsc::channel();
     thread::scope(|scope| {
         scope.spawn(move || read_and_decode(input, limits, sender));
-        let mut engine = Engine::new(config);
+        let managers = scope.spawn(move || judge_managers(config, manager_inbox, manager_results));
+        let mut source = Source::new(config, 0, 1, 1);
         let mut report = BacktestReport::default();
+        let mut pending = Evaluations::default();
+        let mut emit = |alerts: Vec<Alert>, report: &mut BacktestReport| {
+            for alert in alerts {
+                on_alert(&alert).map_err(BacktestError::Write)?;
+                *report
+                    .transitions
+                    .entry((alert.kind.as_str(), alert.status.as_str()))
+                    .or_default() += 1;
+                report.alerts.push(alert);
+            }
+            Ok::<(), BacktestError>(())
+        };
         let mut out = Vec::new();
-        for batch in batches {
+        'read: for batch in batches {
             for decoded in batch? {
                 report.messages += 1;
-                let ingested = engine.ingest_decoded(decoded, 0, &mut out);
+                let ingested = source.ingest_decoded(decoded, &mut out);
                 *report.outcomes.entry(ingested.outcome.label()).or_default() += 1;
                 if let Outcome::DeadLetter(reason) = &ingested.outcome {
                     *report.dead_letters.entry(reason.code()).or_default() += 1;
                 }
-                for alert in out.drain(..) {
-                    on_alert(&alert).map_err(BacktestError::Write)?;
-                    *report
-                        .transitions
-                        .entry((alert.kind.as_str(), alert.status.as_str()))
-                        .or_default() += 1;
-                    report.alerts.push(alert);
+                pending.add(out.drain(..));
+                let for_managers: Vec<Exchange> = source
+                    .take_outbox()
+                    .into_iter()
+                    .filter(|envelope| matches!(envelope.to, Route::Shard(_)))
+                    .map(|envelope| envelope.message)
+                    .collect();
+                // The manager stage gone is a panic, raised at the join.
+                if !for_managers.is_empty() && to_managers.send(for_managers).is_err() {
+                    break 'read;
+                }
+                for (evaluated, alerts) in from_managers.try_iter() {
+                    pending.add(alerts);
+                    emit(pending.take_through(evaluated), &mut report)?;
                 }
             }
         }
-        report.watermark = engine.watermark();
-        report.state = engine.stats();
+        drop(to_managers);
+        let manager_state = managers
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        for (_, alerts) in from_managers.try_iter() {
+            pending.add(alerts);
+        }
+        emit(pending.take_all(), &mut report)?;
+        report.watermark = source.watermark();
+        report.state = source.stats();
+        report.state.merge(manager_state);
         Ok(report)
     })
+}
+
+/// Evaluations the account stage may run ahead of the manager stage.
+const EVALUATIONS_AHEAD: usize = 4;
+
+/// What the manager stage reports after each evaluation: the last boundary
+/// evaluated, and its transitions.
+type ManagerResult = (Option<Timestamp>, Vec<Alert>);
+
+/// The manager stage's thread: evaluates each boundary once the account
+/// stage's messages for it are in, until the account stage hangs up;
+/// returns what the stage holds at the end.
+fn judge_managers(
+    config: &Config,
+    inbox: Receiver<Vec<Exchange>>,
+    results: Sender<ManagerResult>,
+) -> EngineStats {
+    let mut shard = Shard::new(config, 0, 1);
+    let mut out = Vec::new();
+    for messages in inbox {
+        for message in messages {
+            shard.receive(message, &mut out);
+        }
+        if results
+            .send((shard.evaluated(), std::mem::take(&mut out)))
+            .is_err()
+        {
+            break;
+        }
+    }
+    shard.stats()
+}
+
+/// Transitions held until both stages have evaluated their boundary: the
+/// account stage's come first, the manager stage's a little later.
+#[derive(Default)]
+struct Evaluations(BTreeMap<Timestamp, Vec<Alert>>);
+
+impl Evaluations {
+    fn add(&mut self, alerts: impl IntoIterator<Item = Alert>) {
+        for alert in alerts {
+            self.0.entry(alert.detected_at).or_default().push(alert);
+        }
+    }
+
+    /// The transitions of the evaluations up to `through`, in order.
+    fn take_through(&mut self, through: Option<Timestamp>) -> Vec<Alert> {
+        let Some(through) = through else {
+            return Vec::new();
+        };
+        let later = self.0.split_off(&through.plus(1));
+        Evaluations::in_order(std::mem::replace(&mut self.0, later))
+    }
+
+    fn take_all(&mut self) -> Vec<Alert> {
+        Evaluations::in_order(std::mem::take(&mut self.0))
+    }
+
+    /// Each evaluation's transitions by alert id, as one engine orders them
+    /// (each stage's are in that order already; their kinds differ).
+    fn in_order(evaluations: BTreeMap<Timestamp, Vec<Alert>>) -> Vec<Alert> {
+        evaluations
+            .into_values()
+            .flat_map(|mut alerts| {
+                alerts.sort_by(|a, b| a.alert_id.cmp(&b.alert_id));
+                alerts
+            })
+            .collect()
+    }
 }
 
 /// Lines decoded per batch handed to the engine, and batches decoded ahead.

@@ -86,3 +86,75 @@ fn a_shrinking_company_is_not_a_lull() {
     assert!(accounts.recall >= 0.80, "{accounts:?}");
     assert!(accounts.precision >= 0.95, "{accounts:?}");
 }
+
+#[test]
+fn the_backtest_gives_the_transitions_of_one_engine_in_the_same_order() {
+    // The backtest runs the account and manager stages on two threads, as
+    // scaled-out feidan does: what it writes must be what one engine
+    // writes, byte for byte and in the same order, whatever the input
+    // holds (repeats, lines that are not events, events a week late).
+    let mut lines: Vec<Vec<u8>> = Simulation::new(world(12))
+        .flatten()
+        .map(|event| event.to_json().to_string().into_bytes())
+        .collect();
+    // An event of a few days before, with an id of its own: late, and applied.
+    let at = lines.len() * 3 / 5;
+    let late = String::from_utf8(lines[at - 700].clone())
+        .unwrap()
+        .replacen("\"event_id\":\"", "\"event_id\":\"late-", 1)
+        .into_bytes();
+    for (i, at) in [1_000, 20_000, 40_000].into_iter().enumerate() {
+        let repeat = lines[at - 500].clone();
+        lines.insert(at, repeat);
+        lines.insert(at + 1, format!("not an event {i}").into_bytes());
+    }
+    lines.insert(at, late);
+    let config = Config::defaults();
+
+    let mut engine = feidan::engine::Engine::new(&config);
+    let mut one = Vec::new();
+    let mut outcomes = std::collections::BTreeMap::<&str, u64>::new();
+    for line in &lines {
+        *outcomes
+            .entry(engine.ingest(line, 0, &mut one).outcome.label())
+            .or_default() += 1;
+    }
+    let joined: Vec<u8> = lines.join(&b'\n');
+    let mut written = Vec::new();
+    let report = replay(&config, joined.as_slice(), |alert| {
+        written.push(alert.to_json().to_string());
+        Ok(())
+    })
+    .unwrap();
+
+    let one: Vec<String> = one.iter().map(|a| a.to_json().to_string()).collect();
+    assert!(
+        ["account_churn", "book_churn", "diversion_risk"]
+            .iter()
+            .all(|kind| one.iter().any(|a| a.contains(kind))),
+        "the world must raise account and manager alerts for this to mean anything"
+    );
+    assert_eq!(written.len(), one.len());
+    for (i, (a, b)) in written.iter().zip(&one).enumerate() {
+        assert_eq!(a, b, "transition {i} differs");
+    }
+    assert_eq!(report.outcomes, outcomes);
+    assert_eq!(report.outcomes["duplicate"], 3);
+    assert_eq!(report.outcomes["late"], 1);
+    let (state, expected) = (&report.state, engine.stats());
+    assert_eq!(
+        (state.accounts, state.open_opportunities, state.managers),
+        (
+            expected.accounts,
+            expected.open_opportunities,
+            expected.managers
+        )
+    );
+    assert_eq!(
+        (state.remembered_event_ids, state.buffered_events),
+        (expected.remembered_event_ids, expected.buffered_events)
+    );
+    assert_eq!(state.evictions, expected.evictions);
+    assert_eq!(state.active, expected.active);
+    assert_eq!(report.watermark, engine.watermark());
+}

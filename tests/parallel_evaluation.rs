@@ -6,34 +6,36 @@
 
 use feidan::config::Config;
 
-/// The world's events as one JSONL buffer: 300 managers with 10 accounts
-/// each (3000 accounts) over 200 days, judged in two parts of each.
-fn world() -> Vec<u8> {
+/// The world's events: 300 managers with 10 accounts each (3000 accounts)
+/// over 200 days, judged in two parts of each.
+fn world() -> Vec<Vec<u8>> {
     let sim = feidan::simulate::SimConfig {
         seed: 8,
         managers: 300,
         days: 200,
         ..Default::default()
     };
-    let mut lines = Vec::new();
-    for event in feidan::simulate::Simulation::new(sim).flatten() {
-        lines.extend(event.to_json().to_string().into_bytes());
-        lines.push(b'\n');
-    }
-    lines
+    feidan::simulate::Simulation::new(sim)
+        .flatten()
+        .map(|event| event.to_json().to_string().into_bytes())
+        .collect()
 }
 
-/// The backtest's transitions as JSON text, replayed on `threads` threads.
-fn replayed_on(threads: usize, input: &[u8]) -> Vec<String> {
+/// One engine's transitions as JSON text, judged on `threads` threads.
+/// (The engine, not `backtest`: the backtest runs its manager stage on a
+/// thread of its own, outside the pool installed here.)
+fn replayed_on(threads: usize, input: &[Vec<u8>]) -> Vec<String> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .unwrap();
     pool.install(|| {
-        let replay = feidan::backtest::replay(&Config::defaults(), input, |_| Ok(())).unwrap();
-        replay
-            .alerts
-            .iter()
+        let mut engine = feidan::engine::Engine::new(&Config::defaults());
+        let mut out = Vec::new();
+        for payload in input {
+            engine.ingest(payload, 0, &mut out);
+        }
+        out.iter()
             .map(|alert| alert.to_json().to_string())
             .collect()
     })

@@ -83,6 +83,11 @@ impl Shard {
         stats
     }
 
+    /// The last boundary evaluated: every alert of it and before is out.
+    pub fn evaluated(&self) -> Option<Timestamp> {
+        self.evaluated
+    }
+
     /// Takes in a message from a source, and evaluates every boundary
     /// complete from every source, in order (messages for sources are
     /// ignored).

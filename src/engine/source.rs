@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use crate::alert::Alert;
 use crate::config::Config;
-use crate::event::{decode, DecodeLimits, Event, EventBody};
+use crate::event::{decode, DecodeError, DecodeLimits, Event, EventBody};
 use crate::time::Timestamp;
 
 use serde::{Deserialize, Serialize};
@@ -92,7 +92,17 @@ impl Source {
 
     /// Decodes and applies one message of this source's partition.
     pub fn ingest(&mut self, payload: &[u8], out: &mut Vec<Alert>) -> Ingested {
-        let decoded = decode(payload, self.limits);
+        self.ingest_decoded(decode(payload, self.limits), out)
+    }
+
+    /// Applies one message already decoded with [`Engine::decode_limits`]
+    /// (elsewhere, on another thread): the same as [`Source::ingest`] on
+    /// its bytes.
+    pub fn ingest_decoded(
+        &mut self,
+        decoded: Result<Event, DecodeError>,
+        out: &mut Vec<Alert>,
+    ) -> Ingested {
         ingested(decoded, |event| self.apply(event, out))
     }
 
