@@ -200,12 +200,9 @@ pub fn score(p_value: f64) -> f64 {
 }
 
 fn betabinom_ln_pmf(k: u64, n: u64, a: f64, b: f64) -> f64 {
+    let ln_choose = ln_factorial(n) - ln_factorial(k) - ln_factorial(n - k);
     let (k, n) = (k as f64, n as f64);
-    ln_choose(n, k) + ln_beta(k + a, n - k + b) - ln_beta(a, b)
-}
-
-fn ln_choose(n: f64, k: f64) -> f64 {
-    ln_gamma(n + 1.0) - ln_gamma(k + 1.0) - ln_gamma(n - k + 1.0)
+    ln_choose + ln_beta(k + a, n - k + b) - ln_beta(a, b)
 }
 
 fn ln_beta(a: f64, b: f64) -> f64 {

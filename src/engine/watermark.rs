@@ -54,6 +54,7 @@ impl WatermarkTracker {
     /// the watermark already reached does not move back.
     pub fn with_lateness(mut self, allowed_lateness_secs: i64) -> Self {
         self.allowed_lateness = allowed_lateness_secs;
+        self.recompute();
         self
     }
 
@@ -69,10 +70,20 @@ impl WatermarkTracker {
             idle: false,
             assigned: true,
         });
-        entry.newest = Some(entry.newest.map_or(at, |newest| newest.max(at)));
+        let counted = !entry.idle && entry.assigned;
+        let before = entry.newest;
+        entry.newest = Some(before.map_or(at, |newest| newest.max(at)));
         entry.idle = false;
         entry.assigned = true;
-        self.recompute()
+        // The usual case, on every event: a partition already counted that
+        // did not move on, or the only one, which alone sets the watermark.
+        match before {
+            Some(newest) if counted && at <= newest => self.current,
+            Some(_) if counted && self.partitions.len() == 1 => {
+                self.raise_to(at.plus(-self.allowed_lateness))
+            }
+            _ => self.recompute(),
+        }
     }
 
     /// Declares the partitions this instance now reads: ones never seen
