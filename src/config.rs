@@ -193,6 +193,7 @@ pub struct ChurnConfig {
     pub max_shape: f64,
     pub critical_p_value: f64,
     pub book_alpha: f64,
+    pub visited_alpha: f64,
     pub value_fall_ratio: f64,
     pub value_min_orders: u32,
     #[serde(with = "duration")]
@@ -394,6 +395,7 @@ impl DetectConfig {
         r.probability("churn.alpha", c.alpha)?;
         r.probability("churn.signal_alpha", c.signal_alpha)?;
         r.probability("churn.book_alpha", c.book_alpha)?;
+        r.probability("churn.visited_alpha", c.visited_alpha)?;
         if c.signal_alpha < c.alpha {
             return r.fail("churn.signal_alpha", "must be at least churn.alpha");
         }

@@ -573,13 +573,14 @@ pub struct Book {
     /// Accounts with a learnt rhythm, not recently reassigned.
     pub judged: u64,
     pub churning: u64,
-    /// Churning accounts the manager kept visiting.
+    /// Accounts the manager kept visiting while they churn, or while
+    /// their silence is past `churn.visited_alpha` (not churning yet).
     pub visited: u64,
     /// Churning accounts whose latest orders fell far below their usual
     /// value.
     #[serde(default)]
     pub shrinking: u64,
-    /// The churning accounts, for evidence.
+    /// The churning and the visited accounts, for evidence.
     pub churning_accounts: Vec<ChurningAccount>,
     /// Orders placed by the judged accounts over the order windows
     /// (half, one and two `order_window`s back from the evaluation) ...
@@ -1305,15 +1306,21 @@ fn judge_rhythm(
                 ExpectedOrders::of(span as f64 / DAY as f64 / account.rhythm.gap_mean().max(1.0));
         }
     }
-    if churning {
-        let visited = account_churn::kept_visiting(
+    // A silence the manager keeps visiting through counts at a looser bar
+    // than churn: several such accounts in one book tell weeks before each
+    // is overdue alone (book churn weighs them against the company's share).
+    let visited = (churning || p_value < churn.visited_alpha)
+        && account_churn::kept_visiting(
             u32::from(account.visits_since),
             account.days_since_visit(at, churn),
             churn,
         );
+    book.visited += u64::from(visited);
+    if churning {
         book.churning += 1;
-        book.visited += u64::from(visited);
         book.shrinking += u64::from(shrinking);
+    }
+    if churning || visited {
         book.churning_accounts.push(ChurningAccount {
             account_id: account_id.into(),
             p_value: p_value.min(value_p),
@@ -2033,8 +2040,9 @@ mod tests {
                 .map(|b| (b.judged, b.churning, b.visited))
         };
         assert_eq!(book_on(95), Some((1, 0, 0)), "within its rhythm");
+        // Quiet and visited counts before churning does (see the next test).
         let mut day = 96;
-        while book_on(day) == Some((1, 0, 0)) {
+        while book_on(day).is_some_and(|(_, churning, _)| churning == 0) {
             day += 1;
         }
         let overdue = day;
@@ -2056,5 +2064,62 @@ mod tests {
             None,
             "churning for longer than the book window: gone from the book"
         );
+    }
+
+    #[test]
+    fn a_quiet_account_still_visited_counts_before_it_is_churning() {
+        let config = Config::defaults();
+        // (day, visited, churning, accounts cited and whether visited).
+        type Day = (i64, u64, u64, Vec<(String, bool)>);
+        let books = |visits: &[i64]| -> Vec<Day> {
+            let mut stage = ordering_every_ten_days("a", &config);
+            for (i, day) in visits.iter().enumerate() {
+                stage.apply(
+                    &visit(&format!("v{i}"), "a", *day),
+                    &config,
+                    &mut Vec::new(),
+                );
+            }
+            let mut life = Lifecycle::new(3, 7);
+            (91..130)
+                .map(|day| {
+                    let report = evaluate_on(&mut stage, day, &config, &mut life);
+                    let book = &report.books["kam-1"];
+                    let cited: Vec<(String, bool)> = book
+                        .churning_accounts
+                        .iter()
+                        .map(|a| (a.account_id.to_string(), a.visited))
+                        .collect();
+                    (day, book.visited, book.churning, cited)
+                })
+                .collect()
+        };
+        let visited = books(&[95, 98, 100]);
+        let first = |rows: &[Day], churning: bool| {
+            rows.iter()
+                .find(|(_, quiet, churns, _)| if churning { *churns > 0 } else { *quiet > 0 })
+                .map(|row| row.0)
+        };
+        let (quiet, churning) = (
+            first(&visited, false).unwrap(),
+            first(&visited, true).unwrap(),
+        );
+        assert!(
+            quiet < churning,
+            "silent past the looser bar (day {quiet}) before churning (day {churning})"
+        );
+        let row = visited.iter().find(|row| row.0 == quiet).unwrap();
+        assert_eq!(row.3, vec![("a".to_owned(), true)], "cited as visited");
+        // The same silence with no visits since the last order: only churn
+        // counts it, once it is overdue at the churn bar.
+        let unvisited = books(&[]);
+        assert!(unvisited.iter().all(|row| row.1 == 0));
+        assert_eq!(first(&unvisited, true), Some(churning));
+        assert!(unvisited
+            .iter()
+            .find(|row| row.0 == quiet)
+            .unwrap()
+            .3
+            .is_empty());
     }
 }
