@@ -45,8 +45,10 @@ fn no_honest_manager_is_accused_and_most_diverters_are_found() {
         // in these worlds: none of them may page anyone.
         assert_eq!(managers.falsely_accused, 0, "seed {seed}: {managers:?}");
         assert!(managers.recall >= 0.75, "seed {seed}: {managers:?}");
+        // Measured 35 and 56 days; 40 and 62.5 before quiet accounts the
+        // manager keeps visiting counted in book churn (churn.visited_alpha).
         assert!(
-            managers.median_delay_days.unwrap() <= 70.0,
+            managers.median_delay_days.unwrap() <= 60.0,
             "seed {seed}: {managers:?}"
         );
         // The target is 0.8 for both. Measured (precision / recall)
