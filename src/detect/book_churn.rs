@@ -66,7 +66,21 @@ const TEAM_PRIOR: f64 = 50.0;
 /// Tests behind one finding: three count tests and three order windows.
 const TESTS: f64 = 6.0;
 
+/// Which of a book's accounts an alert cites: the churning ones, or, when
+/// the test reported counts the accounts the manager kept visiting, those
+/// (churning or quiet). An alert claims nothing it did not test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cited {
+    Churning,
+    Visited,
+}
+
 pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<Finding> {
+    assess_cited(book, config).map(|(finding, _)| finding)
+}
+
+/// [`assess`], and which accounts the finding's evidence should be.
+pub fn assess_cited(book: &BookInputs, config: &BookChurnConfig) -> Option<(Finding, Cited)> {
     if book.judged < config.min_accounts {
         return None;
     }
@@ -137,7 +151,7 @@ pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<Finding> {
     let adjusted = (best.p_value * TESTS).min(1.0);
     let (book, tested, observed) = (*book, best.tested, best.observed);
     let summary = Summary::new(move || summary(&book, tested, observed, &rates));
-    Some(Finding {
+    let finding = Finding {
         alerting: adjusted < config.alpha && best.effect,
         holding: adjusted < config.resolve_alpha,
         observed: best.observed,
@@ -147,7 +161,13 @@ pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<Finding> {
         component_p: adjusted,
         severity: Severity::for_p_value(adjusted, config.critical_p_value),
         summary,
-    })
+    };
+    let cited = if tested == Tested::Visited {
+        Cited::Visited
+    } else {
+        Cited::Churning
+    };
+    Some((finding, cited))
 }
 
 /// What a test counts: accounts of one sort, or the book's orders over

@@ -638,12 +638,20 @@ impl std::ops::AddAssign for ExpectedOrders {
     }
 }
 
+fn churning_by_default() -> bool {
+    true
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChurningAccount {
     pub account_id: Id,
     /// The stronger of its silence and its fall in order value.
     pub p_value: f64,
     pub visited: bool,
+    /// Whether it churns (else it is listed as quiet and visited). Books
+    /// of older versions listed churning accounts only.
+    #[serde(default = "churning_by_default")]
+    pub churning: bool,
     /// The last order, the latest visits, a lapsed contract.
     pub evidence: Vec<EvidenceRef>,
 }
@@ -1325,6 +1333,7 @@ fn judge_rhythm(
             account_id: account_id.into(),
             p_value: p_value.min(value_p),
             visited,
+            churning,
             evidence: cite_leaving(account_id, account, lapsed, shrinking),
         });
     }

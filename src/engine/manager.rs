@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alert::{Alert, AlertKind};
 use crate::config::{Config, DetectConfig};
-use crate::detect::book_churn::{self, BookInputs};
+use crate::detect::book_churn::{self, BookInputs, Cited};
 use crate::detect::competitor::{self, CompetitorCounts};
 use crate::detect::diversion_risk::{self, Component};
 use crate::detect::rate::RateInputs;
@@ -622,6 +622,8 @@ struct Verdict {
     win: Option<Finding>,
     leak: Option<Finding>,
     churn: Option<Finding>,
+    /// Which of the book's accounts `churn` cites.
+    churn_cites: Cited,
     /// Competitor concentration, and the competitor's name.
     rival: Option<(Finding, String)>,
     risk: Option<Finding>,
@@ -713,7 +715,10 @@ fn judge(
         }
     });
     manager.gauges.overdue_accounts = own_book.churning;
-    let churn = book_churn::assess(&own_book, &detect.book_churn);
+    let (churn, churn_cites) = match book_churn::assess_cited(&own_book, &detect.book_churn) {
+        Some((finding, cited)) => (Some(finding), cited),
+        None => (None, Cited::Churning),
+    };
 
     // Competitor concentration.
     let mut counts: Vec<CompetitorCounts> = own_rivals
@@ -781,6 +786,7 @@ fn judge(
         win,
         leak,
         churn,
+        churn_cites,
         rival,
         risk,
     }
@@ -825,7 +831,11 @@ fn observe_verdict(
             |_| true,
         )
     };
-    let churn_evidence = || book.map_or_else(Vec::new, |b| book_evidence(b, max_evidence));
+    let churn_evidence = || {
+        book.map_or_else(Vec::new, |b| {
+            book_evidence(b, verdict.churn_cites, max_evidence)
+        })
+    };
     let rival_name = rival.as_ref().map(|(_, name)| name.clone());
     let rival_evidence = || {
         largest_between(
@@ -1065,10 +1075,18 @@ fn rival_losses(tally: &RivalTally, rival: u32) -> u64 {
         .map_or(0, |i| tally[i].1)
 }
 
-/// The churning accounts of a book, those still visited first, each cited by
-/// its last order and latest visits.
-fn book_evidence(book: &Book, max: usize) -> Vec<serde_json::Value> {
-    let mut accounts: Vec<_> = book.churning_accounts.iter().collect();
+/// The churning accounts of a book, or the ones the manager kept visiting
+/// (as `cited`), those still visited first, each cited by its last order and
+/// latest visits.
+fn book_evidence(book: &Book, cited: Cited, max: usize) -> Vec<serde_json::Value> {
+    let mut accounts: Vec<_> = book
+        .churning_accounts
+        .iter()
+        .filter(|a| match cited {
+            Cited::Churning => a.churning,
+            Cited::Visited => a.visited,
+        })
+        .collect();
     accounts.sort_by(|a, b| {
         b.visited
             .cmp(&a.visited)
@@ -1162,5 +1180,50 @@ mod tests {
         let (share, weight) = usual.without(&team, 1, (3, 12), 30);
         assert_eq!(share, usual.teammates(&team, 1, 3, 12));
         assert!(share > 0.5 && weight == 30.0, "{share} {weight}");
+    }
+
+    #[test]
+    fn a_book_alert_cites_the_accounts_its_test_counted() {
+        use crate::engine::account::{evidence_of, ChurningAccount};
+        use crate::event::{Event, EventBody};
+        // A churns unvisited, B is quiet and visited (not churning yet), C
+        // churns and is visited.
+        let listed = |id: &str, p_value: f64, visited: bool, churning: bool| {
+            let order = Event {
+                event_id: format!("order-{id}").into(),
+                occurred_at: Timestamp(0),
+                manager_id: "kam-1".into(),
+                account_id: id.into(),
+                team: "t".into(),
+                body: EventBody::OrderPlaced {
+                    order_id: "o".into(),
+                    amount: 1.0,
+                },
+            };
+            ChurningAccount {
+                account_id: id.into(),
+                p_value,
+                visited,
+                churning,
+                evidence: vec![evidence_of(&order, None)],
+            }
+        };
+        let book = Book {
+            churning_accounts: vec![
+                listed("A", 0.001, false, true),
+                listed("B", 0.05, true, false),
+                listed("C", 0.002, true, true),
+            ],
+            ..Book::default()
+        };
+        let cited = |cited: Cited| -> Vec<String> {
+            book_evidence(&book, cited, 20)
+                .iter()
+                .map(|item| item["account_id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        // Visited first, then by p-value.
+        assert_eq!(cited(Cited::Churning), ["C", "A"]);
+        assert_eq!(cited(Cited::Visited), ["C", "B"]);
     }
 }
