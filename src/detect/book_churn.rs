@@ -75,12 +75,9 @@ pub enum Cited {
     Visited,
 }
 
-pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<Finding> {
-    assess_cited(book, config).map(|(finding, _)| finding)
-}
-
-/// [`assess`], and which accounts the finding's evidence should be.
-pub fn assess_cited(book: &BookInputs, config: &BookChurnConfig) -> Option<(Finding, Cited)> {
+/// The book's finding, and which of its accounts the finding's evidence
+/// should be.
+pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<(Finding, Cited)> {
     if book.judged < config.min_accounts {
         return None;
     }
@@ -100,22 +97,9 @@ pub fn assess_cited(book: &BookInputs, config: &BookChurnConfig) -> Option<(Find
         visited: share(book.company_visited, book.team_visited),
         shrinking: share(book.company_shrinking, book.team_shrinking),
     };
-    let mut counts = Vec::new();
-    if book.churning >= config.min_churning {
-        counts.extend([
-            (Tested::Churning, book.churning, rates.churning),
-            (Tested::Shrinking, book.shrinking, rates.shrinking),
-        ]);
-    }
-    // Visited accounts are counted at a looser bar than churning ones:
-    // tested whether or not enough accounts churn.
-    if book.visited >= config.min_churning {
-        counts.push((Tested::Visited, book.visited, rates.visited));
-    }
-    let mut candidates: Vec<Candidate> = Vec::new();
-    for (tested, k, rate) in counts {
+    let count_test = |tested: Tested, k: u64, rate: f64| {
         let share = k as f64 / book.judged as f64;
-        candidates.push(Candidate::new(
+        Candidate::new(
             tested,
             StatTest::BinomialUpper {
                 k,
@@ -125,7 +109,21 @@ pub fn assess_cited(book: &BookInputs, config: &BookChurnConfig) -> Option<(Find
             share,
             rate,
             k >= config.min_churning && share - rate >= config.min_excess,
+        )
+    };
+    let mut candidates: Vec<Candidate> = Vec::new();
+    if book.churning >= config.min_churning {
+        candidates.push(count_test(Tested::Churning, book.churning, rates.churning));
+        candidates.push(count_test(
+            Tested::Shrinking,
+            book.shrinking,
+            rates.shrinking,
         ));
+    }
+    // Visited accounts are counted at a looser bar than churning ones:
+    // tested whether or not enough accounts churn.
+    if book.visited >= config.min_churning {
+        candidates.push(count_test(Tested::Visited, book.visited, rates.visited));
     }
     for i in 0..3 {
         let (own, rest) = (book.expected_orders[i], book.team_expected_orders[i]);
@@ -263,6 +261,11 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
+    /// The finding alone.
+    fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<Finding> {
+        super::assess(book, config).map(|(finding, _)| finding)
+    }
+
     fn book() -> BookInputs {
         BookInputs {
             judged: 10,
@@ -394,6 +397,7 @@ mod tests {
             .summary
             .text()
             .starts_with("5 of 10 accounts have gone quiet"));
+        assert_eq!(super::assess(&quiet, &config).unwrap().1, Cited::Visited);
         // Two are not enough to page at these rates, and a team whose
         // managers all keep calling on quiet customers is the market.
         let few = BookInputs {

@@ -715,7 +715,7 @@ fn judge(
         }
     });
     manager.gauges.overdue_accounts = own_book.churning;
-    let (churn, churn_cites) = match book_churn::assess_cited(&own_book, &detect.book_churn) {
+    let (churn, churn_cites) = match book_churn::assess(&own_book, &detect.book_churn) {
         Some((finding, cited)) => (Some(finding), cited),
         None => (None, Cited::Churning),
     };
