@@ -220,17 +220,46 @@ const CONTRACT: StaticName = "contract_ended";
 /// An account's open deals, in a vector sorted by opportunity id: most
 /// accounts have none or a few, and a map's fixed size and spare buckets cost
 /// more than the search. Checkpointed as a map of [`OpenDealRecord`]s.
+///
+/// An id lives behind a pointer, so comparing one is a cache miss: a deal
+/// is found by its [`tag`] first, scanning the few deals side by side, and
+/// only a deal whose tag matches has its id read.
 #[derive(Debug, Default)]
 struct OpenDeals(ThinVec<OpenDeal>);
 
+/// Open deals past which a deal is found by a binary search of ids, not a
+/// scan of tags.
+const SCANNED_DEALS: usize = 32;
+
+/// A 16-bit digest of an opportunity id (FNV-1a, folded): equal ids have
+/// equal tags, and two of an account's deals seldom share one.
+fn tag(opportunity_id: &str) -> u16 {
+    let hash = opportunity_id.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    (hash ^ (hash >> 16)) as u16
+}
+
 impl OpenDeals {
+    /// Where the deal `id` is (`Ok`), or where it would go in id order (`Err`).
     fn find(&self, id: &str) -> Result<usize, usize> {
         self.0
             .binary_search_by(|deal| deal.opportunity_id().cmp(id))
     }
 
+    /// Where the deal `id` is, if it is open.
+    fn position(&self, id: &str) -> Option<usize> {
+        if self.0.len() > SCANNED_DEALS {
+            return self.find(id).ok();
+        }
+        let tag = tag(id);
+        self.0
+            .iter()
+            .position(|deal| deal.tag == tag && deal.opportunity_id() == id)
+    }
+
     fn get_mut(&mut self, id: &str) -> Option<&mut OpenDeal> {
-        let i = self.find(id).ok()?;
+        let i = self.position(id)?;
         Some(&mut self.0[i])
     }
 
@@ -242,7 +271,7 @@ impl OpenDeals {
     }
 
     fn remove(&mut self, id: &str) -> Option<OpenDeal> {
-        let i = self.find(id).ok()?;
+        let i = self.position(id)?;
         Some(self.0.remove(i))
     }
 
@@ -358,6 +387,8 @@ impl Names {
 struct OpenDeal {
     ids: Box<str>,
     split: u32,
+    /// The opportunity id's [`tag`] (in what would be padding).
+    tag: u16,
     /// Whether its latest event is an update (else it is its creation).
     updated: bool,
     /// Whether it already left the pipeline before closing, stalled or its
@@ -377,6 +408,7 @@ impl OpenDeal {
         OpenDeal {
             ids: OpenDeal::ids(opportunity_id, event_id),
             split: opportunity_id.len() as u32,
+            tag: tag(opportunity_id),
             updated: false,
             left: false,
             initial_amount: amount,
@@ -426,6 +458,7 @@ impl OpenDeal {
         OpenDeal {
             ids: OpenDeal::ids(opportunity_id, &record.last_event_id),
             split: opportunity_id.len() as u32,
+            tag: tag(opportunity_id),
             updated: record.last_event_type == UPDATED,
             left: record.stalled,
             initial_amount: record.initial_amount,
@@ -799,10 +832,12 @@ impl AccountStage {
                     .is_none_or(|o| at >= o.occurred_at)
                 {
                     account.visits_since = account.visits_since.saturating_add(1);
-                    account.recent_visits.push(Kept::of(event, None));
-                    if account.recent_visits.len() > VISITS_KEPT {
+                    // The oldest out first, so the vector never outgrows
+                    // the four it keeps (a fifth would double it).
+                    if account.recent_visits.len() >= VISITS_KEPT {
                         account.recent_visits.remove(0);
                     }
+                    account.recent_visits.push(Kept::of(event, None));
                 }
             }
             EventBody::ContractEnded {
@@ -1501,6 +1536,46 @@ mod tests {
         }
     }
 
+    /// Two opportunity ids whose tags are equal.
+    fn ids_sharing_a_tag() -> (String, String) {
+        let mut seen: std::collections::HashMap<u16, String> = Default::default();
+        for n in 0.. {
+            let id = format!("opp-{n}");
+            if let Some(first) = seen.insert(tag(&id), id.clone()) {
+                return (first, id);
+            }
+        }
+        unreachable!("a 16-bit tag repeats within 65,537 ids")
+    }
+
+    #[test]
+    fn open_deals_are_found_by_id_when_tags_collide_and_past_the_scan() {
+        let (a, b) = ids_sharing_a_tag();
+        assert_eq!(tag(&a), tag(&b));
+        for others in [2, SCANNED_DEALS + 5] {
+            let mut deals = OpenDeals::default();
+            let mut ids = vec![a.clone(), b.clone()];
+            ids.extend((0..others).map(|n| format!("other-{n}")));
+            for (n, id) in ids.iter().enumerate() {
+                deals.insert(OpenDeal::new(id, "ev-0", Timestamp(0), n as f64));
+            }
+            // Sorted by id: the order stalled deals are swept and checkpointed in.
+            let held: Vec<&str> = deals.0.iter().map(OpenDeal::opportunity_id).collect();
+            let mut sorted = held.clone();
+            sorted.sort_unstable();
+            assert_eq!(held, sorted);
+            assert_eq!(deals.get_mut(&b).map(|d| d.amount), Some(1.0));
+            assert_eq!(deals.get_mut(&a).map(|d| d.amount), Some(0.0));
+            assert!(deals.get_mut("opp-none").is_none());
+            assert_eq!(deals.remove(&a).map(|d| d.amount), Some(0.0));
+            assert!(deals.get_mut(&a).is_none());
+            assert_eq!(deals.remove(&b).map(|d| d.amount), Some(1.0));
+            assert_eq!(deals.len(), others);
+        }
+        // The tag sits in what was padding: an open deal is no larger.
+        assert_eq!(std::mem::size_of::<OpenDeal>(), 48);
+    }
+
     /// A visit by kam-1 to `account` on `day`.
     fn visit(id: &str, account: &str, day: i64) -> Event {
         let body = EventBody::ActivityLogged {
@@ -1546,6 +1621,25 @@ mod tests {
             stage.apply(&event, config, &mut Vec::new());
         }
         stage
+    }
+
+    #[test]
+    fn an_account_keeps_its_four_latest_visits_in_room_for_four() {
+        let config = Config::defaults();
+        let mut stage = ordering_on("acc-1", &[0, 10], &config);
+        for day in 11..20 {
+            stage.apply(
+                &visit(&format!("v{day}"), "acc-1", day),
+                &config,
+                &mut Vec::new(),
+            );
+        }
+        let account = &stage.accounts["acc-1"];
+        assert_eq!(account.visits_since, 9);
+        let kept: Vec<&str> = account.recent_visits.iter().map(|v| &*v.event_id).collect();
+        assert_eq!(kept, ["v16", "v17", "v18", "v19"]);
+        // A fifth pushed before the oldest left would double the vector.
+        assert_eq!(account.recent_visits.capacity(), VISITS_KEPT);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use super::account::{
 };
 use super::dedup::DedupChunk;
 use super::fact::LeakRoute;
-use super::intake::{InEventTime, Intake};
+use super::intake::Intake;
 use super::manager::ManagerGlobals;
 use super::watermark::WatermarkTracker;
 use super::Engine;
@@ -224,7 +224,7 @@ impl Intake {
         }
         // The buffer in event-time order, so chunks change little between
         // checkpoints while the watermark holds.
-        let mut buffered: Vec<&Event> = self.pending.iter().map(|e| &*e.0 .1).collect();
+        let mut buffered: Vec<&Event> = self.pending.iter().collect();
         buffered.sort_by(|a, b| (a.occurred_at, &a.event_id).cmp(&(b.occurred_at, &b.event_id)));
         for (n, chunk) in buffered.chunks(BUFFER_CHUNK).enumerate() {
             let events: Vec<String> = chunk.iter().map(|e| e.to_json().to_string()).collect();
@@ -253,10 +253,7 @@ impl Intake {
                         reason: error.to_string(),
                     }
                 })?;
-                self.pending.push(std::cmp::Reverse(InEventTime(
-                    event.occurred_at,
-                    Box::new(event),
-                )));
+                self.pending.push(event);
             }
         } else {
             return Ok(false);

@@ -7,13 +7,11 @@
 //! [`Source`](super::source::Source) share it, so an event's life up to the
 //! account stage is the same in both.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
-
 use crate::config::Config;
 use crate::event::Event;
 use crate::time::Timestamp;
 
+use super::buffer::EventBuffer;
 use super::dedup::Dedup;
 use super::watermark::WatermarkTracker;
 use super::{DeadLetter, Outcome};
@@ -27,37 +25,10 @@ pub(crate) struct Intake {
     pub(crate) next_evaluation: Option<Timestamp>,
     /// On-time events not yet behind the watermark, released in event-time
     /// order as it passes them.
-    pub(crate) pending: BinaryHeap<Reverse<InEventTime>>,
+    pub(crate) pending: EventBuffer,
     max_buffered: usize,
     /// Events applied ahead of the watermark because the buffer was full.
     pub(crate) forced: u64,
-}
-
-/// An event ordered by event time, then id (ids are unique once deduplicated).
-/// Boxed, so that the heap moves a pointer and not the event; its time is
-/// held beside it, so that most comparisons do not follow the pointer.
-pub(crate) struct InEventTime(pub(crate) Timestamp, pub(crate) Box<Event>);
-
-impl PartialEq for InEventTime {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for InEventTime {}
-
-impl PartialOrd for InEventTime {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for InEventTime {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.0
-            .cmp(&other.0)
-            .then_with(|| self.1.event_id.cmp(&other.1.event_id))
-    }
 }
 
 impl Intake {
@@ -69,7 +40,7 @@ impl Intake {
             watermark: WatermarkTracker::new(engine.allowed_lateness.as_secs() as i64),
             dedup: Dedup::new(engine.dedup_capacity, engine.dedup_horizon.as_secs() as i64),
             next_evaluation: None,
-            pending: BinaryHeap::new(),
+            pending: EventBuffer::default(),
             max_buffered: engine.max_buffered_events,
             forced: 0,
         }
@@ -105,10 +76,9 @@ impl Intake {
         if late {
             apply(&event);
         } else {
-            self.pending
-                .push(Reverse(InEventTime(event.occurred_at, Box::new(event))));
+            self.pending.push(event);
             if self.pending.len() > self.max_buffered {
-                if let Some(Reverse(InEventTime(_, oldest))) = self.pending.pop() {
+                if let Some(oldest) = self.pending.pop() {
                     self.forced += 1;
                     apply(&oldest);
                 }
@@ -134,11 +104,8 @@ impl Intake {
         let first = self.first_boundary(watermark);
         let boundary = *self.next_evaluation.get_or_insert(first);
         let until = boundary.min(watermark);
-        while let Some(Reverse(InEventTime(occurred_at, _))) = self.pending.peek() {
-            if *occurred_at >= until {
-                break;
-            }
-            if let Some(Reverse(InEventTime(_, event))) = self.pending.pop() {
+        while self.pending.earliest().is_some_and(|at| at < until) {
+            if let Some(event) = self.pending.pop() {
                 apply(&event);
             }
         }
@@ -147,9 +114,7 @@ impl Intake {
         }
         // A burst (a partition far ahead, a backlog) must not hold its
         // memory once applied.
-        if self.pending.is_empty() && self.pending.capacity() > 4096 {
-            self.pending.shrink_to_fit();
-        }
+        self.pending.shrink_if_idle();
         None
     }
 

@@ -7,6 +7,7 @@
 //! are the same on any number of threads.
 
 pub mod account;
+mod buffer;
 pub mod checkpoint;
 pub mod dedup;
 pub mod eviction;
