@@ -2,8 +2,15 @@
 //! event is counted once (DESIGN §2). Ids are kept as 64-bit hashes, in
 //! arrival order, and forgotten first-in first-out when the capacity is
 //! reached or when they fall further behind the watermark than the horizon.
+//!
+//! Forgetting an id only moves a counter: the id's entry in the table says
+//! when it arrived, and one that arrived before the oldest remembered is
+//! forgotten. Stale entries are swept out together once they are a third of
+//! the table. Removing each id as it is forgotten cost one more lookup into a
+//! table far bigger than the caches, for every event.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 
 use crate::time::Timestamp;
@@ -16,7 +23,8 @@ const SEEDS: (u64, u64, u64, u64) = (0x6665_6964_616e, 0x9e37_79b9, 0x85eb_ca6b,
 pub struct Dedup {
     capacity: usize,
     horizon: i64,
-    seen: HashSet<u64, ahash::RandomState>,
+    /// Each id's arrival number; below `forgotten`, the id is forgotten.
+    seen: HashMap<u64, u64, ahash::RandomState>,
     order: VecDeque<(u64, Timestamp)>,
     hasher: ahash::RandomState,
     evicted: u64,
@@ -38,7 +46,7 @@ impl Dedup {
         Dedup {
             capacity,
             horizon: horizon_secs,
-            seen: HashSet::with_hasher(hasher.clone()),
+            seen: HashMap::with_hasher(hasher.clone()),
             order: VecDeque::new(),
             hasher,
             evicted: 0,
@@ -51,13 +59,23 @@ impl Dedup {
         let mut h = self.hasher.build_hasher();
         h.write(event_id.as_bytes());
         let key = h.finish();
-        if !self.seen.insert(key) {
-            return false;
+        let arrival = self.forgotten + self.order.len() as u64;
+        match self.seen.entry(key) {
+            Entry::Occupied(mut held) => {
+                if *held.get() >= self.forgotten {
+                    return false;
+                }
+                held.insert(arrival);
+            }
+            Entry::Vacant(new) => {
+                new.insert(arrival);
+            }
         }
         self.order.push_back((key, at));
         while self.order.len() > self.capacity {
             self.pop_oldest();
         }
+        self.sweep_if_stale();
         true
     }
 
@@ -83,10 +101,19 @@ impl Dedup {
     }
 
     fn pop_oldest(&mut self) {
-        if let Some((key, _)) = self.order.pop_front() {
-            self.seen.remove(&key);
+        if self.order.pop_front().is_some() {
             self.evicted += 1;
             self.forgotten += 1;
+        }
+    }
+
+    /// Drops the forgotten ids' entries once they are a third of the table:
+    /// one pass over it for every half of the remembered ids that arrived.
+    fn sweep_if_stale(&mut self) {
+        let live = self.order.len();
+        if self.seen.len() >= live + live / 2 + 1024 {
+            let forgotten = self.forgotten;
+            self.seen.retain(|_, arrival| *arrival >= forgotten);
         }
     }
 
@@ -124,14 +151,16 @@ impl Dedup {
         chunks.sort_by_key(|c| c.start);
         self.seen.clear();
         self.order.clear();
+        self.forgotten = forgotten;
         for chunk in chunks {
             for (i, (key, at)) in chunk.ids.into_iter().enumerate() {
-                if chunk.start + i as u64 >= forgotten && self.seen.insert(key) {
+                let arrival = forgotten + self.order.len() as u64;
+                if chunk.start + i as u64 >= forgotten && !self.seen.contains_key(&key) {
+                    self.seen.insert(key, arrival);
                     self.order.push_back((key, at));
                 }
             }
         }
-        self.forgotten = forgotten;
         self.evicted = evicted;
     }
 }
@@ -185,7 +214,49 @@ mod tests {
             for id in ids {
                 d.insert(&id.to_string(), Timestamp(0));
                 prop_assert!(d.len() <= cap);
-                prop_assert_eq!(d.seen.len(), d.order.len());
+                let remembered = d.seen.values().filter(|a| **a >= d.forgotten).count();
+                prop_assert_eq!(remembered, d.order.len());
+                prop_assert!(d.seen.len() < d.order.len() * 3 / 2 + 1024);
+            }
+        }
+
+        /// Against a plain list of ids, forgotten from the front by the
+        /// capacity and the horizon: the same answers, through sweeps of
+        /// stale entries (a small capacity and many ids make many) and a
+        /// restore from chunks partway.
+        #[test]
+        fn remembers_exactly_what_a_list_would(
+            steps in proptest::collection::vec((0u16..3000, 0i64..40, any::<bool>()), 0..6000),
+            cap in 1usize..2000,
+            restore_at in 0usize..6000,
+        ) {
+            let horizon = 500;
+            let mut d = Dedup::new(cap, horizon);
+            let mut list: VecDeque<(u16, Timestamp)> = VecDeque::new();
+            let mut now = 0;
+            for (n, (id, advance, expire)) in steps.into_iter().enumerate() {
+                if n == restore_at {
+                    let mut restored = Dedup::new(cap, horizon);
+                    restored.restore(d.counters(), d.chunks(64).into_iter().map(|(_, c)| c).collect());
+                    d = restored;
+                }
+                now += advance;
+                let at = Timestamp(now);
+                let new = !list.iter().any(|(held, _)| *held == id);
+                prop_assert_eq!(d.insert(&id.to_string(), at), new, "id {} at step {}", id, n);
+                if new {
+                    list.push_back((id, at));
+                    while list.len() > cap {
+                        list.pop_front();
+                    }
+                }
+                if expire {
+                    d.expire(at);
+                    while list.front().is_some_and(|(_, t)| *t < Timestamp(now - horizon)) {
+                        list.pop_front();
+                    }
+                }
+                prop_assert_eq!(d.len(), list.len());
             }
         }
     }
