@@ -7,7 +7,9 @@
 //! newest one is appended, and a heap for the few that arrive out of order.
 //! The earliest event is at the front of one of the two. An in-order event
 //! then costs a push and a pop at the ends of a ring, with no sift through a
-//! heap of an hour's events and no comparison of ids.
+//! heap of an hour's events, no comparison of ids, and no allocation: the
+//! run holds its events in place, read and written in sequence, where a
+//! boxed event was copied into a fresh allocation and freed an hour later.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, VecDeque};
@@ -52,16 +54,22 @@ impl Ord for InEventTime {
 #[derive(Default)]
 pub(crate) struct EventBuffer {
     /// Events in ascending order, each no earlier than the one before.
-    run: VecDeque<InEventTime>,
+    run: VecDeque<Event>,
     /// Events that arrived earlier than the newest of `run`.
     out_of_order: BinaryHeap<Reverse<InEventTime>>,
 }
 
+/// What buffered events are ordered by: event time, then id.
+fn order_of(event: &Event) -> (Timestamp, &str) {
+    (event.occurred_at, &event.event_id)
+}
+
 impl EventBuffer {
     pub(crate) fn push(&mut self, event: Event) {
-        let event = InEventTime::of(event);
         match self.run.back() {
-            Some(newest) if event < *newest => self.out_of_order.push(Reverse(event)),
+            Some(newest) if order_of(&event) < order_of(newest) => {
+                self.out_of_order.push(Reverse(InEventTime::of(event)));
+            }
             _ => self.run.push_back(event),
         }
     }
@@ -70,31 +78,26 @@ impl EventBuffer {
     pub(crate) fn earliest(&self) -> Option<Timestamp> {
         match (self.run.front(), self.out_of_order.peek()) {
             (None, None) => None,
-            (Some(first), None) => Some(first.0),
+            (Some(first), None) => Some(first.occurred_at),
             (None, Some(Reverse(other))) => Some(other.0),
-            (Some(first), Some(Reverse(other))) => Some(first.0.min(other.0)),
+            (Some(first), Some(Reverse(other))) => Some(first.occurred_at.min(other.0)),
         }
     }
 
     /// Takes the earliest event.
-    pub(crate) fn pop(&mut self) -> Option<Box<Event>> {
-        let in_run = self.front_is_run()?;
-        let earliest = if in_run {
+    pub(crate) fn pop(&mut self) -> Option<Event> {
+        let in_run = match (self.run.front(), self.out_of_order.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(first), Some(Reverse(other))) => order_of(first) <= order_of(&other.1),
+        };
+        if in_run {
             self.run.pop_front()
         } else {
-            self.out_of_order.pop().map(|Reverse(e)| e)
-        };
-        earliest.map(|InEventTime(_, event)| event)
-    }
-
-    /// Whether the earliest event is at the front of the run (else atop the
-    /// heap); none when the buffer is empty.
-    fn front_is_run(&self) -> Option<bool> {
-        match (self.run.front(), self.out_of_order.peek()) {
-            (None, None) => None,
-            (Some(_), None) => Some(true),
-            (None, Some(_)) => Some(false),
-            (Some(first), Some(Reverse(other))) => Some(first <= other),
+            self.out_of_order
+                .pop()
+                .map(|Reverse(InEventTime(_, event))| *event)
         }
     }
 
@@ -108,10 +111,8 @@ impl EventBuffer {
 
     /// Every buffered event, in no particular order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Event> {
-        self.run
-            .iter()
-            .chain(self.out_of_order.iter().map(|Reverse(e)| e))
-            .map(|e| &*e.1)
+        let out_of_order = self.out_of_order.iter().map(|Reverse(e)| &*e.1);
+        self.run.iter().chain(out_of_order)
     }
 
     /// Gives back the memory of a burst once it is applied.
