@@ -27,7 +27,9 @@ build() {
   local revision="$1" name="$2" tree=.
   if [[ -n "$revision" ]]; then
     tree="$work/tree"
+    # A run stopped halfway leaves its worktree behind, or its record.
     git worktree remove --force "$tree" 2>/dev/null || true
+    git worktree prune
     git worktree add --quiet --detach "$tree" "$revision"
   fi
   # A fresh link: cargo does not copy the binary again for a tree it
