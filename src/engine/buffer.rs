@@ -60,7 +60,7 @@ pub(crate) struct EventBuffer {
 }
 
 /// What buffered events are ordered by: event time, then id.
-fn order_of(event: &Event) -> (Timestamp, &str) {
+pub(crate) fn order_of(event: &Event) -> (Timestamp, &str) {
     (event.occurred_at, &event.event_id)
 }
 

@@ -24,6 +24,7 @@ use crate::time::Timestamp;
 use super::account::{
     AccountGlobals, ACCOUNT_PREFIX, NOTE_ACTIVITY_SINCE_ORDER, NOTE_NOT_RENEWED, NOTE_VALUE_FELL,
 };
+use super::buffer::order_of;
 use super::dedup::DedupChunk;
 use super::fact::LeakRoute;
 use super::intake::Intake;
@@ -225,7 +226,7 @@ impl Intake {
         // The buffer in event-time order, so chunks change little between
         // checkpoints while the watermark holds.
         let mut buffered: Vec<&Event> = self.pending.iter().collect();
-        buffered.sort_by(|a, b| (a.occurred_at, &a.event_id).cmp(&(b.occurred_at, &b.event_id)));
+        buffered.sort_by(|a, b| order_of(a).cmp(&order_of(b)));
         for (n, chunk) in buffered.chunks(BUFFER_CHUNK).enumerate() {
             let events: Vec<String> = chunk.iter().map(|e| e.to_json().to_string()).collect();
             out.push((format!("{BUFFER_PREFIX}{n}"), encode(&events)));

@@ -6,8 +6,8 @@
 //! Forgetting an id only moves a counter: the id's entry in the table says
 //! when it arrived, and one that arrived before the oldest remembered is
 //! forgotten. Stale entries are swept out together once there is one for
-//! every two remembered ids. Removing each id as it is forgotten cost one more lookup into a
-//! table far bigger than the caches, for every event.
+//! every two remembered ids. Removing each id as it is forgotten cost one
+//! more lookup into a table far bigger than the caches, for every event.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -157,9 +157,11 @@ impl Dedup {
         self.forgotten = forgotten;
         for chunk in chunks {
             for (i, (key, at)) in chunk.ids.into_iter().enumerate() {
-                let arrival = forgotten + self.order.len() as u64;
-                if chunk.start + i as u64 >= forgotten && !self.seen.contains_key(&key) {
-                    self.seen.insert(key, arrival);
+                if chunk.start + (i as u64) < forgotten {
+                    continue;
+                }
+                if let Entry::Vacant(new) = self.seen.entry(key) {
+                    new.insert(forgotten + self.order.len() as u64);
                     self.order.push_back((key, at));
                 }
             }
