@@ -220,6 +220,12 @@ pub struct BookChurnConfig {
     pub min_accounts: u64,
     pub min_churning: u64,
     pub min_excess: f64,
+    /// Bars past the loosest at which the visited and the shrinking
+    /// accounts are also counted, each a tenth of the one before (0 to 2).
+    pub tighter_bars: u64,
+    /// A book whose counts are this improbable under the company's shares
+    /// is left out of the company's and its team's (company-wide).
+    pub outlier_p: f64,
     pub critical_p_value: f64,
 }
 
@@ -423,6 +429,10 @@ impl DetectConfig {
         r.at_least_one("book_churn.min_accounts", b.min_accounts)?;
         r.at_least_one("book_churn.min_churning", b.min_churning)?;
         r.fraction("book_churn.min_excess", b.min_excess)?;
+        r.probability("book_churn.outlier_p", b.outlier_p)?;
+        if b.tighter_bars >= crate::detect::book_churn::BARS as u64 {
+            return r.fail("book_churn.tighter_bars", "must be 0, 1 or 2");
+        }
         let k = &self.competitor;
         r.thresholds("competitor", k.alpha, k.resolve_alpha, k.critical_p_value)?;
         r.at_least_one("competitor.min_losses", k.min_losses)?;
@@ -623,6 +633,13 @@ impl Config {
             .validate("detect.", self.alerts.evaluate_every)?;
         for (team, detect) in &self.team_detect {
             detect.validate(&format!("teams.\"{team}\"."), self.alerts.evaluate_every)?;
+            // One reckoning of the company's base rates serves every team.
+            if detect.book_churn.outlier_p != self.detect.book_churn.outlier_p {
+                return invalid(
+                    &format!("teams.\"{team}\".book_churn.outlier_p"),
+                    "is company-wide: set detect.book_churn.outlier_p instead",
+                );
+            }
         }
         Ok(())
     }
@@ -904,6 +921,22 @@ mod tests {
         let err = Config::load(Some(&file), &[], std::iter::empty()).unwrap_err();
         assert!(
             err.to_string().contains("teams.\"east\".book_churn.alpha"),
+            "{err}"
+        );
+        // The company's base rates are reckoned once, for every team.
+        std::fs::write(&file, "[teams.\"east\".book_churn]\noutlier_p = 0.1\n").unwrap();
+        let err = Config::load(Some(&file), &[], std::iter::empty()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("teams.\"east\".book_churn.outlier_p")
+                && err.to_string().contains("company-wide"),
+            "{err}"
+        );
+        std::fs::write(&file, "[teams.\"east\".book_churn]\ntighter_bars = 3\n").unwrap();
+        let err = Config::load(Some(&file), &[], std::iter::empty()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("teams.\"east\".book_churn.tighter_bars"),
             "{err}"
         );
     }

@@ -1,6 +1,6 @@
 //! Book churn (DESIGN §4): is a manager losing their customers faster than
-//! the company? Four tests, the strongest reported (Bonferroni over all six
-//! p-values):
+//! the company? Four kinds of test, the strongest reported (Bonferroni over
+//! every p-value computed, up to ten):
 //! 1. churning accounts — overdue on their rhythm, sharply down in order
 //!    value, or not renewing — against what the churn share predicts for a
 //!    book that size (`binomial_upper`);
@@ -14,6 +14,11 @@
 //!    on average, none fewer, and no honest manager was accused either way.)
 //! 3. the same for accounts whose latest orders fell far below their usual
 //!    value (*shrinking*);
+//!
+//!    the visited and the shrinking accounts are also counted past tighter
+//!    bars, each a tenth of the one before (`book_churn.tighter_bars`): four
+//!    customers all but certainly gone while still visited say more than
+//!    five merely late, and honest books hold far fewer such accounts;
 //! 4. order volume: the book's orders over half, one and two order windows
 //!    against the rest of the team's, each side expected from its accounts'
 //!    rhythms — the classic conditional test of two Poisson rates
@@ -27,9 +32,42 @@
 //! quiet customers, is not one manager's doing.
 
 use crate::alert::{Severity, StatTest};
-use crate::config::BookChurnConfig;
+use crate::config::{BookChurnConfig, ChurnConfig};
 
 use super::{Finding, Summary};
+
+/// Most bars the visited and the shrinking accounts are counted past: the
+/// loosest and `book_churn.tighter_bars` (at most two) tighter ones.
+pub const BARS: usize = 3;
+
+/// Counts of accounts past each bar, loosest first (so each count is at
+/// most the one before).
+pub type ByBar = [u64; BARS];
+
+/// The bars of the visited and the shrinking counts: the silence (or value
+/// fall) p-values below which an account counts, loosest first, each a
+/// tenth of the one before.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bars {
+    pub visited: [f64; BARS],
+    pub shrinking: [f64; BARS],
+}
+
+impl Bars {
+    /// From `churn.visited_alpha` and `churn.book_alpha`, the loosest bars.
+    pub fn of(churn: &ChurnConfig) -> Bars {
+        let ladder = |loosest: f64| std::array::from_fn(|i| loosest / 10f64.powi(i as i32));
+        Bars {
+            visited: ladder(churn.visited_alpha),
+            shrinking: ladder(churn.book_alpha),
+        }
+    }
+
+    /// How many of `bars` a p-value is below.
+    pub fn passed(bars: &[f64; BARS], p_value: f64) -> usize {
+        bars.iter().take_while(|bar| p_value < **bar).count()
+    }
+}
 
 /// One manager's book and the company and team around it (each excluding
 /// the manager).
@@ -39,20 +77,21 @@ pub struct BookInputs {
     pub judged: u64,
     pub churning: u64,
     /// Accounts the manager kept visiting while they churn or are silent
-    /// past `churn.visited_alpha`.
-    pub visited: u64,
-    /// Churning accounts whose latest orders fell far below their usual value.
-    pub shrinking: u64,
+    /// past `churn.visited_alpha`, and past each tighter bar.
+    pub visited: ByBar,
+    /// Churning accounts whose latest orders fell far below their usual
+    /// value, past `churn.book_alpha` and each tighter bar.
+    pub shrinking: ByBar,
     pub company_judged: u64,
     pub company_churning: u64,
-    pub company_visited: u64,
-    pub company_shrinking: u64,
+    pub company_visited: ByBar,
+    pub company_shrinking: ByBar,
     /// The rest of the team's judged, churning, visited and shrinking
     /// accounts.
     pub team_judged: u64,
     pub team_churning: u64,
-    pub team_visited: u64,
-    pub team_shrinking: u64,
+    pub team_visited: ByBar,
+    pub team_shrinking: ByBar,
     /// Orders over half, one and two order windows, and expected ones.
     pub orders: [u64; 3],
     pub expected_orders: [f64; 3],
@@ -63,21 +102,25 @@ pub struct BookInputs {
 /// Weight of the company's share in a team's, in accounts.
 const TEAM_PRIOR: f64 = 50.0;
 
-/// Tests behind one finding: three count tests and three order windows.
-const TESTS: f64 = 6.0;
-
 /// Which of a book's accounts an alert cites: the churning ones, or, when
 /// the test reported counts the accounts the manager kept visiting, those
-/// (churning or quiet). An alert claims nothing it did not test.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// (churning or quiet) past the bar it counted at. An alert claims nothing
+/// it did not test.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Cited {
     Churning,
-    Visited,
+    /// Visited accounts whose silence (or fall in value) is below this
+    /// bar; `None` at the loosest, where churning ones count too.
+    Visited(Option<f64>),
 }
 
 /// The book's finding, and which of its accounts the finding's evidence
 /// should be.
-pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<(Finding, Cited)> {
+pub fn assess(
+    book: &BookInputs,
+    bars: &Bars,
+    config: &BookChurnConfig,
+) -> Option<(Finding, Cited)> {
     if book.judged < config.min_accounts {
         return None;
     }
@@ -94,8 +137,10 @@ pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<(Finding, C
     };
     let rates = Rates {
         churning: share(book.company_churning, book.team_churning),
-        visited: share(book.company_visited, book.team_visited),
-        shrinking: share(book.company_shrinking, book.team_shrinking),
+        visited: std::array::from_fn(|i| share(book.company_visited[i], book.team_visited[i])),
+        shrinking: std::array::from_fn(|i| {
+            share(book.company_shrinking[i], book.team_shrinking[i])
+        }),
     };
     let count_test = |tested: Tested, k: u64, rate: f64| {
         let share = k as f64 / book.judged as f64;
@@ -111,19 +156,22 @@ pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<(Finding, C
             k >= config.min_churning && share - rate >= config.min_excess,
         )
     };
+    let counted = 1 + config.tighter_bars.min(BARS as u64 - 1) as usize;
     let mut candidates: Vec<Candidate> = Vec::new();
     if book.churning >= config.min_churning {
         candidates.push(count_test(Tested::Churning, book.churning, rates.churning));
-        candidates.push(count_test(
-            Tested::Shrinking,
-            book.shrinking,
-            rates.shrinking,
-        ));
+        for i in 0..counted {
+            let k = book.shrinking[i];
+            candidates.push(count_test(Tested::Shrinking(i), k, rates.shrinking[i]));
+        }
     }
     // Visited accounts are counted at a looser bar than churning ones:
     // tested whether or not enough accounts churn.
-    if book.visited >= config.min_churning {
-        candidates.push(count_test(Tested::Visited, book.visited, rates.visited));
+    for i in 0..counted {
+        if book.visited[i] >= config.min_churning {
+            let k = book.visited[i];
+            candidates.push(count_test(Tested::Visited(i), k, rates.visited[i]));
+        }
     }
     for i in 0..3 {
         let (own, rest) = (book.expected_orders[i], book.team_expected_orders[i]);
@@ -146,9 +194,13 @@ pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<(Finding, C
     let best = candidates
         .into_iter()
         .min_by(|a, b| a.p_value.total_cmp(&b.p_value))?;
-    let adjusted = (best.p_value * TESTS).min(1.0);
-    let (book, tested, observed) = (*book, best.tested, best.observed);
-    let summary = Summary::new(move || summary(&book, tested, observed, &rates));
+    // Bonferroni over every test the book could have been given: the
+    // churning count, the shrinking and visited counts at each bar counted,
+    // and three order windows.
+    let tests = (1 + 2 * counted + 3) as f64;
+    let adjusted = (best.p_value * tests).min(1.0);
+    let (book, tested, observed, bars) = (*book, best.tested, best.observed, *bars);
+    let summary = Summary::new(move || summary(&book, tested, observed, &rates, &bars));
     let finding = Finding {
         alerting: adjusted < config.alpha && best.effect,
         holding: adjusted < config.resolve_alpha,
@@ -160,21 +212,21 @@ pub fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<(Finding, C
         severity: Severity::for_p_value(adjusted, config.critical_p_value),
         summary,
     };
-    let cited = if tested == Tested::Visited {
-        Cited::Visited
-    } else {
-        Cited::Churning
+    let cited = match tested {
+        Tested::Visited(0) => Cited::Visited(None),
+        Tested::Visited(i) => Cited::Visited(Some(bars.visited[i])),
+        _ => Cited::Churning,
     };
     Some((finding, cited))
 }
 
-/// What a test counts: accounts of one sort, or the book's orders over
-/// one of the three order windows.
+/// What a test counts: accounts of one sort (past the bar of that index),
+/// or the book's orders over one of the three order windows.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Tested {
     Churning,
-    Visited,
-    Shrinking,
+    Visited(usize),
+    Shrinking(usize),
     Orders(usize),
 }
 
@@ -182,12 +234,12 @@ enum Tested {
 #[derive(Clone, Copy, Debug)]
 struct Rates {
     churning: f64,
-    visited: f64,
-    shrinking: f64,
+    visited: [f64; BARS],
+    shrinking: [f64; BARS],
 }
 
 /// The alert's sentence: the test chosen, in the manager's terms.
-fn summary(book: &BookInputs, tested: Tested, observed: f64, rates: &Rates) -> String {
+fn summary(book: &BookInputs, tested: Tested, observed: f64, rates: &Rates, bars: &Bars) -> String {
     let judged = book.judged as f64;
     match tested {
         Tested::Orders(i) => format!(
@@ -197,29 +249,51 @@ fn summary(book: &BookInputs, tested: Tested, observed: f64, rates: &Rates) -> S
             100.0 * observed,
             book.churning,
             book.judged,
-            book.visited
+            book.visited[0]
         ),
-        Tested::Visited => format!(
+        Tested::Visited(0) => format!(
             "{} of {} accounts have gone quiet for longer than their order rhythm makes likely, or churned, while the manager kept visiting them ({} churning in all); a book this size would have {:.1} such accounts at {:.1}% (the company's share, or the rest of the team's where higher)",
-            book.visited,
+            book.visited[0],
             book.judged,
             book.churning,
-            rates.visited * judged,
-            100.0 * rates.visited
+            rates.visited[0] * judged,
+            100.0 * rates.visited[0]
         ),
-        Tested::Churning | Tested::Shrinking => format!(
-            "{} of {} accounts churning ({} ordering far below their usual value; {} quiet or churning accounts still visited by the manager); a book this size would have {:.1} churning at {:.1}%, {:.1} shrinking at {:.1}% and {:.1} visited while quiet at {:.1}% (the company's shares, or the rest of the team's where higher)",
-            book.churning,
+        Tested::Visited(i) => format!(
+            "{} of {} accounts have gone quiet for far longer than their order rhythm makes likely (p < {}), or their orders fell as far, while the manager kept visiting them ({} churning in all); a book this size would have {:.1} such accounts at {:.2}% (the company's share, or the rest of the team's where higher)",
+            book.visited[i],
             book.judged,
-            book.shrinking,
-            book.visited,
-            rates.churning * judged,
-            100.0 * rates.churning,
-            rates.shrinking * judged,
-            100.0 * rates.shrinking,
-            rates.visited * judged,
-            100.0 * rates.visited
+            bars.visited[i],
+            book.churning,
+            rates.visited[i] * judged,
+            100.0 * rates.visited[i]
         ),
+        Tested::Churning | Tested::Shrinking(_) => {
+            let i = match tested {
+                Tested::Shrinking(i) => i,
+                _ => 0,
+            };
+            let bar = if i == 0 {
+                String::new()
+            } else {
+                format!(", {} of them significantly so at p < {}", book.shrinking[i], bars.shrinking[i])
+            };
+            // Shares at a tighter bar are small: one more digit.
+            let digits = 1 + usize::from(i > 0);
+            format!(
+                "{} of {} accounts churning ({} ordering far below their usual value{bar}; {} quiet or churning accounts still visited by the manager); a book this size would have {:.1} churning at {:.1}%, {:.1} shrinking at {:.digits$}% and {:.1} visited while quiet at {:.1}% (the company's shares, or the rest of the team's where higher)",
+                book.churning,
+                book.judged,
+                book.shrinking[0],
+                book.visited[0],
+                rates.churning * judged,
+                100.0 * rates.churning,
+                rates.shrinking[i] * judged,
+                100.0 * rates.shrinking[i],
+                rates.visited[0] * judged,
+                100.0 * rates.visited[0]
+            )
+        }
     }
 }
 
@@ -261,25 +335,34 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    /// The finding alone.
+    /// The finding alone, at the default bars.
     fn assess(book: &BookInputs, config: &BookChurnConfig) -> Option<Finding> {
-        super::assess(book, config).map(|(finding, _)| finding)
+        judge(book, config).map(|(finding, _)| finding)
+    }
+
+    fn judge(book: &BookInputs, config: &BookChurnConfig) -> Option<(Finding, Cited)> {
+        super::assess(book, &Bars::of(&Config::defaults().detect.churn), config)
+    }
+
+    /// Counts past the loosest bar only.
+    fn loosest(count: u64) -> ByBar {
+        [count, 0, 0]
     }
 
     fn book() -> BookInputs {
         BookInputs {
             judged: 10,
             churning: 1,
-            visited: 0,
-            shrinking: 0,
+            visited: loosest(0),
+            shrinking: loosest(0),
             company_judged: 4000,
             company_churning: 80,
-            company_visited: 8,
-            company_shrinking: 12,
+            company_visited: [8, 2, 1],
+            company_shrinking: [12, 2, 0],
             team_judged: 70,
             team_churning: 1,
-            team_visited: 0,
-            team_shrinking: 1,
+            team_visited: loosest(0),
+            team_shrinking: loosest(1),
             orders: [8, 15, 30],
             expected_orders: [7.5, 15.0, 30.0],
             team_orders: [50, 100, 200],
@@ -292,7 +375,7 @@ mod tests {
         let config = Config::defaults().detect.book_churn;
         let churning = BookInputs {
             churning: 5,
-            visited: 4,
+            visited: loosest(4),
             ..book()
         };
         let f = assess(&churning, &config).unwrap();
@@ -303,7 +386,7 @@ mod tests {
         // customers, who stop ordering and are visited all the same).
         let market = BookInputs {
             team_churning: 35,
-            team_visited: 28,
+            team_visited: loosest(28),
             ..churning
         };
         let f = assess(&market, &config).unwrap();
@@ -338,8 +421,8 @@ mod tests {
         // higher.
         let shrinking = BookInputs {
             churning: 4,
-            shrinking: 4,
-            team_shrinking: 0,
+            shrinking: loosest(4),
+            team_shrinking: loosest(0),
             ..book()
         };
         let f = assess(&shrinking, &config).unwrap();
@@ -359,7 +442,7 @@ mod tests {
         // The rest of the team shrinks as much (a market hitting the team's
         // customers): not this manager's doing.
         let market = BookInputs {
-            team_shrinking: 20,
+            team_shrinking: loosest(20),
             ..shrinking
         };
         assert!(!assess(&market, &config).unwrap().alerting);
@@ -374,9 +457,9 @@ mod tests {
         // (1 + 50 · 40.5/4001) / 120 = 0.012551.
         let quiet = BookInputs {
             churning: 0,
-            visited: 5,
-            company_visited: 40,
-            team_visited: 1,
+            visited: loosest(5),
+            company_visited: [40, 4, 1],
+            team_visited: loosest(1),
             ..book()
         };
         let f = assess(&quiet, &config).unwrap();
@@ -397,16 +480,69 @@ mod tests {
             .summary
             .text()
             .starts_with("5 of 10 accounts have gone quiet"));
-        assert_eq!(super::assess(&quiet, &config).unwrap().1, Cited::Visited);
+        assert_eq!(judge(&quiet, &config).unwrap().1, Cited::Visited(None));
         // Two are not enough to page at these rates, and a team whose
         // managers all keep calling on quiet customers is the market.
         let few = BookInputs {
-            visited: 2,
+            visited: loosest(2),
             ..quiet
         };
         assert!(!assess(&few, &config).unwrap().alerting);
         let market = BookInputs {
-            team_visited: 25,
+            team_visited: loosest(25),
+            ..quiet
+        };
+        assert!(!assess(&market, &config).unwrap().alerting);
+    }
+
+    #[test]
+    fn accounts_far_past_a_tighter_bar_alert_where_the_loosest_does_not() {
+        let config = Config::defaults().detect.book_churn;
+        // 4 of 10 accounts visited while quiet, all four past p < 0.01,
+        // where 3% of the company's accounts are so at the loosest bar and
+        // 0.3% past the tighter one.
+        let quiet = BookInputs {
+            churning: 0,
+            visited: [4, 4, 0],
+            company_visited: [120, 12, 4],
+            ..book()
+        };
+        let (f, cited) = judge(&quiet, &config).unwrap();
+        assert_eq!(
+            f.test,
+            StatTest::BinomialUpper {
+                k: 4,
+                n: 10,
+                p: 0.003124
+            }
+        );
+        // scipy.stats.binom.sf(3, 10, 0.003124), summed exactly in rational
+        // arithmetic.
+        let reference = 1.970_355_618_593_850_5e-8;
+        assert!((f.p_value - reference).abs() < 1e-9 * reference, "{f:?}");
+        assert!(f.alerting, "{f:?}");
+        // Bonferroni over ten tests: churning, three bars of shrinking and
+        // of visited, three order windows.
+        assert!((f.component_p - 10.0 * reference).abs() < 1e-9 * reference);
+        assert_eq!(cited, Cited::Visited(Some(0.01)));
+        assert!(f.summary.text().contains("(p < 0.01)"), "{f:?}");
+        // At the loosest bar alone the same book is 4 of 10 against 3%:
+        // 1.5e-4, not an alert.
+        let loosest_only = BookChurnConfig {
+            tighter_bars: 0,
+            ..config.clone()
+        };
+        let f = assess(&quiet, &loosest_only).unwrap();
+        assert!(!f.alerting, "{f:?}");
+        // scipy.stats.binom.sf(3, 10, 0.030117), exactly as above.
+        assert!(
+            (f.p_value - 1.493_075_338_068_638e-4).abs() < 1e-15,
+            "{f:?}"
+        );
+        assert!((f.component_p - 6.0 * f.p_value).abs() < 1e-12);
+        // A company whose accounts are as often that far gone is the market.
+        let market = BookInputs {
+            company_visited: [400, 400, 200],
             ..quiet
         };
         assert!(!assess(&market, &config).unwrap().alerting);

@@ -21,11 +21,13 @@ use thin_vec::ThinVec;
 use crate::alert::{Alert, AlertKind};
 use crate::config::{ChurnConfig, Config, DetectConfig};
 use crate::detect::account_churn::{self, OrderSilence};
+use crate::detect::book_churn::Bars;
 use crate::detect::value_fall::{self, ValueFall};
 use crate::detect::Finding;
 use crate::event::{Event, EventBody, Id, LossReason};
 use crate::time::{Timestamp, DAY};
 
+use super::base_rates::BookCounts;
 use super::checkpoint::{self, RestoreError, StaticName};
 use super::eviction::EvictionSampler;
 use super::fact::{DealOutcome, EvidenceRef, Fact, FactKind, LeakRoute};
@@ -603,16 +605,13 @@ pub struct AccountGlobals {
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Book {
     pub team: Id,
-    /// Accounts with a learnt rhythm, not recently reassigned.
-    pub judged: u64,
-    pub churning: u64,
-    /// Accounts the manager kept visiting while they churn, or while
-    /// their silence is past `churn.visited_alpha` (not churning yet).
-    pub visited: u64,
-    /// Churning accounts whose latest orders fell far below their usual
-    /// value.
-    #[serde(default)]
-    pub shrinking: u64,
+    /// Accounts with a learnt rhythm, not recently reassigned; churning;
+    /// kept visited while they churn, or while their silence is past
+    /// `churn.visited_alpha` (not churning yet), and past each tighter bar
+    /// ([`Bars`]); churning with their latest orders far below their usual
+    /// value, past `churn.book_alpha` and each tighter bar.
+    #[serde(flatten)]
+    pub counts: BookCounts,
     /// The churning and the visited accounts, for evidence.
     pub churning_accounts: Vec<ChurningAccount>,
     /// Orders placed by the judged accounts over the order windows
@@ -627,10 +626,7 @@ impl Book {
     /// manager's accounts are spread over the input partitions). Every sum
     /// is exact, so the parts give the book one stage would have given.
     pub fn merge(&mut self, part: Book) {
-        self.judged += part.judged;
-        self.churning += part.churning;
-        self.visited += part.visited;
-        self.shrinking += part.shrinking;
+        self.counts.add(&part.counts);
         self.churning_accounts.extend(part.churning_accounts);
         for i in 0..3 {
             self.orders[i] += part.orders[i];
@@ -1320,7 +1316,9 @@ fn judge_rhythm(
         .rhythm
         .value_fall(churn.value_min_orders, churn.value_fall_ratio)
         .map_or(1.0, |fall| fall.p_value);
-    let shrinking = value_p < churn.book_alpha;
+    let bars = Bars::of(churn);
+    let shrinking_bars = Bars::passed(&bars.shrinking, value_p);
+    let shrinking = shrinking_bars > 0;
     let churning = p_value < churn.book_alpha || shrinking || lapsed.is_some();
     account.churning_since =
         MaybeTime::from(churning.then(|| account.churning_since.get().unwrap_or(at)));
@@ -1332,7 +1330,7 @@ fn judge_rhythm(
         return observed;
     }
     let book = books.of(&account.manager_id, &account.team);
-    book.judged += 1;
+    book.counts.judged += 1;
     if judged {
         let window = churn.order_window.as_secs() as i64;
         let spans = [window / 2, window, 2 * window];
@@ -1352,16 +1350,34 @@ fn judge_rhythm(
     // A silence the manager keeps visiting through counts at a looser bar
     // than churn: several such accounts in one book tell weeks before each
     // is overdue alone (book churn weighs them against the company's share).
-    let visited = (churning || p_value < churn.visited_alpha)
-        && account_churn::kept_visiting(
-            u32::from(account.visits_since),
-            account.days_since_visit(at, churn),
-            churn,
-        );
-    book.visited += u64::from(visited);
+    // Its silence must be past the bar, or its fall in value (which counts
+    // only once significant at `book_alpha`, tighter than the loosest
+    // bar); a lapsed contract alone counts at the loosest.
+    let kept_visiting = account_churn::kept_visiting(
+        u32::from(account.visits_since),
+        account.days_since_visit(at, churn),
+        churn,
+    );
+    let visited_bars = match (kept_visiting, churning) {
+        (false, _) => 0,
+        (true, churning) => {
+            let leaving_p = if shrinking {
+                p_value.min(value_p)
+            } else {
+                p_value
+            };
+            Bars::passed(&bars.visited, leaving_p).max(usize::from(churning))
+        }
+    };
+    let visited = visited_bars > 0;
+    for count in &mut book.counts.visited[..visited_bars] {
+        *count += 1;
+    }
     if churning {
-        book.churning += 1;
-        book.shrinking += u64::from(shrinking);
+        book.counts.churning += 1;
+        for count in &mut book.counts.shrinking[..shrinking_bars] {
+            *count += 1;
+        }
     }
     if churning || visited {
         book.churning_accounts.push(ChurningAccount {
@@ -1659,16 +1675,24 @@ mod tests {
             let day = 10 * orders.len() as i64 - 5;
             let report = evaluate_on(&mut stage, day, &config, &mut life);
             let book = &report.books["kam-1"];
-            (book.churning, book.shrinking)
+            (book.counts.churning, book.counts.shrinking)
         };
-        assert_eq!(book_after(&[]), (0, 0));
-        assert_eq!(book_after(&[85.0, 92.0, 88.0]), (0, 0), "a dip, not a fall");
+        assert_eq!(book_after(&[]), (0, [0, 0, 0]));
+        assert_eq!(
+            book_after(&[85.0, 92.0, 88.0]),
+            (0, [0, 0, 0]),
+            "a dip, not a fall"
+        );
         // Orders at a third of the usual value, on time: not overdue, but
-        // leaving all the same.
-        assert_eq!(book_after(&[35.0, 30.0]), (1, 1));
+        // leaving all the same, and far past every bar (orders of 90 to 110
+        // do not fall to 30 by chance).
+        assert_eq!(book_after(&[35.0, 30.0]), (1, [1, 1, 1]));
         // Back to the usual value: the fall is over once it is the older
         // orders that were small.
-        assert_eq!(book_after(&[35.0, 30.0, 100.0, 105.0, 95.0]), (0, 0));
+        assert_eq!(
+            book_after(&[35.0, 30.0, 100.0, 105.0, 95.0]),
+            (0, [0, 0, 0])
+        );
 
         // The evidence: the last order, noted, with the usual value beside it
         // (the geometric mean of the orders before the latest three).
@@ -1701,7 +1725,7 @@ mod tests {
             let mut stage = ordering_on("a", days, &config);
             let mut life = Lifecycle::new(3, 7);
             let report = evaluate_on(&mut stage, on, &config, &mut life);
-            report.books.get("kam-1").map(|b| b.judged)
+            report.books.get("kam-1").map(|b| b.counts.judged)
         };
         // Six orders in five days are a burst, not a rhythm: 40 days of
         // silence after them say nothing.
@@ -1769,7 +1793,11 @@ mod tests {
         let (books, alerts) = judged_on(1);
         assert_eq!(books.len(), 14, "seven books, judged twice");
         let book: Book = serde_json::from_str(&books[&(125, "kam-0".to_owned())]).unwrap();
-        assert!(book.churning > 100 && book.shrinking > 10, "{book:?}");
+        let counts = book.counts;
+        assert!(
+            counts.churning > 100 && counts.shrinking[0] > 10,
+            "{book:?}"
+        );
         assert!(!alerts.is_empty());
         assert_eq!(judged_on(4), (books, alerts));
     }
@@ -2140,7 +2168,7 @@ mod tests {
             report
                 .books
                 .get("kam-1")
-                .map(|b| (b.judged, b.churning, b.visited))
+                .map(|b| (b.counts.judged, b.counts.churning, b.counts.visited[0]))
         };
         assert_eq!(book_on(95), Some((1, 0, 0)), "within its rhythm");
         // Quiet and visited counts before churning does (see the next test).
@@ -2172,8 +2200,14 @@ mod tests {
     #[test]
     fn a_quiet_account_still_visited_counts_before_it_is_churning() {
         let config = Config::defaults();
-        // (day, visited, churning, accounts cited and whether visited).
-        type Day = (i64, u64, u64, Vec<(String, bool)>);
+        // (day, visited past each bar, churning, accounts cited and whether
+        // visited).
+        type Day = (
+            i64,
+            crate::detect::book_churn::ByBar,
+            u64,
+            Vec<(String, bool)>,
+        );
         let books = |visits: &[i64]| -> Vec<Day> {
             let mut stage = ordering_every_ten_days("a", &config);
             for (i, day) in visits.iter().enumerate() {
@@ -2193,16 +2227,18 @@ mod tests {
                         .iter()
                         .map(|a| (a.account_id.to_string(), a.visited))
                         .collect();
-                    (day, book.visited, book.churning, cited)
+                    (day, book.counts.visited, book.counts.churning, cited)
                 })
                 .collect()
         };
         let visited = books(&[95, 98, 100]);
         let first = |rows: &[Day], churning: bool| {
             rows.iter()
-                .find(|(_, quiet, churns, _)| if churning { *churns > 0 } else { *quiet > 0 })
+                .find(|(_, quiet, churns, _)| if churning { *churns > 0 } else { quiet[0] > 0 })
                 .map(|row| row.0)
         };
+        let past =
+            |rows: &[Day], bar: usize| rows.iter().find(|row| row.1[bar] > 0).map(|row| row.0);
         let (quiet, churning) = (
             first(&visited, false).unwrap(),
             first(&visited, true).unwrap(),
@@ -2213,10 +2249,15 @@ mod tests {
         );
         let row = visited.iter().find(|row| row.0 == quiet).unwrap();
         assert_eq!(row.3, vec![("a".to_owned(), true)], "cited as visited");
+        // Past the tighter bars later, each a tenth of the one before: the
+        // second is churn's own bar (0.01), the third further still.
+        let tighter = (past(&visited, 1).unwrap(), past(&visited, 2).unwrap());
+        assert_eq!(tighter.0, churning);
+        assert!(tighter.1 > tighter.0, "{tighter:?}");
         // The same silence with no visits since the last order: only churn
         // counts it, once it is overdue at the churn bar.
         let unvisited = books(&[]);
-        assert!(unvisited.iter().all(|row| row.1 == 0));
+        assert!(unvisited.iter().all(|row| row.1 == [0, 0, 0]));
         assert_eq!(first(&unvisited, true), Some(churning));
         assert!(unvisited
             .iter()

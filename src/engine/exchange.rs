@@ -13,10 +13,10 @@
 //!    share ahead of their evaluations. A source judges its accounts at a
 //!    boundary once it has every source's share for it.
 //! 2. Every source then sends each shard the facts of its teams, the
-//!    stalled deals and the parts of their managers' books
-//!    ([`Exchange::Part`]), and an [`Exchange::End`] with its company-wide
-//!    counts. A shard evaluates its managers once it has every source's end
-//!    and every part before it.
+//!    stalled deals and the parts of their managers' books, the counts of
+//!    the other managers' books ([`Exchange::Part`]), and an
+//!    [`Exchange::End`] with its company-wide counts. A shard evaluates its
+//!    managers once it has every source's end and every part before it.
 //!
 //! Before the first boundary the sources agree on it ([`Exchange::Start`]):
 //! the earliest any of them proposes.
@@ -31,13 +31,14 @@ use crate::event::Id;
 use crate::time::Timestamp;
 
 use super::account::Book;
+use super::base_rates::BookCounts;
 use super::fact::Fact;
-use super::manager::BookCounts;
 
-/// Facts per [`Exchange::Part`], and books per part: parts stay well under
-/// the 1 MB a Kafka record may hold by default.
+/// Facts per [`Exchange::Part`], books per part and books' counts per
+/// part: parts stay well under the 1 MB a Kafka record may hold by default.
 pub const FACTS_PER_PART: usize = 1_000;
 pub const BOOKS_PER_PART: usize = 100;
+pub const COUNTS_PER_PART: usize = 5_000;
 
 /// A message between scaled-out stages.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -80,6 +81,10 @@ pub enum PartBody {
     Stalls(Vec<Fact>),
     /// The source's part of its managers' books, by manager.
     Books(Vec<(Id, Book)>),
+    /// The counts of the source's part of the other shards' managers'
+    /// books, by manager: every shard finds the books that stand out from
+    /// the whole company (`base_rates`), as one process would.
+    Counts(Vec<(Id, BookCounts)>),
 }
 
 /// Where a message goes.

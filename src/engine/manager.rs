@@ -4,7 +4,7 @@
 //! churn, competitor concentration, and their combination — and hands their
 //! findings to the lifecycle.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use super::{part_size, Map};
 use rayon::prelude::*;
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alert::{Alert, AlertKind};
 use crate::config::{Config, DetectConfig};
-use crate::detect::book_churn::{self, BookInputs, Cited};
+use crate::detect::book_churn::{self, Bars, BookInputs, Cited};
 use crate::detect::competitor::{self, CompetitorCounts};
 use crate::detect::diversion_risk::{self, Component};
 use crate::detect::rate::RateInputs;
@@ -24,6 +24,7 @@ use crate::stats;
 use crate::time::{Timestamp, DAY};
 
 use super::account::{Book, ExpectedOrders};
+use super::base_rates::{standing_out_in_teams, BaseRates, BookCounts};
 use super::checkpoint::{self, RestoreError};
 use super::eviction::EvictionSampler;
 use super::fact::{keep_largest, largest_between, DealOutcome, EvidenceRef, Fact, FactKind};
@@ -196,49 +197,13 @@ fn sums_over(
     [recent[0], recent[1], recent[2], history]
 }
 
-/// The accounts judged, churning, churning while visited and ordering far
-/// less than they used to, summed over books: over the company's or a
-/// team's, the base rates book churn is judged against.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BookCounts {
-    pub judged: u64,
-    pub churning: u64,
-    pub visited: u64,
-    #[serde(default)]
-    pub shrinking: u64,
-}
-
-impl BookCounts {
-    pub fn of<'a>(books: impl IntoIterator<Item = &'a Book>) -> BookCounts {
-        let mut counts = BookCounts::default();
-        for book in books {
-            counts.add(&BookCounts::of_book(book));
-        }
-        counts
-    }
-
-    fn of_book(book: &Book) -> BookCounts {
-        BookCounts {
-            judged: book.judged,
-            churning: book.churning,
-            visited: book.visited,
-            shrinking: book.shrinking,
-        }
-    }
-
-    pub fn add(&mut self, other: &BookCounts) {
-        self.judged += other.judged;
-        self.churning += other.churning;
-        self.visited += other.visited;
-        self.shrinking += other.shrinking;
-    }
-}
-
 /// One team's books summed at an evaluation.
 #[derive(Clone, Copy, Debug, Default)]
 struct TeamBooks {
     orders: [u64; 3],
     expected: [ExpectedOrders; 3],
+    /// The counts of the team's books but those that stand out from the
+    /// rest of the team (see `base_rates`).
     counts: BookCounts,
 }
 
@@ -415,14 +380,14 @@ impl ManagerStage {
 
     /// Evaluates every manager at `at` (an evaluation boundary), with the
     /// books the account stage reported.
-    /// `company` counts the accounts of every book, `books` (the books of
-    /// this stage's teams) among them.
+    /// `base` holds the company's counts over every book (`books`, the
+    /// books of this stage's teams, among them) but the ones that stand out.
     #[allow(clippy::too_many_arguments)]
     pub fn evaluate(
         &mut self,
         at: Timestamp,
         books: &Map<Id, Book>,
-        company: &BookCounts,
+        base: &BaseRates,
         config: &Config,
         max_evidence: usize,
         lifecycle: &mut Lifecycle,
@@ -473,7 +438,14 @@ impl ManagerStage {
                 entry.orders[i] += book.orders[i];
                 entry.expected[i] += book.expected_orders[i];
             }
-            entry.counts.add(&BookCounts::of_book(book));
+            entry.counts.add(&book.counts);
+        }
+        let standing_out = standing_out_in_teams(books, &config.detect.book_churn);
+        for id in &standing_out {
+            let book = &books[*id];
+            if let Some(team) = team_books.get_mut(book.team.as_str()) {
+                team.counts = team.counts.without(&book.counts);
+            }
         }
 
         // Each manager's competitor-named losses in their window (in
@@ -497,9 +469,10 @@ impl ManagerStage {
             end_day,
             config,
             books,
-            company,
+            base,
             team_sums: &team_sums,
             team_books: &team_books,
+            standing_out_in_team: &standing_out,
             usual: UsualShares::new(&members, &rival_tallies, &team_sums),
             competitors: &self.competitors,
             no_team: TeamSums::default(),
@@ -607,9 +580,11 @@ struct Yardsticks<'a> {
     end_day: i64,
     config: &'a Config,
     books: &'a Map<Id, Book>,
-    company: &'a BookCounts,
+    base: &'a BaseRates,
     team_sums: &'a Map<Id, TeamSums>,
     team_books: &'a Map<&'a str, TeamBooks>,
+    /// The books that stand out from the rest of their team.
+    standing_out_in_team: &'a BTreeSet<&'a Id>,
     usual: UsualShares<'a>,
     competitors: &'a [String],
     /// The sums of a team that is not known.
@@ -688,34 +663,47 @@ fn judge(
     // Book churn.
     let book = ys.books.get(manager_id);
     let own_book = book.map_or(BookInputs::default(), |b| {
-        let team = ys
+        // The company's and the rest of the team's counts without the
+        // manager's own (already left out where the book stands out).
+        let company = if ys.base.stands_out(manager_id) {
+            ys.base.company
+        } else {
+            ys.base.company.without(&b.counts)
+        };
+        let team_books = ys
             .team_books
             .get(b.team.as_str())
             .copied()
             .unwrap_or_default();
+        let team = if ys.standing_out_in_team.contains(manager_id) {
+            team_books.counts
+        } else {
+            team_books.counts.without(&b.counts)
+        };
         BookInputs {
-            judged: b.judged,
-            churning: b.churning,
-            visited: b.visited,
-            shrinking: b.shrinking,
-            company_judged: ys.company.judged.saturating_sub(b.judged),
-            company_churning: ys.company.churning.saturating_sub(b.churning),
-            company_visited: ys.company.visited.saturating_sub(b.visited),
-            company_shrinking: ys.company.shrinking.saturating_sub(b.shrinking),
-            team_judged: team.counts.judged.saturating_sub(b.judged),
-            team_churning: team.counts.churning.saturating_sub(b.churning),
-            team_visited: team.counts.visited.saturating_sub(b.visited),
-            team_shrinking: team.counts.shrinking.saturating_sub(b.shrinking),
+            judged: b.counts.judged,
+            churning: b.counts.churning,
+            visited: b.counts.visited,
+            shrinking: b.counts.shrinking,
+            company_judged: company.judged,
+            company_churning: company.churning,
+            company_visited: company.visited,
+            company_shrinking: company.shrinking,
+            team_judged: team.judged,
+            team_churning: team.churning,
+            team_visited: team.visited,
+            team_shrinking: team.shrinking,
             orders: b.orders,
             expected_orders: b.expected_orders.map(ExpectedOrders::get),
-            team_orders: std::array::from_fn(|i| team.orders[i].saturating_sub(b.orders[i])),
+            team_orders: std::array::from_fn(|i| team_books.orders[i].saturating_sub(b.orders[i])),
             team_expected_orders: std::array::from_fn(|i| {
-                team.expected[i].without(b.expected_orders[i]).get()
+                team_books.expected[i].without(b.expected_orders[i]).get()
             }),
         }
     });
     manager.gauges.overdue_accounts = own_book.churning;
-    let (churn, churn_cites) = match book_churn::assess(&own_book, &detect.book_churn) {
+    let bars = Bars::of(&detect.churn);
+    let (churn, churn_cites) = match book_churn::assess(&own_book, &bars, &detect.book_churn) {
         Some((finding, cited)) => (Some(finding), cited),
         None => (None, Cited::Churning),
     };
@@ -1084,7 +1072,8 @@ fn book_evidence(book: &Book, cited: Cited, max: usize) -> Vec<serde_json::Value
         .iter()
         .filter(|a| match cited {
             Cited::Churning => a.churning,
-            Cited::Visited => a.visited,
+            Cited::Visited(None) => a.visited,
+            Cited::Visited(Some(bar)) => a.visited && a.p_value < bar,
         })
         .collect();
     accounts.sort_by(|a, b| {
@@ -1224,6 +1213,9 @@ mod tests {
         };
         // Visited first, then by p-value.
         assert_eq!(cited(Cited::Churning), ["C", "A"]);
-        assert_eq!(cited(Cited::Visited), ["C", "B"]);
+        assert_eq!(cited(Cited::Visited(None)), ["C", "B"]);
+        // Past a tighter bar: the visited accounts that far gone, not A
+        // (unvisited) nor B (quiet past the loosest bar only).
+        assert_eq!(cited(Cited::Visited(Some(0.01))), ["C"]);
     }
 }

@@ -7,6 +7,7 @@
 //! are the same on any number of threads.
 
 pub mod account;
+pub mod base_rates;
 mod buffer;
 pub mod checkpoint;
 pub mod dedup;
@@ -27,9 +28,10 @@ use crate::event::{decode, DecodeError, DecodeLimits, Event, Id};
 use crate::time::Timestamp;
 
 use account::{AccountStage, Book};
+use base_rates::BaseRates;
 use intake::Intake;
 use lifecycle::{ActiveAlert, Lifecycle};
-use manager::{BookCounts, ManagerGauges, ManagerStage};
+use manager::{ManagerGauges, ManagerStage};
 #[cfg(doc)]
 use watermark::WatermarkTracker;
 
@@ -309,12 +311,12 @@ impl Engine {
         for fact in report.facts {
             self.managers.apply(fact);
         }
-        let company = BookCounts::of(report.books.values());
+        let base = BaseRates::of_books(&report.books, &self.config.detect.book_churn);
         evaluate_managers(
             &mut self.managers,
             at,
             &report.books,
-            &company,
+            &base,
             &self.config,
             &mut self.lifecycle,
             out,
@@ -332,7 +334,7 @@ fn evaluate_managers(
     managers: &mut ManagerStage,
     at: Timestamp,
     books: &Map<Id, Book>,
-    company: &BookCounts,
+    base: &BaseRates,
     config: &Config,
     lifecycle: &mut Lifecycle,
     out: &mut Vec<Alert>,
@@ -340,7 +342,7 @@ fn evaluate_managers(
     managers.evaluate(
         at,
         books,
-        company,
+        base,
         config,
         config.alerts.max_evidence,
         lifecycle,

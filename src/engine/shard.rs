@@ -18,11 +18,12 @@ use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::account::Book;
+use super::base_rates::{BaseRates, BookCounts};
 use super::checkpoint::{decode_globals, decode_payload, encode, RestoreError, STATE_FORMAT};
 use super::exchange::{Exchange, PartBody};
 use super::fact::Fact;
 use super::lifecycle::Lifecycle;
-use super::manager::{BookCounts, ManagerGlobals, ManagerStage};
+use super::manager::{ManagerGlobals, ManagerStage};
 use super::{evaluate_managers, EngineStats, Map};
 
 pub struct Shard {
@@ -140,6 +141,8 @@ impl Shard {
         let mut facts: Vec<Fact> = Vec::new();
         let mut stalls: Vec<Fact> = Vec::new();
         let mut books: Map<Id, Book> = Map::default();
+        // The other shards' managers' counts, summed over the sources.
+        let mut others: Map<Id, BookCounts> = Map::default();
         let mut company = BookCounts::default();
         for incoming in by_source.into_values() {
             if let Some((_, counts)) = incoming.end {
@@ -149,6 +152,11 @@ impl Shard {
                 match body {
                     PartBody::Facts(part) => facts.extend(part),
                     PartBody::Stalls(part) => stalls.extend(part),
+                    PartBody::Counts(part) => {
+                        for (manager_id, counts) in part {
+                            others.entry(manager_id).or_default().add(&counts);
+                        }
+                    }
                     PartBody::Books(part) => {
                         for (manager_id, book) in part {
                             match books.entry(manager_id) {
@@ -170,12 +178,15 @@ impl Shard {
         for fact in facts.into_iter().chain(stalls) {
             self.managers.apply(fact);
         }
+        let mut counts = others;
+        counts.extend(books.iter().map(|(id, book)| (id.clone(), book.counts)));
+        let base = BaseRates::reckon(&counts, &company, &self.config.detect.book_churn);
         let first_new = out.len();
         evaluate_managers(
             &mut self.managers,
             at,
             &books,
-            &company,
+            &base,
             &self.config,
             &mut self.lifecycle,
             out,

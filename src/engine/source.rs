@@ -20,14 +20,14 @@ use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::account::{AccountGlobals, AccountStage, Book, ACCOUNT_PREFIX};
+use super::base_rates::BookCounts;
 use super::checkpoint::{decode_globals, decode_payload, encode, RestoreError, STATE_FORMAT};
 use super::exchange::{
-    shard_of, Envelope, Exchange, PartBody, Route, BOOKS_PER_PART, FACTS_PER_PART,
+    shard_of, Envelope, Exchange, PartBody, Route, BOOKS_PER_PART, COUNTS_PER_PART, FACTS_PER_PART,
 };
 use super::fact::Fact;
 use super::intake::Intake;
 use super::lifecycle::Lifecycle;
-use super::manager::BookCounts;
 use super::watermark::WatermarkTracker;
 use super::window::DailyBuckets;
 use super::{idle_cutoff, ingested, reach, Engine, EngineStats, Ingested, Outcome};
@@ -361,14 +361,31 @@ impl Source {
         for (manager_id, book) in report.books {
             books[shard_of(&book.team, shards) as usize].push((manager_id, book));
         }
-        for (shard, ((facts, stalls), mut books)) in
+        for books in &mut books {
+            books.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        // Each shard hears every other shard's managers' counts.
+        let counts: Vec<Vec<(crate::event::Id, BookCounts)>> = books
+            .iter()
+            .map(|books| {
+                books
+                    .iter()
+                    .map(|(id, book)| (id.clone(), book.counts))
+                    .collect()
+            })
+            .collect();
+        for (shard, ((facts, stalls), books)) in
             (0..shards).zip(facts.into_iter().zip(stalls).zip(books))
         {
-            books.sort_by(|a, b| a.0.cmp(&b.0));
+            let others: Vec<(crate::event::Id, BookCounts)> = (0..shards)
+                .filter(|other| *other != shard)
+                .flat_map(|other| counts[other as usize].iter().cloned())
+                .collect();
             let mut parts = Vec::new();
             parts.extend(chunks(facts, FACTS_PER_PART).map(PartBody::Facts));
             parts.extend(chunks(stalls, FACTS_PER_PART).map(PartBody::Stalls));
             parts.extend(chunks(books, BOOKS_PER_PART).map(PartBody::Books));
+            parts.extend(chunks(others, COUNTS_PER_PART).map(PartBody::Counts));
             let count = parts.len() as u32;
             for (seq, body) in (0..).zip(parts) {
                 self.outbox.push(Envelope {
