@@ -13,7 +13,6 @@
 # made once into WORK (default /var/tmp/feidan-ab).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/feidan-target}"
 before="${1:?usage: benches/ab.sh BEFORE [AFTER] [PAIRS]}"
 after="${2:-}"
 pairs="${3:-3}"
@@ -22,9 +21,15 @@ managers="${MANAGERS:-4000}"
 mkdir -p "$work"
 command -v /usr/bin/time >/dev/null || { echo "ab.sh needs GNU time (/usr/bin/time)" >&2; exit 2; }
 
-# Builds revision $1 (empty: the working tree) into $work/$2.
+# Builds revision $1 (empty: the working tree) into $work/$2, in a target
+# directory of its own ($work/target-$2; the first run builds everything
+# twice). Cargo judges a crate up to date by its files' times: a tree built
+# into a shared directory after another, older-looking tree (a worktree
+# checked out now, a fresh clone built by CI) kept the other's library.
+# Before 2026-11-30 ab.sh shared one, and its "after" binary was the
+# working tree's main.rs linked with the revision's library.
 build() {
-  local revision="$1" name="$2" tree=.
+  local revision="$1" name="$2" tree=. target="$work/target-$2"
   if [[ -n "$revision" ]]; then
     tree="$work/tree"
     # A run stopped halfway leaves its worktree behind, or its record.
@@ -32,11 +37,8 @@ build() {
     git worktree prune
     git worktree add --quiet --detach "$tree" "$revision"
   fi
-  # A fresh link: cargo does not copy the binary again for a tree it
-  # thinks up to date, and the other tree's may be the one in place.
-  touch "$tree/src/main.rs"
-  (cd "$tree" && cargo build --release --locked --quiet --bin feidan)
-  cp "$CARGO_TARGET_DIR/release/feidan" "$work/$name"
+  (cd "$tree" && CARGO_TARGET_DIR="$target" cargo build --release --locked --quiet --bin feidan)
+  cp "$target/release/feidan" "$work/$name"
   if [[ -n "$revision" ]]; then
     git worktree remove --force "$tree"
   fi
