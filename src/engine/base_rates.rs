@@ -238,14 +238,17 @@ mod tests {
         books
     }
 
-    fn reckon(books: &Map<Id, BookCounts>) -> BaseRates {
-        let total = books
+    fn sum(books: &Map<Id, BookCounts>) -> BookCounts {
+        books
             .values()
             .fold(BookCounts::default(), |mut sum, counts| {
                 sum.add(counts);
                 sum
-            });
-        BaseRates::reckon(books, &total, &Config::defaults().detect.book_churn)
+            })
+    }
+
+    fn reckon(books: &Map<Id, BookCounts>) -> BaseRates {
+        BaseRates::reckon(books, &sum(books), &Config::defaults().detect.book_churn)
     }
 
     #[test]
@@ -303,6 +306,40 @@ mod tests {
             reckon(&books).outliers.iter().collect::<Vec<_>>(),
             ["churning", "tight"]
         );
+    }
+
+    #[test]
+    fn an_honest_company_keeps_nearly_all_of_its_churn() {
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        // A thousand honest books of ten, each account churning at 6% and
+        // visited while quiet at 4%, independently: the books in the far
+        // tail are left out, and with them a little of the shares.
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut draw = |p: f64| (0..10).filter(|_| rng.gen_bool(p)).count() as u64;
+        let books: Map<Id, BookCounts> = (0..1000)
+            .map(|i| {
+                let counts = BookCounts {
+                    judged: 10,
+                    churning: draw(0.06),
+                    visited: [draw(0.04), 0, 0],
+                    ..BookCounts::default()
+                };
+                (Id::from(format!("kam-{i}").as_str()), counts)
+            })
+            .collect();
+        let total = sum(&books);
+        let rates = reckon(&books);
+        let share = |k: u64, counts: &BookCounts| k as f64 / counts.judged as f64;
+        assert!(
+            rates.outliers.len() < 30,
+            "{} books left out",
+            rates.outliers.len()
+        );
+        let kept = share(rates.company.churning, &rates.company) / share(total.churning, &total);
+        assert!(kept > 0.9, "churning share kept {kept}");
+        let kept =
+            share(rates.company.visited[0], &rates.company) / share(total.visited[0], &total);
+        assert!(kept > 0.9, "visited share kept {kept}");
     }
 
     #[test]
