@@ -1322,10 +1322,18 @@ fn judge_rhythm(
     let churning = p_value < churn.book_alpha || shrinking || lapsed.is_some();
     account.churning_since =
         MaybeTime::from(churning.then(|| account.churning_since.get().unwrap_or(at)));
-    let gone = account
-        .churning_since
-        .get()
-        .is_some_and(|since| at.0 - since.0 > churn.book_window.as_secs() as i64);
+    let kept_visiting = account_churn::kept_visiting(
+        u32::from(account.visits_since),
+        account.days_since_visit(at, churn),
+        churn,
+    );
+    // A customer lost for longer than the book window is no longer news,
+    // unless the manager still calls on it.
+    let gone = !kept_visiting
+        && account
+            .churning_since
+            .get()
+            .is_some_and(|since| at.0 - since.0 > churn.book_window.as_secs() as i64);
     if (!judged && !churning) || gone {
         return observed;
     }
@@ -1353,11 +1361,6 @@ fn judge_rhythm(
     // Its silence must be past the bar, or its fall in value (which counts
     // only once significant at `book_alpha`, tighter than the loosest
     // bar); a lapsed contract alone counts at the loosest.
-    let kept_visiting = account_churn::kept_visiting(
-        u32::from(account.visits_since),
-        account.days_since_visit(at, churn),
-        churn,
-    );
     let visited_bars = match (kept_visiting, churning) {
         (false, _) => 0,
         (true, churning) => {
@@ -2194,6 +2197,19 @@ mod tests {
             book_on(overdue + window + 1),
             None,
             "churning for longer than the book window: gone from the book"
+        );
+
+        // The same silence while the manager keeps calling on the account
+        // every ten days: still theirs, still in the book, and visited.
+        let mut stage = ordering_every_ten_days("a", &config);
+        for (i, day) in (95..=overdue + window).step_by(10).enumerate() {
+            stage.apply(&visit(&format!("v{i}"), "a", day), &config, &mut facts);
+        }
+        let report = evaluate_on(&mut stage, overdue + window + 1, &config, &mut life);
+        let book = report.books.get("kam-1").map(|b| b.counts);
+        assert!(
+            book.is_some_and(|b| b.judged == 1 && b.churning == 1 && b.visited[0] == 1),
+            "{book:?}"
         );
     }
 
