@@ -343,6 +343,50 @@ mod tests {
     }
 
     #[test]
+    fn in_a_team_only_a_book_apart_from_its_teammates_stands_out() {
+        let config = Config::defaults().detect.book_churn;
+        let team_of = |team: &str, visited: &[u64]| -> Vec<(Id, Book)> {
+            visited
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let book = Book {
+                        team: Id::from(team),
+                        counts: book(*v),
+                        ..Book::default()
+                    };
+                    (Id::from(format!("{team}-{i}").as_str()), book)
+                })
+                .collect()
+        };
+        // East: a market took half of every book's customers, who are still
+        // visited; west: one manager's book is half gone among teammates who
+        // lose none or one.
+        let mut books: Map<Id, Book> = Map::default();
+        books.extend(team_of("east", &[5, 4, 6, 5, 5, 4, 6, 5]));
+        books.extend(team_of("west", &[5, 0, 1, 0, 0, 1, 0, 0]));
+        // The rest of the company: 80 books, ten of them with one.
+        let north: Vec<u64> = (0..80).map(|i| u64::from(i % 8 == 0)).collect();
+        books.extend(team_of("north", &north));
+        let out: Vec<&str> = standing_out_in_teams(&books, &config)
+            .into_iter()
+            .map(|id| id.as_str())
+            .collect();
+        assert_eq!(out, ["west-0"]);
+        // From the company, every book of the east stands out.
+        let counts: Map<Id, BookCounts> = books
+            .iter()
+            .map(|(id, book)| (id.clone(), book.counts))
+            .collect();
+        let rates = reckon(&counts);
+        assert!((0..8).all(|i| rates.stands_out(&Id::from(format!("east-{i}").as_str()))));
+        assert!(rates.stands_out(&Id::from("west-0")));
+        assert_eq!(rates.outliers.len(), 9);
+        assert_eq!(rates.company.visited, [12, 0, 0]);
+        assert_eq!(rates.company.judged, 870);
+    }
+
+    #[test]
     fn counts_of_earlier_versions_read_as_the_loosest_bars() {
         #[derive(Serialize)]
         struct Earlier {
