@@ -260,7 +260,7 @@ fn summary(book: &BookInputs, tested: Tested, observed: f64, rates: &Rates, bars
             100.0 * rates.visited[0]
         ),
         Tested::Visited(i) => format!(
-            "{} of {} accounts have gone quiet for far longer than their order rhythm makes likely (p < {}), or their orders fell as far, while the manager kept visiting them ({} churning in all); a book this size would have {:.1} such accounts at {:.2}% (the company's share, or the rest of the team's where higher)",
+            "{} of {} accounts have gone quiet for far longer than their order rhythm makes likely (p < {}), or their orders fell as far, while the manager kept visiting them ({} churning in all); a book this size would have {:.2} such accounts at {:.2}% (the company's share, or the rest of the team's where higher)",
             book.visited[i],
             book.judged,
             bars.visited[i],
@@ -281,7 +281,7 @@ fn summary(book: &BookInputs, tested: Tested, observed: f64, rates: &Rates, bars
             // Shares at a tighter bar are small: one more digit.
             let digits = 1 + usize::from(i > 0);
             format!(
-                "{} of {} accounts churning ({} ordering far below their usual value{bar}; {} quiet or churning accounts still visited by the manager); a book this size would have {:.1} churning at {:.1}%, {:.1} shrinking at {:.digits$}% and {:.1} visited while quiet at {:.1}% (the company's shares, or the rest of the team's where higher)",
+                "{} of {} accounts churning ({} ordering far below their usual value{bar}; {} quiet or churning accounts still visited by the manager); a book this size would have {:.1} churning at {:.1}%, {:.digits$} shrinking at {:.digits$}% and {:.1} visited while quiet at {:.1}% (the company's shares, or the rest of the team's where higher)",
                 book.churning,
                 book.judged,
                 book.shrinking[0],
