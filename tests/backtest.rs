@@ -62,6 +62,27 @@ fn no_honest_manager_is_accused_and_most_diverters_are_found() {
     }
 }
 
+/// Where two managers in five divert, most of the company's quiet accounts
+/// still visited are theirs: book churn reckons the company's shares without
+/// the books that stand out, so the diverters do not hide one another.
+#[test]
+fn diverters_do_not_hide_one_another() {
+    for seed in [31, 34] {
+        let (managers, _) = backtest(SimConfig {
+            diverter_share: 0.4,
+            ..world(seed)
+        });
+        assert_eq!(managers.falsely_accused, 0, "seed {seed}: {managers:?}");
+        // 14 and 13 of 16 found either way; measured 43 and 39 days, 60 and
+        // 61 when the shares counted every book.
+        assert!(managers.recall >= 0.8, "seed {seed}: {managers:?}");
+        assert!(
+            managers.median_delay_days.unwrap() <= 50.0,
+            "seed {seed}: {managers:?}"
+        );
+    }
+}
+
 #[test]
 fn a_manager_alone_in_a_team_is_not_accused_on_a_short_history() {
     // Every manager a team of one: no teammates lend a baseline. Before
