@@ -56,6 +56,16 @@ pub struct BookCounts {
     pub shrinking: ByBar,
 }
 
+impl<'a> std::iter::Sum<&'a BookCounts> for BookCounts {
+    fn sum<I: Iterator<Item = &'a BookCounts>>(counts: I) -> BookCounts {
+        let mut sum = BookCounts::default();
+        for part in counts {
+            sum.add(part);
+        }
+        sum
+    }
+}
+
 /// Counts by bar as written, or one count as books and counts of earlier
 /// versions held it (a shard's checkpoint may hold their parts): the
 /// loosest bar's, the tighter ones counting none for that evaluation.
@@ -78,11 +88,7 @@ pub fn count_or_by_bar<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ByBar, 
 
 impl BookCounts {
     pub fn of<'a>(books: impl IntoIterator<Item = &'a Book>) -> BookCounts {
-        let mut counts = BookCounts::default();
-        for book in books {
-            counts.add(&book.counts);
-        }
-        counts
+        books.into_iter().map(|book| &book.counts).sum()
     }
 
     pub fn add(&mut self, other: &BookCounts) {
@@ -239,12 +245,7 @@ mod tests {
     }
 
     fn sum(books: &Map<Id, BookCounts>) -> BookCounts {
-        books
-            .values()
-            .fold(BookCounts::default(), |mut sum, counts| {
-                sum.add(counts);
-                sum
-            })
+        books.values().sum()
     }
 
     fn reckon(books: &Map<Id, BookCounts>) -> BaseRates {

@@ -180,6 +180,9 @@ impl Shard {
         }
         let mut counts = others;
         counts.extend(books.iter().map(|(id, book)| (id.clone(), book.counts)));
+        // Every source sent each of its books to one shard whole and to the
+        // others as counts: together they are its company-wide counts.
+        debug_assert_eq!(counts.values().sum::<BookCounts>(), company);
         let base = BaseRates::reckon(&counts, &company, &self.config.detect.book_churn);
         let first_new = out.len();
         evaluate_managers(
