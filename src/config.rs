@@ -224,7 +224,8 @@ pub struct BookChurnConfig {
     /// accounts are also counted, each a tenth of the one before (0 to 2).
     pub tighter_bars: u64,
     /// A book whose counts are this improbable under the company's shares
-    /// is left out of the company's and its team's (company-wide).
+    /// is left out of the company's counts, and out of its team's when this
+    /// improbable under the rest of the team's (company-wide).
     pub outlier_p: f64,
     pub critical_p_value: f64,
 }

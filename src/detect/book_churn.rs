@@ -99,6 +99,12 @@ pub struct BookInputs {
     pub team_expected_orders: [f64; 3],
 }
 
+/// The share of `n` accounts that `k` of them make, with half a
+/// pseudo-account so that a company without churn is not certainty.
+pub fn share_of(k: u64, n: u64) -> f64 {
+    (k as f64 + 0.5) / (n as f64 + 1.0)
+}
+
 /// Weight of the company's share in a team's, in accounts.
 const TEAM_PRIOR: f64 = 50.0;
 
@@ -124,14 +130,12 @@ pub fn assess(
     if book.judged < config.min_accounts {
         return None;
     }
-    // Half a pseudo-account so that a company without churn is not certainty.
-    let rate = |k: u64, n: u64| (k as f64 + 0.5) / (n as f64 + 1.0);
     // Each share is the company's, or the rest of the team's if higher (a
     // market that hits one team's customers is not one manager's doing),
     // the team's shrunk toward the company's by `TEAM_PRIOR` accounts: a
     // small team's few accounts say little.
     let share = |company: u64, team: u64| {
-        let company = rate(company, book.company_judged);
+        let company = share_of(company, book.company_judged);
         let team = (team as f64 + TEAM_PRIOR * company) / (book.team_judged as f64 + TEAM_PRIOR);
         company.max(team)
     };
@@ -344,6 +348,16 @@ mod tests {
         super::assess(book, &Bars::of(&Config::defaults().detect.churn), config)
     }
 
+    /// The count test a finding should cite.
+    fn upper_tail(k: u64, n: u64, p: f64) -> StatTest {
+        StatTest::BinomialUpper { k, n, p }
+    }
+
+    /// A finding's p-value within a billionth of a reference.
+    fn assert_close(f: &Finding, reference: f64) {
+        assert!((f.p_value - reference).abs() < 1e-9 * reference, "{f:?}");
+    }
+
     /// Counts past the loosest bar only.
     fn loosest(count: u64) -> ByBar {
         [count, 0, 0]
@@ -427,14 +441,7 @@ mod tests {
         };
         let f = assess(&shrinking, &config).unwrap();
         assert!(f.alerting, "{f:?}");
-        assert_eq!(
-            f.test,
-            StatTest::BinomialUpper {
-                k: 4,
-                n: 10,
-                p: round6(12.5 / 4001.0)
-            }
-        );
+        assert_eq!(f.test, upper_tail(4, 10, round6(12.5 / 4001.0)));
         assert!(f
             .summary
             .text()
@@ -463,18 +470,11 @@ mod tests {
             ..book()
         };
         let f = assess(&quiet, &config).unwrap();
-        assert_eq!(
-            f.test,
-            StatTest::BinomialUpper {
-                k: 5,
-                n: 10,
-                p: 0.012551
-            }
-        );
+        assert_eq!(f.test, upper_tail(5, 10, 0.012551));
         // scipy.stats.binom.sf(4, 10, 0.012551), summed exactly in rational
         // arithmetic.
         let reference = 7.446_885_572_485_5e-8;
-        assert!((f.p_value - reference).abs() < 1e-9 * reference, "{f:?}");
+        assert_close(&f, reference);
         assert!(f.alerting, "{f:?}");
         assert!(f
             .summary
@@ -508,18 +508,11 @@ mod tests {
             ..book()
         };
         let (f, cited) = judge(&quiet, &config).unwrap();
-        assert_eq!(
-            f.test,
-            StatTest::BinomialUpper {
-                k: 4,
-                n: 10,
-                p: 0.003124
-            }
-        );
+        assert_eq!(f.test, upper_tail(4, 10, 0.003124));
         // scipy.stats.binom.sf(3, 10, 0.003124), summed exactly in rational
         // arithmetic.
         let reference = 1.970_355_618_593_850_5e-8;
-        assert!((f.p_value - reference).abs() < 1e-9 * reference, "{f:?}");
+        assert_close(&f, reference);
         assert!(f.alerting, "{f:?}");
         // Bonferroni over ten tests: churning, three bars of shrinking and
         // of visited, three order windows.

@@ -1322,6 +1322,9 @@ fn judge_rhythm(
     let churning = p_value < churn.book_alpha || shrinking || lapsed.is_some();
     account.churning_since =
         MaybeTime::from(churning.then(|| account.churning_since.get().unwrap_or(at)));
+    if !judged && !churning {
+        return observed;
+    }
     let kept_visiting = account_churn::kept_visiting(
         u32::from(account.visits_since),
         account.days_since_visit(at, churn),
@@ -1334,7 +1337,7 @@ fn judge_rhythm(
             .churning_since
             .get()
             .is_some_and(|since| at.0 - since.0 > churn.book_window.as_secs() as i64);
-    if (!judged && !churning) || gone {
+    if gone {
         return observed;
     }
     let book = books.of(&account.manager_id, &account.team);

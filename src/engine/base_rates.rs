@@ -32,7 +32,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::config::BookChurnConfig;
-use crate::detect::book_churn::{ByBar, BARS};
+use crate::detect::book_churn::{share_of, ByBar, BARS};
 use crate::event::Id;
 use crate::stats;
 
@@ -114,13 +114,14 @@ impl BookCounts {
     }
 
     /// Whether a book with these counts stands out from the shares of
-    /// `company`: one of its counts, of at least `min_count` accounts, has
-    /// a binomial upper tail below `outlier_p`.
-    fn stands_out(&self, company: &BookCounts, min_count: u64, outlier_p: f64) -> bool {
-        // Half a pseudo-account, as book churn reckons its shares.
-        let share = |k: u64| (k as f64 + 0.5) / (company.judged as f64 + 1.0);
+    /// `company` (as book churn reckons them): one of its counts, of at
+    /// least `min_churning` accounts, has a binomial upper tail below
+    /// `outlier_p`.
+    fn stands_out(&self, company: &BookCounts, config: &BookChurnConfig) -> bool {
         let improbable = |k: u64, company_k: u64| {
-            k >= min_count && stats::binomial_upper(k, self.judged, share(company_k)) < outlier_p
+            k >= config.min_churning
+                && stats::binomial_upper(k, self.judged, share_of(company_k, company.judged))
+                    < config.outlier_p
         };
         self.judged > 0
             && (improbable(self.churning, company.churning)
@@ -155,9 +156,7 @@ impl BaseRates {
             let held_to = rates.company;
             let outliers: BTreeSet<Id> = books
                 .iter()
-                .filter(|(_, counts)| {
-                    counts.stands_out(&held_to, config.min_churning, config.outlier_p)
-                })
+                .filter(|(_, counts)| counts.stands_out(&held_to, config))
                 .map(|(id, _)| id.clone())
                 .collect();
             if outliers == rates.outliers {
@@ -187,25 +186,18 @@ impl BaseRates {
 }
 
 /// The books (of whole teams) that stand out from the rest of their
-/// team, in one round: a team is a few books, and every one of them is
-/// held to all the others.
+/// team, given each team's counts over all its books, in one round: a
+/// team is a few books, and every one of them is held to all the others.
 pub fn standing_out_in_teams<'a>(
     books: &'a Map<Id, Book>,
+    team_counts: impl Fn(&str) -> BookCounts,
     config: &BookChurnConfig,
 ) -> BTreeSet<&'a Id> {
-    let mut teams: Map<&str, BookCounts> = Map::default();
-    for book in books.values() {
-        teams
-            .entry(book.team.as_str())
-            .or_default()
-            .add(&book.counts);
-    }
     books
         .iter()
         .filter(|(_, book)| {
-            let rest = teams[book.team.as_str()].without(&book.counts);
-            book.counts
-                .stands_out(&rest, config.min_churning, config.outlier_p)
+            let rest = team_counts(&book.team).without(&book.counts);
+            book.counts.stands_out(&rest, config)
         })
         .map(|(id, _)| id)
         .collect()
@@ -369,7 +361,14 @@ mod tests {
         // The rest of the company: 80 books, ten of them with one.
         let north: Vec<u64> = (0..80).map(|i| u64::from(i % 8 == 0)).collect();
         books.extend(team_of("north", &north));
-        let out: Vec<&str> = standing_out_in_teams(&books, &config)
+        let team_counts = |team: &str| {
+            books
+                .values()
+                .filter(|book| book.team.as_str() == team)
+                .map(|book| &book.counts)
+                .sum()
+        };
+        let out: Vec<&str> = standing_out_in_teams(&books, team_counts, &config)
             .into_iter()
             .map(|id| id.as_str())
             .collect();

@@ -440,7 +440,15 @@ impl ManagerStage {
             }
             entry.counts.add(&book.counts);
         }
-        let standing_out = standing_out_in_teams(books, &config.detect.book_churn);
+        let standing_out = standing_out_in_teams(
+            books,
+            |team| {
+                team_books
+                    .get(team)
+                    .map_or_else(BookCounts::default, |t| t.counts)
+            },
+            &config.detect.book_churn,
+        );
         for id in &standing_out {
             let book = &books[*id];
             if let Some(team) = team_books.get_mut(book.team.as_str()) {

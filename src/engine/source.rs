@@ -365,22 +365,20 @@ impl Source {
             books.sort_by(|a, b| a.0.cmp(&b.0));
         }
         // Each shard hears every other shard's managers' counts.
-        let counts: Vec<Vec<(crate::event::Id, BookCounts)>> = books
-            .iter()
-            .map(|books| {
-                books
+        let others: Vec<Vec<(crate::event::Id, BookCounts)>> = (0..books.len())
+            .map(|shard| {
+                let elsewhere = books
                     .iter()
-                    .map(|(id, book)| (id.clone(), book.counts))
+                    .enumerate()
+                    .filter(|(other, _)| *other != shard);
+                elsewhere
+                    .flat_map(|(_, books)| books.iter().map(|(id, book)| (id.clone(), book.counts)))
                     .collect()
             })
             .collect();
-        for (shard, ((facts, stalls), books)) in
-            (0..shards).zip(facts.into_iter().zip(stalls).zip(books))
+        for (shard, (((facts, stalls), books), others)) in
+            (0..shards).zip(facts.into_iter().zip(stalls).zip(books).zip(others))
         {
-            let others: Vec<(crate::event::Id, BookCounts)> = (0..shards)
-                .filter(|other| *other != shard)
-                .flat_map(|other| counts[other as usize].iter().cloned())
-                .collect();
             let mut parts = Vec::new();
             parts.extend(chunks(facts, FACTS_PER_PART).map(PartBody::Facts));
             parts.extend(chunks(stalls, FACTS_PER_PART).map(PartBody::Stalls));
