@@ -276,10 +276,13 @@ impl Simulation {
         let mut accounts: Vec<Account> = Vec::new();
         for (m, manager) in managers.iter().enumerate() {
             let first = accounts.len();
+            // A new hire's accounts churn at the same yearly rate, over the
+            // part of the run they are theirs.
+            let active_days = days - manager.hired;
             for _ in 0..config.accounts_per_manager {
                 let mean_gap = rng.gen_range(7.0..40.0);
                 let churn_day = (rng
-                    .gen_bool((config.churn_per_year * days as f64 / 365.0).min(1.0)))
+                    .gen_bool((config.churn_per_year * active_days as f64 / 365.0).min(1.0)))
                 .then(|| rng.gen_range((manager.hired + 90).min(days - 1)..days));
                 accounts.push(Account {
                     id: format!("acc-{:05}", accounts.len() + 1),
@@ -781,6 +784,36 @@ mod tests {
         assert_eq!(after_business_days(19.0, 45.0), 72.0);
         // Within a year's lull again.
         assert_eq!(after_business_days(365.0 + 34.5, 1.0), 365.0 + 35.75);
+    }
+
+    #[test]
+    fn new_hires_lose_customers_at_the_yearly_rate_of_everyone_else() {
+        let config = SimConfig {
+            managers: 400,
+            new_hire_share: 0.5,
+            churn_per_year: 0.3,
+            diverter_share: 0.0,
+            ..SimConfig::default()
+        };
+        let days = config.days;
+        let simulation = Simulation::new(config);
+        // Churned accounts per account-year, of new hires and of the rest.
+        let mut churned = [0.0; 2];
+        let mut years = [0.0; 2];
+        for account in &simulation.accounts {
+            let hired = simulation.managers[account.manager].hired;
+            let new = usize::from(hired > 0);
+            churned[new] += f64::from(u8::from(account.churn_day.is_some()));
+            years[new] += (days - hired) as f64 / 365.0;
+        }
+        let (veterans, new_hires) = (churned[0] / years[0], churned[1] / years[1]);
+        // Drawn at 0.3 a year over a run of 540 days (the first 90 days of
+        // an account's owner excepted) for either; new hires' accounts
+        // churned about twice as fast when drawn over the whole run.
+        assert!(
+            (new_hires / veterans - 1.0).abs() < 0.25,
+            "new hires {new_hires:.3}, veterans {veterans:.3} a year"
+        );
     }
 
     fn small() -> SimConfig {

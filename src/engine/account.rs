@@ -32,6 +32,7 @@ use super::checkpoint::{self, RestoreError, StaticName};
 use super::eviction::EvictionSampler;
 use super::fact::{DealOutcome, EvidenceRef, Fact, FactKind, LeakRoute};
 use super::lifecycle::{AlertDraft, Lifecycle};
+use super::pace::{expected_per_day, CompanyOrders, CompanyPace, StillOrdering};
 use super::window::DailyBuckets;
 
 /// Activities kept per account as evidence of visits without orders.
@@ -60,6 +61,9 @@ pub struct AccountStage {
     pub evicted: u64,
     /// Orders per day over all accounts: the company's pace, for business time.
     company_orders: DailyBuckets<u64>,
+    /// The orders per day the accounts still ordering expect, sampled at
+    /// each evaluation (see `pace`).
+    company_expected: DailyBuckets<StillOrdering>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -599,6 +603,10 @@ pub struct AccountGlobals {
     expired: u64,
     evicted: u64,
     company_orders: DailyBuckets<u64>,
+    /// Absent from checkpoints of before 2026-11-30: business time then
+    /// runs on orders alone until the samples cover a baseline again.
+    #[serde(default)]
+    company_expected: DailyBuckets<StillOrdering>,
 }
 
 /// One manager's book as the account stage sees it at an evaluation.
@@ -731,19 +739,23 @@ struct JudgedPart {
     facts: Vec<Fact>,
     books: BooksByManager,
     observed: Vec<(usize, Finding)>,
+    /// Orders per day the part's accounts still ordering expect.
+    expected_orders: u64,
 }
 
 impl JudgedPart {
     /// Adds a later part: its facts, books and accounts to observe after
     /// this part's.
     fn absorb(&mut self, part: JudgedPart) {
+        let expected_orders = self.expected_orders + part.expected_orders;
         if self.books.0.is_empty() && self.facts.is_empty() && self.observed.is_empty() {
             *self = part;
-            return;
+        } else {
+            self.facts.extend(part.facts);
+            self.books.merge(part.books);
+            self.observed.extend(part.observed);
         }
-        self.facts.extend(part.facts);
-        self.books.merge(part.books);
-        self.observed.extend(part.observed);
+        self.expected_orders = expected_orders;
     }
 }
 
@@ -757,6 +769,9 @@ pub struct AccountReport {
     /// Deals that stalled as the watermark passed.
     pub facts: Vec<Fact>,
     pub books: Map<Id, Book>,
+    /// Orders per day the stage's accounts still ordering expect (in
+    /// millionths, see `pace`): this evaluation's sample.
+    pub expected_orders: u64,
 }
 
 impl AccountStage {
@@ -928,20 +943,26 @@ impl AccountStage {
     /// drops open deals that have not moved since before `forget_before`
     /// and the company order buckets older than it (in the same pass).
     ///
-    /// Business time runs at the pace of `company_orders` when given (the
-    /// whole company's orders per day, when this stage holds a share of the
-    /// accounts), else at the pace of this stage's own accounts.
+    /// Business time runs at the pace of `company` when given (the whole
+    /// company's orders, when this stage holds a share of the accounts),
+    /// else at the pace of this stage's own accounts, whose expected orders
+    /// it then samples itself.
     pub fn evaluate(
         &mut self,
         at: Timestamp,
         forget_before: Timestamp,
-        company_orders: Option<&DailyBuckets<u64>>,
+        company: Option<CompanyOrders<'_>>,
         config: &Config,
         lifecycle: &mut Lifecycle,
         out: &mut Vec<Alert>,
     ) -> AccountReport {
+        let own = CompanyOrders {
+            placed: &self.company_orders,
+            expected: &self.company_expected,
+        };
+        let company_given = company.is_some();
         let pace = CompanyPace::new(
-            company_orders.unwrap_or(&self.company_orders),
+            company.unwrap_or(own),
             at,
             config.detect.churn.business_baseline.as_secs() as i64 / DAY,
         );
@@ -978,6 +999,13 @@ impl AccountStage {
                         part.observed.push((index, finding));
                     }
                     account.changed |= account.churning_since != churning_before;
+                    if account.churning_since.get().is_none()
+                        && account
+                            .rhythm
+                            .learnt(detect.churn.min_gaps, detect.churn.min_history)
+                    {
+                        part.expected_orders += expected_per_day(account.rhythm.gap_mean());
+                    }
                     part
                 },
             )
@@ -1001,10 +1029,16 @@ impl AccountStage {
                 out,
             );
         }
+        if !company_given {
+            self.company_expected
+                .add(at.day(), StillOrdering::sample(judged.expected_orders));
+        }
         self.company_orders.prune_before(forget_before.day());
+        self.company_expected.prune_before(forget_before.day());
         AccountReport {
             facts: judged.facts,
             books: judged.books.by_id(),
+            expected_orders: judged.expected_orders,
         }
     }
 
@@ -1077,6 +1111,7 @@ impl AccountStage {
             expired: self.expired,
             evicted: self.evicted,
             company_orders: self.company_orders.clone(),
+            company_expected: self.company_expected.clone(),
         }
     }
 
@@ -1084,6 +1119,7 @@ impl AccountStage {
         self.expired = globals.expired;
         self.evicted = globals.evicted;
         self.company_orders = globals.company_orders;
+        self.company_expected = globals.company_expected;
     }
 
     /// Restores one account from its checkpoint record.
@@ -1438,58 +1474,6 @@ fn cite_kept<'a>(
     evidence
 }
 
-/// The company's order pace: orders per day over a span against its usual
-/// rate, from prefix sums built once per evaluation.
-struct CompanyPace {
-    first_day: i64,
-    /// `prefix[i]` = orders on days `first_day .. first_day + i`.
-    prefix: Vec<u64>,
-    baseline_days: i64,
-}
-
-impl CompanyPace {
-    fn new(orders: &DailyBuckets<u64>, at: Timestamp, baseline_days: i64) -> CompanyPace {
-        let end = at.day();
-        // Two baselines back covers a silence as long as one baseline.
-        let first_day = end - 2 * baseline_days.max(1);
-        let mut prefix = Vec::with_capacity((end - first_day + 1) as usize);
-        let mut total = 0;
-        prefix.push(0);
-        for orders in orders.each_day(first_day..end) {
-            total += orders;
-            prefix.push(total);
-        }
-        CompanyPace {
-            first_day,
-            prefix,
-            baseline_days,
-        }
-    }
-
-    fn orders(&self, from: i64, until: i64) -> u64 {
-        let index =
-            |day: i64| (day - self.first_day).clamp(0, self.prefix.len() as i64 - 1) as usize;
-        self.prefix[index(until)] - self.prefix[index(from)]
-    }
-
-    /// How fast business time ran over `[from, until)` against the usual
-    /// pace of the baseline before `from`: at most 1 (a busy spell does not
-    /// make silence more damning), and 1 without enough baseline.
-    fn ratio(&self, from: i64, until: i64) -> f64 {
-        let span = (until - from).max(1);
-        let baseline_from = from - self.baseline_days;
-        if baseline_from < self.first_day {
-            return 1.0;
-        }
-        let usual = self.orders(baseline_from, from) as f64 / self.baseline_days as f64;
-        if usual < 1.0 {
-            return 1.0;
-        }
-        let now = self.orders(from, until) as f64 / span as f64;
-        (now / usual).clamp(0.1, 1.0)
-    }
-}
-
 /// The evidence reference of an event; `note` says why it is cited.
 pub fn evidence_of(event: &Event, note: Option<&'static str>) -> EvidenceRef {
     let (opportunity_id, amount, reason, competitor) = match &event.body {
@@ -1643,6 +1627,25 @@ mod tests {
             stage.apply(&event, config, &mut Vec::new());
         }
         stage
+    }
+
+    #[test]
+    fn an_account_expects_its_orders_in_the_company_pace_until_it_churns() {
+        let config = Config::defaults();
+        let mut stage = ordering_every_ten_days("acc-1", &config);
+        let mut life = Lifecycle::new(3, 7);
+        // One order in ten days, as the account's rhythm has it.
+        assert_eq!(
+            evaluate_on(&mut stage, 95, &config, &mut life).expected_orders,
+            100_000
+        );
+        // Silent for 110 days: churning, so no longer expected to order, and
+        // its silence no longer slows the company's clock.
+        let report = evaluate_on(&mut stage, 200, &config, &mut life);
+        assert_eq!(report.expected_orders, 0);
+        let samples = stage.company_expected.each_day(95..201);
+        assert_eq!(samples.iter().map(|s| s.samples).sum::<u64>(), 2);
+        assert_eq!(samples.iter().map(|s| s.micro_orders).sum::<u64>(), 100_000);
     }
 
     #[test]
@@ -2114,19 +2117,6 @@ mod tests {
                 }
             ]
         );
-    }
-
-    #[test]
-    fn business_time_runs_slow_while_the_company_orders_less() {
-        let mut orders = DailyBuckets::default();
-        for day in 0..800 {
-            // 100 orders a day, 50 during days 700..721.
-            orders.add(day, if (700..721).contains(&day) { 50 } else { 100 });
-        }
-        let pace = CompanyPace::new(&orders, Timestamp::from_day(800), 365);
-        assert!((pace.ratio(700, 721) - 0.5).abs() < 1e-9);
-        assert!((pace.ratio(690, 731) - (20.0 * 100.0 + 21.0 * 50.0) / 41.0 / 100.0).abs() < 1e-9);
-        assert_eq!(pace.ratio(740, 800), 1.0);
     }
 
     #[test]

@@ -6,11 +6,11 @@
 //! An evaluation at a boundary is a barrier in two rounds, so that a
 //! scaled-out feidan raises exactly the alerts one process would:
 //!
-//! 1. Every source shares its orders before each boundary its watermark
-//!    passes ([`Exchange::Pace`], to every source): business time runs at
-//!    the whole company's pace, and each source holds only part of the
-//!    company. A share depends only on the orders admitted, so sources
-//!    share ahead of their evaluations. A source judges its accounts at a
+//! 1. Every source shares its orders before its next boundary once its
+//!    watermark passes it ([`Exchange::Pace`], to every source), with the
+//!    orders its accounts still ordering expected at its last evaluation:
+//!    business time runs at the whole company's pace, and each source
+//!    holds only part of the company. A source judges its accounts at a
 //!    boundary once it has every source's share for it.
 //! 2. Every source then sends each shard the facts of its teams, the
 //!    stalled deals and the parts of their managers' books, the counts of
@@ -55,6 +55,13 @@ pub enum Exchange {
         source: i32,
         boundary: Timestamp,
         orders: Vec<(i64, u64)>,
+        /// The orders per day the source's accounts still ordering expected
+        /// at its evaluation before `boundary` (its time, and the sum in
+        /// millionths): business time runs slow only for the fall in orders
+        /// they do not explain. `None` before a source's first evaluation,
+        /// and from a feidan of before 2026-11-30.
+        #[serde(default)]
+        expected: Option<(Timestamp, u64)>,
     },
     /// Part `seq` of what `source` sends one shard for `boundary`.
     Part {
@@ -155,10 +162,34 @@ mod tests {
             source: 2,
             boundary: Timestamp(86_400),
             orders: vec![(1, 3), (2, 0)],
+            expected: Some((Timestamp(0), 1_500_000)),
         };
         let read = Exchange::decode(&message.encode()).unwrap();
         assert_eq!(read.encode(), message.encode());
         assert!(matches!(read, Exchange::Pace { source: 2, .. }));
         assert!(Exchange::decode(b"not msgpack at all").is_err());
+    }
+
+    #[test]
+    fn a_share_from_a_feidan_without_expected_orders_reads_as_none() {
+        #[derive(Serialize)]
+        enum Before {
+            Pace {
+                source: i32,
+                boundary: Timestamp,
+                orders: Vec<(i64, u64)>,
+            },
+        }
+        let old = super::super::checkpoint::encode(&Before::Pace {
+            source: 1,
+            boundary: Timestamp(86_400),
+            orders: vec![(0, 7)],
+        });
+        match Exchange::decode(&old).unwrap() {
+            Exchange::Pace {
+                orders, expected, ..
+            } => assert_eq!((orders, expected), (vec![(0, 7)], None)),
+            other => panic!("{other:?}"),
+        }
     }
 }

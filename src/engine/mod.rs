@@ -17,6 +17,7 @@ pub mod fact;
 mod intake;
 pub mod lifecycle;
 pub mod manager;
+pub mod pace;
 pub mod shard;
 pub mod source;
 pub mod watermark;

@@ -28,6 +28,7 @@ use super::exchange::{
 use super::fact::Fact;
 use super::intake::Intake;
 use super::lifecycle::Lifecycle;
+use super::pace::{CompanyOrders, StillOrdering};
 use super::watermark::WatermarkTracker;
 use super::window::DailyBuckets;
 use super::{idle_cutoff, ingested, reach, Engine, EngineStats, Ingested, Outcome};
@@ -49,6 +50,14 @@ pub struct Source {
     /// The whole company's orders per day, from every source's shares up
     /// to the last evaluation: business time runs at this pace.
     company_orders: DailyBuckets<u64>,
+    /// The whole company's expected orders, one sample per evaluation, from
+    /// every source's shares (see `pace`).
+    company_expected: DailyBuckets<StillOrdering>,
+    /// This source's sample at its last evaluation, shared with the orders
+    /// before the next boundary.
+    expected: Option<(Timestamp, u64)>,
+    /// Expected orders received with the pace shares, as `shares`.
+    expected_shares: BTreeMap<Timestamp, BTreeMap<i32, Option<(Timestamp, u64)>>>,
     /// Orders admitted and not yet shared, by event time (Unix seconds).
     unshared: BTreeMap<i64, u64>,
     /// The last boundary this source has shared its orders for.
@@ -81,6 +90,9 @@ impl Source {
             stage: Stage::default(),
             lifecycle: Lifecycle::new(config.alerts.for_evaluations, config.alerts.resolve_after),
             company_orders: DailyBuckets::default(),
+            company_expected: DailyBuckets::default(),
+            expected: None,
+            expected_shares: BTreeMap::new(),
             unshared: BTreeMap::new(),
             shared_through: None,
             shares: BTreeMap::new(),
@@ -140,6 +152,7 @@ impl Source {
                 source,
                 boundary,
                 orders,
+                expected,
             } => {
                 let evaluated = self
                     .intake
@@ -151,6 +164,11 @@ impl Source {
                         .or_default()
                         .entry(*source)
                         .or_insert_with(|| orders.clone());
+                    self.expected_shares
+                        .entry(*boundary)
+                        .or_default()
+                        .entry(*source)
+                        .or_insert(*expected);
                 }
             }
             Exchange::Part { .. } | Exchange::End { .. } => return,
@@ -238,10 +256,11 @@ impl Source {
         }
     }
 
-    /// Shares the orders before every boundary the watermark has passed and
-    /// this source has not shared for yet. A share depends only on the
-    /// orders admitted, not on any evaluation, so shares run ahead of the
-    /// barrier, and the others rarely wait for one.
+    /// Shares the orders before the next boundary once the watermark has
+    /// passed it, if this source has not shared for it yet, with the
+    /// expected orders of its last evaluation (so a share waits for the
+    /// evaluation before its boundary: shares run one boundary ahead of
+    /// the barrier, not more).
     fn share_ahead(&mut self) {
         let (Some(next), Some(watermark)) =
             (self.intake.next_evaluation, self.intake.watermark.current())
@@ -250,7 +269,7 @@ impl Source {
         };
         let step = self.intake.evaluate_every;
         let mut boundary = self.shared_through.map_or(next, |b| b.plus(step).max(next));
-        while boundary <= watermark {
+        while boundary <= watermark.min(next) {
             let later = self.unshared.split_off(&boundary.0);
             let mut orders: BTreeMap<i64, u64> = BTreeMap::new();
             for (at, count) in std::mem::replace(&mut self.unshared, later) {
@@ -261,12 +280,17 @@ impl Source {
                 .entry(boundary)
                 .or_default()
                 .insert(self.partition, orders.clone());
+            self.expected_shares
+                .entry(boundary)
+                .or_default()
+                .insert(self.partition, self.expected);
             self.outbox.push(Envelope {
                 to: Route::Sources,
                 message: Exchange::Pace {
                     source: self.partition,
                     boundary,
                     orders,
+                    expected: self.expected,
                 },
             });
             self.shared_through = Some(boundary);
@@ -334,17 +358,42 @@ impl Source {
                 self.company_orders.add(day, count);
             }
         }
+        // Every source's sample of one evaluation, or none (a source's
+        // first, or one from a feidan that did not share them).
+        let samples: Vec<Option<(Timestamp, u64)>> = self
+            .expected_shares
+            .remove(&at)
+            .into_iter()
+            .flat_map(BTreeMap::into_values)
+            .collect();
+        if let Some(Some((evaluated, _))) = samples.first() {
+            if samples.len() == self.sources
+                && samples
+                    .iter()
+                    .all(|s| s.is_some_and(|(t, _)| t == *evaluated))
+            {
+                let sum = samples.iter().flatten().map(|(_, expected)| expected).sum();
+                self.company_expected
+                    .add(evaluated.day(), StillOrdering::sample(sum));
+            }
+        }
         let first_new = out.len();
         let forget_before = at.plus(-self.reach);
+        let company = CompanyOrders {
+            placed: &self.company_orders,
+            expected: &self.company_expected,
+        };
         let report = self.stage.accounts.evaluate(
             at,
             forget_before,
-            Some(&self.company_orders),
+            Some(company),
             &self.config,
             &mut self.lifecycle,
             out,
         );
+        self.expected = Some((at, report.expected_orders));
         self.company_orders.prune_before(forget_before.day());
+        self.company_expected.prune_before(forget_before.day());
         out[first_new..].sort_by(|a, b| a.alert_id.cmp(&b.alert_id));
 
         let shards = self.shards.max(1);
@@ -429,6 +478,13 @@ struct SourceGlobals {
     accounts: AccountGlobals,
     company_orders: DailyBuckets<u64>,
     shares: BTreeMap<Timestamp, BTreeMap<i32, Vec<(i64, u64)>>>,
+    /// These three are absent from checkpoints of before 2026-11-30.
+    #[serde(default)]
+    company_expected: DailyBuckets<StillOrdering>,
+    #[serde(default)]
+    expected: Option<(Timestamp, u64)>,
+    #[serde(default)]
+    expected_shares: BTreeMap<Timestamp, BTreeMap<i32, Option<(Timestamp, u64)>>>,
     proposals: BTreeMap<i32, Option<Timestamp>>,
     idle: bool,
     unshared: BTreeMap<i64, u64>,
@@ -472,6 +528,9 @@ impl Source {
             accounts: self.stage.accounts.globals(),
             company_orders: self.company_orders.clone(),
             shares: self.shares.clone(),
+            company_expected: self.company_expected.clone(),
+            expected: self.expected,
+            expected_shares: self.expected_shares.clone(),
             proposals: self.proposals.clone(),
             idle: self.idle,
             unshared: self.unshared.clone(),
@@ -551,6 +610,9 @@ impl Source {
                 source.stage.facts = facts.into_values().flatten().collect();
                 source.company_orders = globals.company_orders;
                 source.shares = globals.shares;
+                source.company_expected = globals.company_expected;
+                source.expected = globals.expected;
+                source.expected_shares = globals.expected_shares;
                 source.proposals = globals.proposals;
                 source.idle = globals.idle;
             }
