@@ -32,7 +32,7 @@ use super::checkpoint::{self, RestoreError, StaticName};
 use super::eviction::EvictionSampler;
 use super::fact::{DealOutcome, EvidenceRef, Fact, FactKind, LeakRoute};
 use super::lifecycle::{AlertDraft, Lifecycle};
-use super::pace::{expected_per_day, CompanyOrders, CompanyPace, StillOrdering};
+use super::pace::{CompanyOrders, CompanyPace, StillOrdering};
 use super::window::DailyBuckets;
 
 /// Activities kept per account as evidence of visits without orders.
@@ -740,14 +740,15 @@ struct JudgedPart {
     books: BooksByManager,
     observed: Vec<(usize, Finding)>,
     /// Orders per day the part's accounts still ordering expect.
-    expected_orders: u64,
+    expected_orders: ExpectedOrders,
 }
 
 impl JudgedPart {
     /// Adds a later part: its facts, books and accounts to observe after
     /// this part's.
     fn absorb(&mut self, part: JudgedPart) {
-        let expected_orders = self.expected_orders + part.expected_orders;
+        let mut expected_orders = self.expected_orders;
+        expected_orders += part.expected_orders;
         if self.books.0.is_empty() && self.facts.is_empty() && self.observed.is_empty() {
             *self = part;
         } else {
@@ -769,9 +770,9 @@ pub struct AccountReport {
     /// Deals that stalled as the watermark passed.
     pub facts: Vec<Fact>,
     pub books: Map<Id, Book>,
-    /// Orders per day the stage's accounts still ordering expect (in
-    /// millionths, see `pace`): this evaluation's sample.
-    pub expected_orders: u64,
+    /// Orders per day the stage's accounts still ordering expect (see
+    /// `pace`): this evaluation's sample.
+    pub expected_orders: ExpectedOrders,
 }
 
 impl AccountStage {
@@ -1004,7 +1005,8 @@ impl AccountStage {
                             .rhythm
                             .learnt(detect.churn.min_gaps, detect.churn.min_history)
                     {
-                        part.expected_orders += expected_per_day(account.rhythm.gap_mean());
+                        part.expected_orders +=
+                            ExpectedOrders::of(1.0 / account.rhythm.gap_mean().max(1.0));
                     }
                     part
                 },
@@ -1635,17 +1637,20 @@ mod tests {
         let mut stage = ordering_every_ten_days("acc-1", &config);
         let mut life = Lifecycle::new(3, 7);
         // One order in ten days, as the account's rhythm has it.
-        assert_eq!(
-            evaluate_on(&mut stage, 95, &config, &mut life).expected_orders,
-            100_000
-        );
+        let report = evaluate_on(&mut stage, 95, &config, &mut life);
+        assert_eq!(report.expected_orders, ExpectedOrders::of(0.1));
         // Silent for 110 days: churning, so no longer expected to order, and
         // its silence no longer slows the company's clock.
         let report = evaluate_on(&mut stage, 200, &config, &mut life);
-        assert_eq!(report.expected_orders, 0);
-        let samples = stage.company_expected.each_day(95..201);
-        assert_eq!(samples.iter().map(|s| s.samples).sum::<u64>(), 2);
-        assert_eq!(samples.iter().map(|s| s.micro_orders).sum::<u64>(), 100_000);
+        assert_eq!(report.expected_orders, ExpectedOrders::default());
+        let mut sampled = StillOrdering::default();
+        for day in stage.company_expected.each_day(95..201) {
+            sampled += day;
+        }
+        assert_eq!(
+            (sampled.expected, sampled.samples),
+            (ExpectedOrders::of(0.1), 2)
+        );
     }
 
     #[test]

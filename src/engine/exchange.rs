@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::Id;
 use crate::time::Timestamp;
 
-use super::account::Book;
+use super::account::{Book, ExpectedOrders};
 use super::base_rates::BookCounts;
 use super::fact::Fact;
 
@@ -56,12 +56,12 @@ pub enum Exchange {
         boundary: Timestamp,
         orders: Vec<(i64, u64)>,
         /// The orders per day the source's accounts still ordering expected
-        /// at its evaluation before `boundary` (its time, and the sum in
-        /// millionths): business time runs slow only for the fall in orders
-        /// they do not explain. `None` before a source's first evaluation,
-        /// and from a feidan of before 2026-11-30.
+        /// at its evaluation before `boundary`, and its time: business time
+        /// runs slow only for the fall in orders they do not explain.
+        /// `None` before a source's first evaluation, and from a feidan of
+        /// before 2026-11-30.
         #[serde(default)]
-        expected: Option<(Timestamp, u64)>,
+        expected: Option<(Timestamp, ExpectedOrders)>,
     },
     /// Part `seq` of what `source` sends one shard for `boundary`.
     Part {
@@ -162,7 +162,7 @@ mod tests {
             source: 2,
             boundary: Timestamp(86_400),
             orders: vec![(1, 3), (2, 0)],
-            expected: Some((Timestamp(0), 1_500_000)),
+            expected: Some((Timestamp(0), ExpectedOrders::of(1.5))),
         };
         let read = Exchange::decode(&message.encode()).unwrap();
         assert_eq!(read.encode(), message.encode());

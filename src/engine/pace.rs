@@ -11,49 +11,45 @@
 //! against its usual rate, divided by the same ratio of the orders the
 //! accounts still ordering would place at their own rhythms (each an
 //! account with a learnt rhythm that is not churning, at one order per
-//! mean gap), as the evaluations sample it.
+//! mean gap), as the evaluations sample it. The expected orders are summed
+//! exactly ([`ExpectedOrders`]), so the company's sum is the same however
+//! the accounts are split across threads or processes.
 
 use serde::{Deserialize, Serialize};
 use std::ops::{AddAssign, Sub};
 
 use crate::time::Timestamp;
 
+use super::account::ExpectedOrders;
 use super::window::DailyBuckets;
 
-/// Orders per day an account expects, in millionths: summed as integers,
-/// the company's total is the same however the accounts are split across
-/// threads or processes.
-pub fn expected_per_day(mean_gap_days: f64) -> u64 {
-    (1e6 / mean_gap_days.max(1.0)).round() as u64
-}
-
-/// Samples of the company's expected orders per day (in millionths, as
-/// [`expected_per_day`]), one per evaluation, summed per day.
+/// Samples of the orders per day the company's accounts still ordering
+/// expect, one per evaluation, summed per day.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StillOrdering {
-    pub micro_orders: u64,
+    pub expected: ExpectedOrders,
     pub samples: u64,
 }
 
 impl StillOrdering {
     /// One evaluation's sample.
-    pub fn sample(micro_orders: u64) -> StillOrdering {
+    pub fn sample(expected: ExpectedOrders) -> StillOrdering {
         StillOrdering {
-            micro_orders,
+            expected,
             samples: 1,
         }
     }
 
     /// The mean expected orders per day, when sampled and not zero.
     fn per_day(self) -> Option<f64> {
-        (self.samples > 0 && self.micro_orders > 0)
-            .then(|| self.micro_orders as f64 / 1e6 / self.samples as f64)
+        (self.samples > 0 && self.expected > ExpectedOrders::default())
+            .then(|| self.expected.get() / self.samples as f64)
     }
 }
 
 impl AddAssign for StillOrdering {
     fn add_assign(&mut self, other: StillOrdering) {
-        self.micro_orders += other.micro_orders;
+        self.expected += other.expected;
         self.samples += other.samples;
     }
 }
@@ -63,7 +59,7 @@ impl Sub for StillOrdering {
     /// Saturating, as [`super::window::Tally`]'s.
     fn sub(self, other: StillOrdering) -> StillOrdering {
         StillOrdering {
-            micro_orders: self.micro_orders.saturating_sub(other.micro_orders),
+            expected: self.expected.without(other.expected),
             samples: self.samples.saturating_sub(other.samples),
         }
     }
@@ -151,8 +147,12 @@ impl CompanyPace {
             self.expected.sum(from, until).per_day(),
             self.expected.sum(baseline_from, from).per_day(),
         );
+        // Only a fall counts: more accounts expected to order than in the
+        // baseline mostly means more rhythms learnt (a growing customer
+        // base, a new hire's book), whose orders counted before their
+        // rhythms did, and must not read as a lull.
         let still_ordering = match expected {
-            (Some(now), Some(usual)) => now / usual,
+            (Some(now), Some(usual)) => (now / usual).min(1.0),
             _ => 1.0,
         };
         (now / usual / still_ordering).clamp(0.1, 1.0)
@@ -172,7 +172,7 @@ mod tests {
             orders.add(day, per_day(day));
             sampled.add(
                 day,
-                StillOrdering::sample((expected(day) * 1e6).round() as u64),
+                StillOrdering::sample(ExpectedOrders::of(expected(day))),
             );
         }
         let company = CompanyOrders {
@@ -225,6 +225,14 @@ mod tests {
     }
 
     #[test]
+    fn more_rhythms_learnt_are_not_a_lull() {
+        // The orders stay at 100 a day while the rhythms learnt grow (a
+        // young deployment learning its customers): the clock keeps time.
+        let pace = pace(|_| 100, |day| 50.0 + day as f64 / 8.0);
+        assert_eq!(pace.ratio(700, 800), 1.0);
+    }
+
+    #[test]
     fn without_samples_of_the_expected_orders_the_pace_is_that_of_the_orders() {
         let mut orders = DailyBuckets::default();
         for day in 0..800 {
@@ -236,11 +244,5 @@ mod tests {
         };
         let pace = CompanyPace::new(company, Timestamp::from_day(800), 365);
         assert!((pace.ratio(700, 721) - 0.5).abs() < 1e-9);
-    }
-
-    #[test]
-    fn an_account_expects_one_order_per_mean_gap_and_at_most_one_a_day() {
-        assert_eq!(expected_per_day(7.0), 142_857);
-        assert_eq!(expected_per_day(0.5), 1_000_000);
     }
 }

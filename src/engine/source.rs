@@ -19,7 +19,7 @@ use crate::time::Timestamp;
 
 use serde::{Deserialize, Serialize};
 
-use super::account::{AccountGlobals, AccountStage, Book, ACCOUNT_PREFIX};
+use super::account::{AccountGlobals, AccountStage, Book, ExpectedOrders, ACCOUNT_PREFIX};
 use super::base_rates::BookCounts;
 use super::checkpoint::{decode_globals, decode_payload, encode, RestoreError, STATE_FORMAT};
 use super::exchange::{
@@ -55,9 +55,9 @@ pub struct Source {
     company_expected: DailyBuckets<StillOrdering>,
     /// This source's sample at its last evaluation, shared with the orders
     /// before the next boundary.
-    expected: Option<(Timestamp, u64)>,
+    expected: Option<(Timestamp, ExpectedOrders)>,
     /// Expected orders received with the pace shares, as `shares`.
-    expected_shares: BTreeMap<Timestamp, BTreeMap<i32, Option<(Timestamp, u64)>>>,
+    expected_shares: BTreeMap<Timestamp, BTreeMap<i32, Option<(Timestamp, ExpectedOrders)>>>,
     /// Orders admitted and not yet shared, by event time (Unix seconds).
     unshared: BTreeMap<i64, u64>,
     /// The last boundary this source has shared its orders for.
@@ -360,7 +360,7 @@ impl Source {
         }
         // Every source's sample of one evaluation, or none (a source's
         // first, or one from a feidan that did not share them).
-        let samples: Vec<Option<(Timestamp, u64)>> = self
+        let samples: Vec<Option<(Timestamp, ExpectedOrders)>> = self
             .expected_shares
             .remove(&at)
             .into_iter()
@@ -372,7 +372,10 @@ impl Source {
                     .iter()
                     .all(|s| s.is_some_and(|(t, _)| t == *evaluated))
             {
-                let sum = samples.iter().flatten().map(|(_, expected)| expected).sum();
+                let mut sum = ExpectedOrders::default();
+                for (_, expected) in samples.iter().flatten() {
+                    sum += *expected;
+                }
                 self.company_expected
                     .add(evaluated.day(), StillOrdering::sample(sum));
             }
@@ -482,9 +485,9 @@ struct SourceGlobals {
     #[serde(default)]
     company_expected: DailyBuckets<StillOrdering>,
     #[serde(default)]
-    expected: Option<(Timestamp, u64)>,
+    expected: Option<(Timestamp, ExpectedOrders)>,
     #[serde(default)]
-    expected_shares: BTreeMap<Timestamp, BTreeMap<i32, Option<(Timestamp, u64)>>>,
+    expected_shares: BTreeMap<Timestamp, BTreeMap<i32, Option<(Timestamp, ExpectedOrders)>>>,
     proposals: BTreeMap<i32, Option<Timestamp>>,
     idle: bool,
     unshared: BTreeMap<i64, u64>,
