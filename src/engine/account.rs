@@ -21,7 +21,7 @@ use thin_vec::ThinVec;
 use crate::alert::{Alert, AlertKind};
 use crate::config::{ChurnConfig, Config, DetectConfig};
 use crate::detect::account_churn::{self, OrderSilence};
-use crate::detect::book_churn::Bars;
+use crate::detect::book_churn::{Bars, ByBar};
 use crate::detect::value_fall::{self, ValueFall};
 use crate::detect::Finding;
 use crate::event::{Event, EventBody, Id, LossReason};
@@ -610,7 +610,9 @@ pub struct AccountGlobals {
 }
 
 /// One manager's book as the account stage sees it at an evaluation.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+/// Written with its counts' fields beside the others, as before the counts
+/// were a type of their own (see [`BookWire`]).
+#[derive(Debug, Default, Clone)]
 pub struct Book {
     pub team: Id,
     /// Accounts with a learnt rhythm, not recently reassigned; churning;
@@ -618,7 +620,6 @@ pub struct Book {
     /// `churn.visited_alpha` (not churning yet), and past each tighter bar
     /// ([`Bars`]); churning with their latest orders far below their usual
     /// value, past `churn.book_alpha` and each tighter bar.
-    #[serde(flatten)]
     pub counts: BookCounts,
     /// The churning and the visited accounts, for evidence.
     pub churning_accounts: Vec<ChurningAccount>,
@@ -627,6 +628,58 @@ pub struct Book {
     pub orders: [u64; 3],
     /// ... and how many their rhythms would have placed.
     pub expected_orders: [ExpectedOrders; 3],
+}
+
+/// A book as written: the counts' fields inline. Spelt out rather than
+/// `#[serde(flatten)]`, which makes serde buffer every field of every book
+/// before reading it (scaled out, a shard reads every source's part of
+/// every book at every evaluation).
+#[derive(Serialize, Deserialize)]
+struct BookWire<T, A> {
+    team: T,
+    judged: u64,
+    churning: u64,
+    #[serde(deserialize_with = "super::base_rates::count_or_by_bar")]
+    visited: ByBar,
+    #[serde(default, deserialize_with = "super::base_rates::count_or_by_bar")]
+    shrinking: ByBar,
+    churning_accounts: A,
+    orders: [u64; 3],
+    expected_orders: [ExpectedOrders; 3],
+}
+
+impl Serialize for Book {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        BookWire {
+            team: &self.team,
+            judged: self.counts.judged,
+            churning: self.counts.churning,
+            visited: self.counts.visited,
+            shrinking: self.counts.shrinking,
+            churning_accounts: &self.churning_accounts,
+            orders: self.orders,
+            expected_orders: self.expected_orders,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Book {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Book, D::Error> {
+        let wire = BookWire::<Id, Vec<ChurningAccount>>::deserialize(deserializer)?;
+        Ok(Book {
+            team: wire.team,
+            counts: BookCounts {
+                judged: wire.judged,
+                churning: wire.churning,
+                visited: wire.visited,
+                shrinking: wire.shrinking,
+            },
+            churning_accounts: wire.churning_accounts,
+            orders: wire.orders,
+            expected_orders: wire.expected_orders,
+        })
+    }
 }
 
 impl Book {
@@ -1629,6 +1682,63 @@ mod tests {
             stage.apply(&event, config, &mut Vec::new());
         }
         stage
+    }
+
+    #[test]
+    fn a_book_is_written_with_its_counts_inline_and_reads_as_earlier_versions_wrote_it() {
+        #[derive(Serialize)]
+        struct Earlier {
+            team: &'static str,
+            judged: u64,
+            churning: u64,
+            visited: u64,
+            churning_accounts: Vec<()>,
+            orders: [u64; 3],
+            expected_orders: [u64; 3],
+        }
+        let earlier = Earlier {
+            team: "team-1",
+            judged: 9,
+            churning: 2,
+            visited: 1,
+            churning_accounts: Vec::new(),
+            orders: [1, 2, 3],
+            expected_orders: [0, 0, 0],
+        };
+        let book: Book =
+            rmp_serde::from_slice(&rmp_serde::to_vec_named(&earlier).unwrap()).unwrap();
+        assert_eq!(
+            (book.team.as_str(), book.counts, book.orders),
+            (
+                "team-1",
+                BookCounts {
+                    judged: 9,
+                    churning: 2,
+                    visited: [1, 0, 0],
+                    shrinking: [0, 0, 0],
+                },
+                [1, 2, 3]
+            )
+        );
+        let written = rmp_serde::to_vec_named(&book).unwrap();
+        let fields: serde_json::Map<String, serde_json::Value> =
+            rmp_serde::from_slice(&written).unwrap();
+        let keys: Vec<&str> = fields.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "churning",
+                "churning_accounts",
+                "expected_orders",
+                "judged",
+                "orders",
+                "shrinking",
+                "team",
+                "visited"
+            ]
+        );
+        let again: Book = rmp_serde::from_slice(&written).unwrap();
+        assert_eq!((again.counts, again.orders), (book.counts, book.orders));
     }
 
     #[test]

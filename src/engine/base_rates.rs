@@ -69,21 +69,35 @@ impl<'a> std::iter::Sum<&'a BookCounts> for BookCounts {
 /// Counts by bar as written, or one count as books and counts of earlier
 /// versions held it (a shard's checkpoint may hold their parts): the
 /// loosest bar's, the tighter ones counting none for that evaluation.
+/// Read by a visitor of its own: serde's untagged enums buffer every value
+/// first, and scaled out a shard reads these for every book of every part.
 pub fn count_or_by_bar<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ByBar, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Written {
-        ByBar(ByBar),
-        Count(u64),
-    }
-    Ok(match Written::deserialize(d)? {
-        Written::ByBar(counts) => counts,
-        Written::Count(count) => {
+    use serde::de::{Error, IgnoredAny, SeqAccess, Visitor};
+    struct CountOrByBar;
+    impl<'de> Visitor<'de> for CountOrByBar {
+        type Value = ByBar;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a count, or {BARS} counts by bar")
+        }
+        fn visit_u64<E: Error>(self, count: u64) -> Result<ByBar, E> {
             let mut counts = ByBar::default();
             counts[0] = count;
-            counts
+            Ok(counts)
         }
-    })
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ByBar, A::Error> {
+            let mut counts = ByBar::default();
+            for (i, count) in counts.iter_mut().enumerate() {
+                *count = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(i, &self))?;
+            }
+            if seq.next_element::<IgnoredAny>()?.is_some() {
+                return Err(A::Error::invalid_length(BARS + 1, &self));
+            }
+            Ok(counts)
+        }
+    }
+    d.deserialize_any(CountOrByBar)
 }
 
 impl BookCounts {
@@ -412,5 +426,26 @@ mod tests {
         );
         let now = rmp_serde::to_vec_named(&counts).unwrap();
         assert_eq!(rmp_serde::from_slice::<BookCounts>(&now).unwrap(), counts);
+        // Neither a count of another kind nor too many bars reads.
+        #[derive(Serialize)]
+        struct Wrong<T> {
+            judged: u64,
+            churning: u64,
+            visited: T,
+        }
+        let text = rmp_serde::to_vec_named(&Wrong {
+            judged: 1,
+            churning: 0,
+            visited: "three",
+        })
+        .unwrap();
+        assert!(rmp_serde::from_slice::<BookCounts>(&text).is_err());
+        let four = rmp_serde::to_vec_named(&Wrong {
+            judged: 1,
+            churning: 0,
+            visited: [1u64, 2, 3, 4],
+        })
+        .unwrap();
+        assert!(rmp_serde::from_slice::<BookCounts>(&four).is_err());
     }
 }

@@ -33,6 +33,7 @@ use crate::time::Timestamp;
 use super::account::{Book, ExpectedOrders};
 use super::base_rates::BookCounts;
 use super::fact::Fact;
+use crate::detect::book_churn::ByBar;
 
 /// Facts per [`Exchange::Part`], books per part and books' counts per
 /// part: parts stay well under the 1 MB a Kafka record may hold by default.
@@ -90,8 +91,63 @@ pub enum PartBody {
     Books(Vec<(Id, Book)>),
     /// The counts of the source's part of the other shards' managers'
     /// books, by manager: every shard finds the books that stand out from
-    /// the whole company (`base_rates`), as one process would.
+    /// the whole company (`base_rates`), as one process would. Written by
+    /// feidan before 2026-11-30 (a shard's checkpoint may hold them); now
+    /// sent as [`PartBody::Tallies`].
     Counts(Vec<(Id, BookCounts)>),
+    /// The same, packed: a named map per book was three quarters of a
+    /// part's bytes, and every source sends every shard one per boundary.
+    Tallies(BookTallies),
+}
+
+/// Books' counts as [`PartBody::Tallies`] carries them: the books with no
+/// churning, visited or shrinking account (most) as their judged count
+/// alone, the others in full, each as a plain tuple.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BookTallies {
+    pub judged_only: Vec<(Id, u64)>,
+    pub counted: Vec<(Id, u64, u64, ByBar, ByBar)>,
+}
+
+impl BookTallies {
+    pub fn of(counts: impl IntoIterator<Item = (Id, BookCounts)>) -> BookTallies {
+        let mut tallies = BookTallies::default();
+        for (id, c) in counts {
+            if c.churning == 0 && c.visited == ByBar::default() && c.shrinking == ByBar::default() {
+                tallies.judged_only.push((id, c.judged));
+            } else {
+                tallies
+                    .counted
+                    .push((id, c.judged, c.churning, c.visited, c.shrinking));
+            }
+        }
+        tallies
+    }
+
+    /// Every book's counts, as [`BookTallies::of`] was given them (the
+    /// judged-only books first).
+    pub fn into_counts(self) -> impl Iterator<Item = (Id, BookCounts)> {
+        let judged_only = self.judged_only.into_iter().map(|(id, judged)| {
+            let counts = BookCounts {
+                judged,
+                ..BookCounts::default()
+            };
+            (id, counts)
+        });
+        let counted = self
+            .counted
+            .into_iter()
+            .map(|(id, judged, churning, visited, shrinking)| {
+                let counts = BookCounts {
+                    judged,
+                    churning,
+                    visited,
+                    shrinking,
+                };
+                (id, counts)
+            });
+        judged_only.chain(counted)
+    }
 }
 
 /// Where a message goes.
@@ -168,6 +224,36 @@ mod tests {
         assert_eq!(read.encode(), message.encode());
         assert!(matches!(read, Exchange::Pace { source: 2, .. }));
         assert!(Exchange::decode(b"not msgpack at all").is_err());
+    }
+
+    #[test]
+    fn tallies_carry_every_books_counts_in_fewer_bytes() {
+        let counts: Vec<(Id, BookCounts)> = (0..100u64)
+            .map(|i| {
+                let counts = BookCounts {
+                    judged: 10 + i % 7,
+                    churning: u64::from(i % 10 == 0),
+                    visited: if i % 25 == 0 { [2, 1, 0] } else { [0; 3] },
+                    shrinking: if i % 30 == 0 { [1, 0, 0] } else { [0; 3] },
+                };
+                (Id::from(format!("kam-{i:04}")), counts)
+            })
+            .collect();
+        let packed = PartBody::Tallies(BookTallies::of(counts.clone()));
+        let bytes = super::super::checkpoint::encode(&packed);
+        let named = super::super::checkpoint::encode(&PartBody::Counts(counts.clone()));
+        assert!(
+            bytes.len() * 3 < named.len(),
+            "{} vs {}",
+            bytes.len(),
+            named.len()
+        );
+        let Ok(PartBody::Tallies(read)) = rmp_serde::from_slice::<PartBody>(&bytes) else {
+            panic!("tallies read back as tallies");
+        };
+        let mut read: Vec<(Id, BookCounts)> = read.into_counts().collect();
+        read.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(read, counts);
     }
 
     #[test]

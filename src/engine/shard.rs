@@ -152,11 +152,8 @@ impl Shard {
                 match body {
                     PartBody::Facts(part) => facts.extend(part),
                     PartBody::Stalls(part) => stalls.extend(part),
-                    PartBody::Counts(part) => {
-                        for (manager_id, counts) in part {
-                            others.entry(manager_id).or_default().add(&counts);
-                        }
-                    }
+                    PartBody::Counts(part) => add_counts(&mut others, part),
+                    PartBody::Tallies(part) => add_counts(&mut others, part.into_counts()),
                     PartBody::Books(part) => {
                         for (manager_id, book) in part {
                             match books.entry(manager_id) {
@@ -195,6 +192,13 @@ impl Shard {
             out,
         );
         out[first_new..].sort_by(|a, b| a.alert_id.cmp(&b.alert_id));
+    }
+}
+
+/// Adds each manager's `counts` to what `into` holds for them.
+fn add_counts(into: &mut Map<Id, BookCounts>, counts: impl IntoIterator<Item = (Id, BookCounts)>) {
+    for (manager_id, counts) in counts {
+        into.entry(manager_id).or_default().add(&counts);
     }
 }
 

@@ -23,7 +23,8 @@ use super::account::{AccountGlobals, AccountStage, Book, ExpectedOrders, ACCOUNT
 use super::base_rates::BookCounts;
 use super::checkpoint::{decode_globals, decode_payload, encode, RestoreError, STATE_FORMAT};
 use super::exchange::{
-    shard_of, Envelope, Exchange, PartBody, Route, BOOKS_PER_PART, COUNTS_PER_PART, FACTS_PER_PART,
+    shard_of, BookTallies, Envelope, Exchange, PartBody, Route, BOOKS_PER_PART, COUNTS_PER_PART,
+    FACTS_PER_PART,
 };
 use super::fact::Fact;
 use super::intake::Intake;
@@ -435,7 +436,10 @@ impl Source {
             parts.extend(chunks(facts, FACTS_PER_PART).map(PartBody::Facts));
             parts.extend(chunks(stalls, FACTS_PER_PART).map(PartBody::Stalls));
             parts.extend(chunks(books, BOOKS_PER_PART).map(PartBody::Books));
-            parts.extend(chunks(others, COUNTS_PER_PART).map(PartBody::Counts));
+            parts.extend(
+                chunks(others, COUNTS_PER_PART)
+                    .map(|part| PartBody::Tallies(BookTallies::of(part))),
+            );
             let count = parts.len() as u32;
             for (seq, body) in (0..).zip(parts) {
                 self.outbox.push(Envelope {
