@@ -1367,6 +1367,8 @@ fn judge_rhythm(
     let churn = &detect.churn;
     let lapsed = lapsed_contract(account.lapsed.as_deref(), at, churn);
     let judged = account.rhythm.learnt(churn.min_gaps, churn.min_history);
+    // Looked up once: the kept visits are a pointer away.
+    let last_visit_days = account.days_since_visit(at, churn);
     let recently_assigned = account
         .assigned_at
         .get()
@@ -1388,7 +1390,7 @@ fn judge_rhythm(
                 mean_gap: account.rhythm.gap_mean(),
                 shape: account.rhythm.believed_shape(churn.max_shape),
                 visits_since: u32::from(account.visits_since),
-                last_visit_days: account.days_since_visit(at, churn),
+                last_visit_days,
                 contract_lapsed: lapsed.is_some(),
                 last_order: last_order.occurred_at,
             };
@@ -1416,11 +1418,8 @@ fn judge_rhythm(
     if !judged && !churning {
         return observed;
     }
-    let kept_visiting = account_churn::kept_visiting(
-        u32::from(account.visits_since),
-        account.days_since_visit(at, churn),
-        churn,
-    );
+    let kept_visiting =
+        account_churn::kept_visiting(u32::from(account.visits_since), last_visit_days, churn);
     // A customer lost for longer than the book window is no longer news,
     // unless the manager still calls on it.
     let gone = !kept_visiting

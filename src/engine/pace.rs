@@ -11,7 +11,9 @@
 //! against its usual rate, divided by the same ratio of the orders the
 //! accounts still ordering would place at their own rhythms (each an
 //! account with a learnt rhythm that is not churning, at one order per
-//! mean gap), as the evaluations sample it. The expected orders are summed
+//! mean gap), as the evaluations sample it, when that ratio fell (more
+//! rhythms learnt than before is a growing customer base, not a lull).
+//! The expected orders are summed
 //! exactly ([`ExpectedOrders`]), so the company's sum is the same however
 //! the accounts are split across threads or processes.
 
