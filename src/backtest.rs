@@ -145,7 +145,7 @@ fn judge_managers(
     inbox: Receiver<Vec<Exchange>>,
     results: Sender<ManagerResult>,
 ) -> EngineStats {
-    let mut shard = Shard::new(config, 0, 1);
+    let mut shard = Shard::new(config, 0, 1, 1);
     let mut out = Vec::new();
     for messages in inbox {
         for message in messages {

@@ -114,6 +114,11 @@ impl Wire {
     }
 }
 
+/// A shard's name as a sender, apart from the sources' (0, 1, …).
+fn shard_sender(shard: u32) -> i32 {
+    1_000 + shard as i32
+}
+
 struct Scaled {
     sources: Vec<Source>,
     shards: Vec<Shard>,
@@ -129,7 +134,7 @@ impl Scaled {
                 .map(|p| Source::new(&config, p as i32, sources, shards))
                 .collect(),
             shards: (0..shards)
-                .map(|f| Shard::new(&config, f, sources))
+                .map(|f| Shard::new(&config, f, shards, sources))
                 .collect(),
             wire: Wire::default(),
             alerts: Vec::new(),
@@ -154,6 +159,9 @@ impl Scaled {
                 }
                 Receiver::Shard(shard) => {
                     self.shards[shard as usize].receive(message, &mut self.alerts);
+                    let outbox = self.shards[shard as usize].take_outbox();
+                    let count = self.sources.len();
+                    self.wire.send(shard_sender(shard), outbox, count);
                 }
             }
         }
@@ -315,7 +323,7 @@ fn stages_restored_from_checkpoints_at_random_moments_raise_the_same_alerts() {
             .map(|p| Source::new(&config, p as i32, sources, shards))
             .collect();
         let mut shard_units: Vec<Shard> = (0..shards)
-            .map(|f| Shard::new(&config, f, sources))
+            .map(|f| Shard::new(&config, f, shards, sources))
             .collect();
         let mut read = vec![0usize; sources];
         let mut saved: BTreeMap<Receiver, Checkpointed> = BTreeMap::new();
@@ -367,8 +375,10 @@ fn stages_restored_from_checkpoints_at_random_moments_raise_the_same_alerts() {
                         read[s] = checkpoint.map_or(0, |c| c.input);
                     }
                     Receiver::Shard(f) => {
-                        shard_units[f as usize] =
-                            Shard::restore(&config, f, sources, records).unwrap();
+                        let shard = &mut shard_units[f as usize];
+                        *shard = Shard::restore(&config, f, shards, sources, records).unwrap();
+                        shard.progress(&mut alerts);
+                        log.send(shard_sender(f), shard.take_outbox(), sources);
                     }
                 }
                 let cursors = checkpoint.map(|c| c.cursors.clone()).unwrap_or_default();
@@ -392,7 +402,11 @@ fn stages_restored_from_checkpoints_at_random_moments_raise_the_same_alerts() {
                         source_units[s].receive(&message, &mut alerts);
                         log.send(s as i32, source_units[s].take_outbox(), sources);
                     }
-                    Receiver::Shard(f) => shard_units[f as usize].receive(message, &mut alerts),
+                    Receiver::Shard(f) => {
+                        let shard = &mut shard_units[f as usize];
+                        shard.receive(message, &mut alerts);
+                        log.send(shard_sender(f), shard.take_outbox(), sources);
+                    }
                 }
             }
         }

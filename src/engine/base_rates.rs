@@ -131,6 +131,16 @@ impl BookCounts {
     /// `company` (as book churn reckons them): one of its counts, of at
     /// least `min_churning` accounts, has a binomial upper tail below
     /// `outlier_p`.
+    /// Whether any count [`BookCounts::stands_out`] tests is large enough to
+    /// be tested at all: a book with none never stands out, whatever the
+    /// company's shares.
+    pub fn could_stand_out(&self, config: &BookChurnConfig) -> bool {
+        std::iter::once(&self.churning)
+            .chain(&self.visited)
+            .chain(&self.shrinking)
+            .any(|k| *k >= config.min_churning)
+    }
+
     fn stands_out(&self, company: &BookCounts, config: &BookChurnConfig) -> bool {
         let improbable = |k: u64, company_k: u64| {
             k >= config.min_churning

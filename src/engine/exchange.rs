@@ -13,10 +13,15 @@
 //!    holds only part of the company. A source judges its accounts at a
 //!    boundary once it has every source's share for it.
 //! 2. Every source then sends each shard the facts of its teams, the
-//!    stalled deals and the parts of their managers' books, the counts of
-//!    the other managers' books ([`Exchange::Part`]), and an
-//!    [`Exchange::End`] with its company-wide counts. A shard evaluates its
-//!    managers once it has every source's end and every part before it.
+//!    stalled deals and the parts of their managers' books
+//!    ([`Exchange::Part`]), and an [`Exchange::End`] with its company-wide
+//!    counts.
+//! 3. A shard with every source's end and every part before it sends every
+//!    other shard the whole counts of its books that could stand out from
+//!    the company ([`Exchange::Standing`]), and evaluates its managers once
+//!    it has every other shard's: the base rates leave out the books one
+//!    process would. (Until 2026-11-30 every source sent every shard the
+//!    counts of every other shard's book, many times the bytes.)
 //!
 //! Before the first boundary the sources agree on it ([`Exchange::Start`]):
 //! the earliest any of them proposes.
@@ -79,6 +84,18 @@ pub enum Exchange {
         parts: u32,
         company: BookCounts,
     },
+    /// Part `seq` of `parts` of the whole counts of the books of `shard`'s
+    /// managers that could stand out from the company (a tested count of
+    /// at least `book_churn.min_churning`), once every source's parts for
+    /// `boundary` reached it. To every other shard: each then finds the
+    /// books one process would leave out of the company's base rates.
+    Standing {
+        shard: u32,
+        boundary: Timestamp,
+        seq: u32,
+        parts: u32,
+        counts: BookTallies,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -90,13 +107,11 @@ pub enum PartBody {
     /// The source's part of its managers' books, by manager.
     Books(Vec<(Id, Book)>),
     /// The counts of the source's part of the other shards' managers'
-    /// books, by manager: every shard finds the books that stand out from
-    /// the whole company (`base_rates`), as one process would. Written by
-    /// feidan before 2026-11-30 (a shard's checkpoint may hold them); now
-    /// sent as [`PartBody::Tallies`].
+    /// books, by manager, as feidan sent them before 2026-11-30 (named, then
+    /// packed): a shard's checkpoint may hold them. They are read and
+    /// ignored: the shards now tell one another the books that could stand
+    /// out ([`Exchange::Standing`]), a fraction of the bytes.
     Counts(Vec<(Id, BookCounts)>),
-    /// The same, packed: a named map per book was three quarters of a
-    /// part's bytes, and every source sends every shard one per boundary.
     Tallies(BookTallies),
 }
 

@@ -1,7 +1,8 @@
 //! The manager stage of one facts partition, scaled out (DESIGN §7): the
 //! managers and teams whose team maps to this partition
 //! ([`shard_of`](super::exchange::shard_of)), evaluated at each boundary
-//! once every source has sent its part (see [`super::exchange`]).
+//! once every source has sent its part and every other shard its books
+//! that could stand out (see [`super::exchange`]).
 //!
 //! It applies the facts in the order one process would have: the events'
 //! facts by event time and id, then the stalled deals; it merges the parts
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::account::Book;
 use super::base_rates::{BaseRates, BookCounts};
 use super::checkpoint::{decode_globals, decode_payload, encode, RestoreError, STATE_FORMAT};
-use super::exchange::{Exchange, PartBody};
+use super::exchange::{BookTallies, Envelope, Exchange, PartBody, Route, COUNTS_PER_PART};
 use super::fact::Fact;
 use super::lifecycle::Lifecycle;
 use super::manager::{ManagerGlobals, ManagerStage};
@@ -31,14 +32,37 @@ pub struct Shard {
     shard: u32,
     /// Input partitions in all: the sources each evaluation waits for.
     sources: usize,
+    /// Facts partitions in all: the other shards each evaluation waits for.
+    shards: u32,
     config: Config,
     managers: ManagerStage,
     /// Alerts about managers (account churn is the sources').
     lifecycle: Lifecycle,
     /// What arrived for boundaries not yet evaluated, by source.
     incoming: BTreeMap<Timestamp, BTreeMap<i32, Incoming>>,
+    /// The other shards' books that could stand out, by boundary and shard.
+    standing: BTreeMap<Timestamp, BTreeMap<u32, Heard>>,
     /// The last boundary evaluated: messages for it or before are repeats.
     evaluated: Option<Timestamp>,
+    /// The last boundary this shard told the others its books for, since it
+    /// was made or restored (a restored shard tells them again: they
+    /// ignore repeats, and a message lost in a crash is sent).
+    announced: Option<Timestamp>,
+    outbox: Vec<Envelope>,
+}
+
+/// One other shard's books for one boundary, as far as they have arrived.
+#[derive(Default, Serialize, Deserialize)]
+struct Heard {
+    parts: BTreeMap<u32, BookTallies>,
+    /// Parts in all.
+    of: Option<u32>,
+}
+
+impl Heard {
+    fn complete(&self) -> bool {
+        self.of.is_some_and(|of| self.parts.len() == of as usize)
+    }
 }
 
 /// One source's message for one boundary, as far as it has arrived.
@@ -57,17 +81,27 @@ impl Incoming {
 }
 
 impl Shard {
-    /// The shard of facts partition `shard`, hearing from `sources` sources.
-    pub fn new(config: &Config, shard: u32, sources: usize) -> Shard {
+    /// The shard of facts partition `shard` of `shards`, hearing from
+    /// `sources` sources.
+    pub fn new(config: &Config, shard: u32, shards: u32, sources: usize) -> Shard {
         Shard {
             shard,
             sources,
+            shards,
             config: config.clone(),
             managers: ManagerStage::with_cap(config.engine.max_managers),
             lifecycle: Lifecycle::new(config.alerts.for_evaluations, config.alerts.resolve_after),
             incoming: BTreeMap::new(),
+            standing: BTreeMap::new(),
             evaluated: None,
+            announced: None,
+            outbox: Vec::new(),
         }
+    }
+
+    /// The messages to send since the last call (to the other shards).
+    pub fn take_outbox(&mut self) -> Vec<Envelope> {
+        std::mem::take(&mut self.outbox)
     }
 
     /// What the shard holds, for metrics (its share of [`EngineStats`]: the
@@ -89,46 +123,154 @@ impl Shard {
         self.evaluated
     }
 
-    /// Takes in a message from a source, and evaluates every boundary
-    /// complete from every source, in order (messages for sources are
+    /// Takes in a message from a source or another shard, and evaluates
+    /// every boundary complete, in order (messages for sources are
     /// ignored).
     pub fn receive(&mut self, message: Exchange, out: &mut Vec<Alert>) {
-        let (source, boundary) = match &message {
-            Exchange::Part {
-                source, boundary, ..
-            }
-            | Exchange::End {
-                source, boundary, ..
-            } => (*source, *boundary),
+        let boundary = match &message {
+            Exchange::Part { boundary, .. }
+            | Exchange::End { boundary, .. }
+            | Exchange::Standing { boundary, .. } => *boundary,
             Exchange::Start { .. } | Exchange::Pace { .. } => return,
         };
         if self.evaluated.is_some_and(|done| boundary <= done) {
             return;
         }
-        let incoming = self
-            .incoming
+        match message {
+            Exchange::Part {
+                source, seq, body, ..
+            } => {
+                let incoming = self.incoming_of(boundary, source);
+                incoming.parts.entry(seq).or_insert(body);
+            }
+            Exchange::End {
+                source,
+                parts,
+                company,
+                ..
+            } => {
+                let incoming = self.incoming_of(boundary, source);
+                incoming.end.get_or_insert((parts, company));
+            }
+            Exchange::Standing {
+                shard,
+                seq,
+                parts,
+                counts,
+                ..
+            } if shard != self.shard => {
+                let heard = self
+                    .standing
+                    .entry(boundary)
+                    .or_default()
+                    .entry(shard)
+                    .or_default();
+                heard.parts.entry(seq).or_insert(counts);
+                heard.of.get_or_insert(parts);
+            }
+            Exchange::Standing { .. } | Exchange::Start { .. } | Exchange::Pace { .. } => {}
+        }
+        self.progress(out);
+    }
+
+    fn incoming_of(&mut self, boundary: Timestamp, source: i32) -> &mut Incoming {
+        self.incoming
             .entry(boundary)
             .or_default()
             .entry(source)
-            .or_default();
-        match message {
-            Exchange::Part { seq, body, .. } => {
-                incoming.parts.entry(seq).or_insert(body);
-            }
-            Exchange::End { parts, company, .. } => {
-                incoming.end.get_or_insert((parts, company));
-            }
-            Exchange::Start { .. } | Exchange::Pace { .. } => {}
+            .or_default()
+    }
+
+    /// Goes as far as what has arrived allows, in boundary order: tells the
+    /// other shards its books that could stand out once every source's
+    /// parts for a boundary are in, and evaluates the boundary once every
+    /// other shard's are too. A restored shard calls it to go on.
+    pub fn progress(&mut self, out: &mut Vec<Alert>) {
+        // Told ahead of the evaluations: every boundary with every source's
+        // parts in, so no shard waits on another's evaluation, only on its
+        // messages.
+        let complete: Vec<Timestamp> = self
+            .incoming
+            .range(..)
+            .filter(|(at, _)| self.announced.map_or(true, |done| done < **at))
+            .take_while(|(_, by_source)| {
+                by_source.len() >= self.sources && by_source.values().all(Incoming::complete)
+            })
+            .map(|(at, _)| *at)
+            .collect();
+        for at in complete {
+            self.announce(at);
         }
-        while let Some(entry) = self.incoming.first_entry() {
-            let ready =
-                entry.get().len() >= self.sources && entry.get().values().all(Incoming::complete);
-            if !ready {
+        while let Some((&at, by_source)) = self.incoming.first_key_value() {
+            let sources_in =
+                by_source.len() >= self.sources && by_source.values().all(Incoming::complete);
+            if !sources_in {
                 break;
             }
-            let (at, by_source) = entry.remove_entry();
-            self.evaluate_at(at, by_source, out);
+            let others = self.shards.saturating_sub(1) as usize;
+            let heard = self.standing.get(&at).map_or(0, |by_shard| {
+                by_shard.values().filter(|h| h.complete()).count()
+            });
+            if heard < others {
+                break;
+            }
+            let by_source = self.incoming.remove(&at).unwrap_or_default();
+            let heard = self.standing.remove(&at).unwrap_or_default();
+            self.evaluate_at(at, by_source, heard, out);
             self.evaluated = Some(at);
+        }
+    }
+
+    /// Sends every other shard the whole counts of this shard's books for
+    /// boundary `at` that could stand out (every source's parts are in).
+    fn announce(&mut self, at: Timestamp) {
+        self.announced = Some(at);
+        if self.shards <= 1 {
+            return;
+        }
+        let mut counts: BTreeMap<Id, BookCounts> = BTreeMap::new();
+        for incoming in self
+            .incoming
+            .get(&at)
+            .into_iter()
+            .flat_map(BTreeMap::values)
+        {
+            for body in incoming.parts.values() {
+                if let PartBody::Books(books) = body {
+                    for (manager_id, book) in books {
+                        counts
+                            .entry(manager_id.clone())
+                            .or_default()
+                            .add(&book.counts);
+                    }
+                }
+            }
+        }
+        let config = &self.config.detect.book_churn;
+        let could: Vec<(Id, BookCounts)> = counts
+            .into_iter()
+            .filter(|(_, counts)| counts.could_stand_out(config))
+            .collect();
+        let mut parts: Vec<BookTallies> = super::source::chunks(could, COUNTS_PER_PART)
+            .map(BookTallies::of)
+            .collect();
+        if parts.is_empty() {
+            parts.push(BookTallies::default());
+        }
+        let of = parts.len() as u32;
+        for other in (0..self.shards).filter(|other| *other != self.shard) {
+            for (seq, counts) in (0..).zip(&parts) {
+                self.outbox.push(Envelope {
+                    to: Route::Shard(other),
+                    message: Exchange::Standing {
+                        shard: self.shard,
+                        boundary: at,
+                        seq,
+                        parts: of,
+                        counts: counts.clone(),
+                    },
+                });
+            }
         }
     }
 
@@ -136,13 +278,12 @@ impl Shard {
         &mut self,
         at: Timestamp,
         by_source: BTreeMap<i32, Incoming>,
+        heard: BTreeMap<u32, Heard>,
         out: &mut Vec<Alert>,
     ) {
         let mut facts: Vec<Fact> = Vec::new();
         let mut stalls: Vec<Fact> = Vec::new();
         let mut books: Map<Id, Book> = Map::default();
-        // The other shards' managers' counts, summed over the sources.
-        let mut others: Map<Id, BookCounts> = Map::default();
         let mut company = BookCounts::default();
         for incoming in by_source.into_values() {
             if let Some((_, counts)) = incoming.end {
@@ -152,8 +293,9 @@ impl Shard {
                 match body {
                     PartBody::Facts(part) => facts.extend(part),
                     PartBody::Stalls(part) => stalls.extend(part),
-                    PartBody::Counts(part) => add_counts(&mut others, part),
-                    PartBody::Tallies(part) => add_counts(&mut others, part.into_counts()),
+                    // Sent by earlier versions; the other shards' books that
+                    // could stand out are heard from them now.
+                    PartBody::Counts(_) | PartBody::Tallies(_) => {}
                     PartBody::Books(part) => {
                         for (manager_id, book) in part {
                             match books.entry(manager_id) {
@@ -175,12 +317,22 @@ impl Shard {
         for fact in facts.into_iter().chain(stalls) {
             self.managers.apply(fact);
         }
-        let mut counts = others;
-        counts.extend(books.iter().map(|(id, book)| (id.clone(), book.counts)));
-        // Every source sent each of its books to one shard whole and to the
-        // others as counts: together they are its company-wide counts.
-        debug_assert_eq!(counts.values().sum::<BookCounts>(), company);
-        let base = BaseRates::reckon(&counts, &company, &self.config.detect.book_churn);
+        // The books that could stand out, this shard's and the others': a
+        // book that could not never leaves the company's counts, so the
+        // base rates are those one process reckons from every book.
+        let config = &self.config.detect.book_churn;
+        let mut counts: Map<Id, BookCounts> = heard
+            .into_values()
+            .flat_map(|h| h.parts.into_values())
+            .flat_map(BookTallies::into_counts)
+            .collect();
+        counts.extend(
+            books
+                .iter()
+                .filter(|(_, book)| book.counts.could_stand_out(config))
+                .map(|(id, book)| (id.clone(), book.counts)),
+        );
+        let base = BaseRates::reckon(&counts, &company, config);
         let first_new = out.len();
         evaluate_managers(
             &mut self.managers,
@@ -195,17 +347,31 @@ impl Shard {
     }
 }
 
-/// Adds each manager's `counts` to what `into` holds for them.
-fn add_counts(into: &mut Map<Id, BookCounts>, counts: impl IntoIterator<Item = (Id, BookCounts)>) {
-    for (manager_id, counts) in counts {
-        into.entry(manager_id).or_default().add(&counts);
-    }
+/// A record `<prefix><boundary>/<sender>` and its payload, when `key` has
+/// `prefix`.
+fn by_boundary<S: std::str::FromStr, T: serde::de::DeserializeOwned>(
+    prefix: &str,
+    key: &str,
+    payload: &[u8],
+) -> Result<Option<(Timestamp, S, T)>, RestoreError> {
+    let Some(rest) = key.strip_prefix(prefix) else {
+        return Ok(None);
+    };
+    let unknown = || RestoreError::UnknownKey {
+        key: key.to_owned(),
+    };
+    let (boundary, sender) = rest.split_once('/').ok_or_else(unknown)?;
+    let boundary = Timestamp(boundary.parse().map_err(|_| unknown())?);
+    let sender = sender.parse().map_err(|_| unknown())?;
+    Ok(Some((boundary, sender, decode_payload(key, payload)?)))
 }
 
 /// Key of a shard's record of everything but its entities.
 const SHARD_KEY: &str = "shard";
 /// What arrived for a boundary from a source: `incoming/<boundary>/<source>`.
 const INCOMING_PREFIX: &str = "incoming/";
+/// What arrived for a boundary from another shard: `standing/<boundary>/<shard>`.
+const STANDING_PREFIX: &str = "standing/";
 
 /// A shard's state besides its managers, teams, alerts and incoming parts.
 #[derive(Serialize, Deserialize)]
@@ -218,7 +384,8 @@ struct ShardGlobals {
 
 impl Shard {
     /// The whole state as checkpoint records, in no particular order:
-    /// `shard`, `manager/<id>`, `team/<name>`, `alert/…`, `incoming/…`.
+    /// `shard`, `manager/<id>`, `team/<name>`, `alert/…`, `incoming/…`,
+    /// `standing/…`.
     pub fn checkpoint(&self) -> Vec<(String, Vec<u8>)> {
         let mut out = self.records_besides_entities();
         self.managers.checkpoint(&mut out);
@@ -253,29 +420,39 @@ impl Shard {
                 out.push((key, encode(incoming)));
             }
         }
+        for (boundary, by_shard) in &self.standing {
+            for (shard, heard) in by_shard {
+                let key = format!("{STANDING_PREFIX}{}/{shard}", boundary.0);
+                out.push((key, encode(heard)));
+            }
+        }
         out
     }
 
-    /// Takes in checkpoint record `key` if it is an `incoming/…` one;
-    /// whether it was.
+    /// Takes in checkpoint record `key` if it is an `incoming/…` or a
+    /// `standing/…` one; whether it was.
     fn restore_incoming(&mut self, key: &str, payload: &[u8]) -> Result<bool, RestoreError> {
-        let Some((boundary, source)) = key
-            .strip_prefix(INCOMING_PREFIX)
-            .and_then(|rest| rest.split_once('/'))
-            .and_then(|(b, s)| Some((Timestamp(b.parse().ok()?), s.parse::<i32>().ok()?)))
-        else {
-            return Ok(false);
-        };
-        let incoming: Incoming = decode_payload(key, payload)?;
-        self.incoming
-            .entry(boundary)
-            .or_default()
-            .insert(source, incoming);
-        Ok(true)
+        if let Some((boundary, source, incoming)) = by_boundary(INCOMING_PREFIX, key, payload)? {
+            self.incoming
+                .entry(boundary)
+                .or_default()
+                .insert(source, incoming);
+            return Ok(true);
+        }
+        if let Some((boundary, shard, heard)) = by_boundary(STANDING_PREFIX, key, payload)? {
+            self.standing
+                .entry(boundary)
+                .or_default()
+                .insert(shard, heard);
+            return Ok(true);
+        }
+        Ok(false)
     }
 
-    /// The shard of facts partition `shard` with the state of `records` (as
-    /// [`Shard::checkpoint`] made them); with no records, a new shard.
+    /// The shard of facts partition `shard` of `shards` with the state of
+    /// `records` (as [`Shard::checkpoint`] made them); with no records, a
+    /// new shard. It tells the other shards its books again once
+    /// [`Shard::progress`] is called.
     ///
     /// # Errors
     ///
@@ -284,10 +461,11 @@ impl Shard {
     pub fn restore(
         config: &Config,
         shard: u32,
+        shards: u32,
         sources: usize,
         records: impl IntoIterator<Item = (String, Vec<u8>)>,
     ) -> Result<Shard, RestoreError> {
-        let mut restored = Shard::new(config, shard, sources);
+        let mut restored = Shard::new(config, shard, shards, sources);
         let mut globals: Option<ShardGlobals> = None;
         let mut entities = 0usize;
         for (key, payload) in records {

@@ -23,8 +23,7 @@ use super::account::{AccountGlobals, AccountStage, Book, ExpectedOrders, ACCOUNT
 use super::base_rates::BookCounts;
 use super::checkpoint::{decode_globals, decode_payload, encode, RestoreError, STATE_FORMAT};
 use super::exchange::{
-    shard_of, BookTallies, Envelope, Exchange, PartBody, Route, BOOKS_PER_PART, COUNTS_PER_PART,
-    FACTS_PER_PART,
+    shard_of, Envelope, Exchange, PartBody, Route, BOOKS_PER_PART, FACTS_PER_PART,
 };
 use super::fact::Fact;
 use super::intake::Intake;
@@ -172,7 +171,7 @@ impl Source {
                         .or_insert(*expected);
                 }
             }
-            Exchange::Part { .. } | Exchange::End { .. } => return,
+            Exchange::Part { .. } | Exchange::End { .. } | Exchange::Standing { .. } => return,
         }
         self.progress(out);
     }
@@ -417,29 +416,13 @@ impl Source {
         for books in &mut books {
             books.sort_by(|a, b| a.0.cmp(&b.0));
         }
-        // Each shard hears every other shard's managers' counts.
-        let others: Vec<Vec<(crate::event::Id, BookCounts)>> = (0..books.len())
-            .map(|shard| {
-                let elsewhere = books
-                    .iter()
-                    .enumerate()
-                    .filter(|(other, _)| *other != shard);
-                elsewhere
-                    .flat_map(|(_, books)| books.iter().map(|(id, book)| (id.clone(), book.counts)))
-                    .collect()
-            })
-            .collect();
-        for (shard, (((facts, stalls), books), others)) in
-            (0..shards).zip(facts.into_iter().zip(stalls).zip(books).zip(others))
+        for (shard, ((facts, stalls), books)) in
+            (0..shards).zip(facts.into_iter().zip(stalls).zip(books))
         {
             let mut parts = Vec::new();
             parts.extend(chunks(facts, FACTS_PER_PART).map(PartBody::Facts));
             parts.extend(chunks(stalls, FACTS_PER_PART).map(PartBody::Stalls));
             parts.extend(chunks(books, BOOKS_PER_PART).map(PartBody::Books));
-            parts.extend(
-                chunks(others, COUNTS_PER_PART)
-                    .map(|part| PartBody::Tallies(BookTallies::of(part))),
-            );
             let count = parts.len() as u32;
             for (seq, body) in (0..).zip(parts) {
                 self.outbox.push(Envelope {
@@ -633,7 +616,7 @@ impl Source {
 }
 
 /// `items` in chunks of at most `size`, in order.
-fn chunks<T>(items: Vec<T>, size: usize) -> impl Iterator<Item = Vec<T>> {
+pub(super) fn chunks<T>(items: Vec<T>, size: usize) -> impl Iterator<Item = Vec<T>> {
     let mut items = items.into_iter().peekable();
     std::iter::from_fn(move || {
         items.peek()?;

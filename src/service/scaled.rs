@@ -311,7 +311,25 @@ impl Scaled<'_> {
                 "A facts-topic record is no message of this feidan; skipped."
             ),
         }
-        self.delivery.send_alerts(alerts).await
+        let outbox = unit.shard.take_outbox();
+        self.send_from_shards(outbox, alerts).await
+    }
+
+    /// Sends what shards have for the other shards, and their alerts, as
+    /// one entry.
+    async fn send_from_shards(
+        &mut self,
+        outbox: Vec<Envelope>,
+        alerts: Vec<Alert>,
+    ) -> Result<(), ServiceError> {
+        if outbox.is_empty() {
+            return self.delivery.send_alerts(alerts).await;
+        }
+        let mut pending = Vec::new();
+        self.send_exchange(outbox, &mut pending).await?;
+        self.delivery.queue_alerts(alerts, &mut pending).await?;
+        self.delivery.push(None, pending);
+        Ok(())
     }
 
     async fn handle_pace(&mut self, offset: i64, payload: &[u8]) -> Result<(), ServiceError> {
@@ -381,17 +399,18 @@ impl Scaled<'_> {
     ) -> Result<(), ServiceError> {
         let kafka = &self.config.kafka;
         for Envelope { to, message } in outbox {
-            let source = match &message {
+            let sender = match &message {
                 Exchange::Start { source, .. }
                 | Exchange::Pace { source, .. }
                 | Exchange::Part { source, .. }
-                | Exchange::End { source, .. } => *source,
+                | Exchange::End { source, .. } => source.to_string(),
+                Exchange::Standing { shard, .. } => format!("shard-{shard}"),
             };
             let (topic, partition) = match to {
                 Route::Sources => (&kafka.pace_topic, 0),
                 Route::Shard(shard) => (&kafka.facts_topic, shard as i32),
             };
-            let key = source.to_string().into_bytes();
+            let key = sender.into_bytes();
             let sent = self
                 .delivery
                 .sinks
@@ -498,8 +517,13 @@ impl Scaled<'_> {
                     },
                 );
             } else {
-                let shard =
-                    Shard::restore(self.config, *partition as u32, sources, restored.entities)?;
+                let shard = Shard::restore(
+                    self.config,
+                    *partition as u32,
+                    shards,
+                    sources,
+                    restored.entities,
+                )?;
                 self.shards.insert(
                     *partition,
                     ShardUnit {
@@ -556,6 +580,16 @@ impl Scaled<'_> {
             shards = ?self.shards.keys().collect::<Vec<_>>(),
             "Restored the stages of the assigned partitions; consuming."
         );
+        // A restored shard tells the other shards its books again for the
+        // boundaries it has every source's parts for (a message lost in a
+        // crash is sent; a repeat is ignored), and evaluates what it can.
+        let mut alerts = Vec::new();
+        let mut outbox = Vec::new();
+        for unit in self.shards.values_mut() {
+            unit.shard.progress(&mut alerts);
+            outbox.extend(unit.shard.take_outbox());
+        }
+        self.send_from_shards(outbox, alerts).await?;
         Ok(true)
     }
 
