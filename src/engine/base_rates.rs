@@ -127,10 +127,6 @@ impl BookCounts {
         }
     }
 
-    /// Whether a book with these counts stands out from the shares of
-    /// `company` (as book churn reckons them): one of its counts, of at
-    /// least `min_churning` accounts, has a binomial upper tail below
-    /// `outlier_p`.
     /// Whether any count [`BookCounts::stands_out`] tests is large enough to
     /// be tested at all: a book with none never stands out, whatever the
     /// company's shares.
@@ -141,6 +137,10 @@ impl BookCounts {
             .any(|k| *k >= config.min_churning)
     }
 
+    /// Whether a book with these counts stands out from the shares of
+    /// `company` (as book churn reckons them): one of its counts, of at
+    /// least `min_churning` accounts, has a binomial upper tail below
+    /// `outlier_p`.
     fn stands_out(&self, company: &BookCounts, config: &BookChurnConfig) -> bool {
         let improbable = |k: u64, company_k: u64| {
             k >= config.min_churning

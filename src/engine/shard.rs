@@ -140,7 +140,7 @@ impl Shard {
             Exchange::Part {
                 source, seq, body, ..
             } => {
-                let incoming = self.incoming_of(boundary, source);
+                let incoming = from(&mut self.incoming, boundary, source);
                 incoming.parts.entry(seq).or_insert(body);
             }
             Exchange::End {
@@ -149,7 +149,7 @@ impl Shard {
                 company,
                 ..
             } => {
-                let incoming = self.incoming_of(boundary, source);
+                let incoming = from(&mut self.incoming, boundary, source);
                 incoming.end.get_or_insert((parts, company));
             }
             Exchange::Standing {
@@ -159,26 +159,13 @@ impl Shard {
                 counts,
                 ..
             } if shard != self.shard => {
-                let heard = self
-                    .standing
-                    .entry(boundary)
-                    .or_default()
-                    .entry(shard)
-                    .or_default();
+                let heard = from(&mut self.standing, boundary, shard);
                 heard.parts.entry(seq).or_insert(counts);
                 heard.of.get_or_insert(parts);
             }
             Exchange::Standing { .. } | Exchange::Start { .. } | Exchange::Pace { .. } => {}
         }
         self.progress(out);
-    }
-
-    fn incoming_of(&mut self, boundary: Timestamp, source: i32) -> &mut Incoming {
-        self.incoming
-            .entry(boundary)
-            .or_default()
-            .entry(source)
-            .or_default()
     }
 
     /// Goes as far as what has arrived allows, in boundary order: tells the
@@ -191,20 +178,16 @@ impl Shard {
         // messages.
         let complete: Vec<Timestamp> = self
             .incoming
-            .range(..)
+            .iter()
             .filter(|(at, _)| self.announced.map_or(true, |done| done < **at))
-            .take_while(|(_, by_source)| {
-                by_source.len() >= self.sources && by_source.values().all(Incoming::complete)
-            })
+            .take_while(|(_, by_source)| self.all_in(by_source))
             .map(|(at, _)| *at)
             .collect();
         for at in complete {
             self.announce(at);
         }
         while let Some((&at, by_source)) = self.incoming.first_key_value() {
-            let sources_in =
-                by_source.len() >= self.sources && by_source.values().all(Incoming::complete);
-            if !sources_in {
+            if !self.all_in(by_source) {
                 break;
             }
             let others = self.shards.saturating_sub(1) as usize;
@@ -219,6 +202,11 @@ impl Shard {
             self.evaluate_at(at, by_source, heard, out);
             self.evaluated = Some(at);
         }
+    }
+
+    /// Whether every source's parts for a boundary are in.
+    fn all_in(&self, by_source: &BTreeMap<i32, Incoming>) -> bool {
+        by_source.len() >= self.sources && by_source.values().all(Incoming::complete)
     }
 
     /// Sends every other shard the whole counts of this shard's books for
@@ -347,6 +335,34 @@ impl Shard {
     }
 }
 
+/// What arrived for `boundary` from `sender` (a source or a shard), as far
+/// as it has arrived.
+fn from<S: Ord, T: Default>(
+    by_boundary: &mut BTreeMap<Timestamp, BTreeMap<S, T>>,
+    boundary: Timestamp,
+    sender: S,
+) -> &mut T {
+    by_boundary
+        .entry(boundary)
+        .or_default()
+        .entry(sender)
+        .or_default()
+}
+
+/// Appends a record `<prefix><boundary>/<sender>` for what each sender's
+/// message for each boundary holds so far.
+fn write_by_boundary<S: std::fmt::Display, T: Serialize>(
+    prefix: &str,
+    by_boundary: &BTreeMap<Timestamp, BTreeMap<S, T>>,
+    out: &mut Vec<(String, Vec<u8>)>,
+) {
+    for (boundary, by_sender) in by_boundary {
+        for (sender, held) in by_sender {
+            out.push((format!("{prefix}{}/{sender}", boundary.0), encode(held)));
+        }
+    }
+}
+
 /// A record `<prefix><boundary>/<sender>` and its payload, when `key` has
 /// `prefix`.
 fn by_boundary<S: std::str::FromStr, T: serde::de::DeserializeOwned>(
@@ -414,18 +430,8 @@ impl Shard {
         };
         let mut out = vec![(SHARD_KEY.to_owned(), encode(&globals))];
         self.lifecycle.checkpoint(&mut out);
-        for (boundary, by_source) in &self.incoming {
-            for (source, incoming) in by_source {
-                let key = format!("{INCOMING_PREFIX}{}/{source}", boundary.0);
-                out.push((key, encode(incoming)));
-            }
-        }
-        for (boundary, by_shard) in &self.standing {
-            for (shard, heard) in by_shard {
-                let key = format!("{STANDING_PREFIX}{}/{shard}", boundary.0);
-                out.push((key, encode(heard)));
-            }
-        }
+        write_by_boundary(INCOMING_PREFIX, &self.incoming, &mut out);
+        write_by_boundary(STANDING_PREFIX, &self.standing, &mut out);
         out
     }
 
@@ -433,17 +439,11 @@ impl Shard {
     /// `standing/…` one; whether it was.
     fn restore_incoming(&mut self, key: &str, payload: &[u8]) -> Result<bool, RestoreError> {
         if let Some((boundary, source, incoming)) = by_boundary(INCOMING_PREFIX, key, payload)? {
-            self.incoming
-                .entry(boundary)
-                .or_default()
-                .insert(source, incoming);
+            *from(&mut self.incoming, boundary, source) = incoming;
             return Ok(true);
         }
         if let Some((boundary, shard, heard)) = by_boundary(STANDING_PREFIX, key, payload)? {
-            self.standing
-                .entry(boundary)
-                .or_default()
-                .insert(shard, heard);
+            *from(&mut self.standing, boundary, shard) = heard;
             return Ok(true);
         }
         Ok(false)

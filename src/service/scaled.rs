@@ -312,24 +312,7 @@ impl Scaled<'_> {
             ),
         }
         let outbox = unit.shard.take_outbox();
-        self.send_from_shards(outbox, alerts).await
-    }
-
-    /// Sends what shards have for the other shards, and their alerts, as
-    /// one entry.
-    async fn send_from_shards(
-        &mut self,
-        outbox: Vec<Envelope>,
-        alerts: Vec<Alert>,
-    ) -> Result<(), ServiceError> {
-        if outbox.is_empty() {
-            return self.delivery.send_alerts(alerts).await;
-        }
-        let mut pending = Vec::new();
-        self.send_exchange(outbox, &mut pending).await?;
-        self.delivery.queue_alerts(alerts, &mut pending).await?;
-        self.delivery.push(None, pending);
-        Ok(())
+        self.send_entry(None, outbox, alerts).await
     }
 
     async fn handle_pace(&mut self, offset: i64, payload: &[u8]) -> Result<(), ServiceError> {
@@ -382,6 +365,17 @@ impl Scaled<'_> {
             .values_mut()
             .flat_map(|unit| unit.source.take_outbox())
             .collect();
+        self.send_entry(position, outbox, alerts).await
+    }
+
+    /// Sends a stage's messages and alerts as one entry, delivered before a
+    /// checkpoint can record `position` (none: no input message caused them).
+    async fn send_entry(
+        &mut self,
+        position: Option<(i32, i64)>,
+        outbox: Vec<Envelope>,
+        alerts: Vec<Alert>,
+    ) -> Result<(), ServiceError> {
         if outbox.is_empty() && alerts.is_empty() {
             return Ok(());
         }
@@ -589,7 +583,7 @@ impl Scaled<'_> {
             unit.shard.progress(&mut alerts);
             outbox.extend(unit.shard.take_outbox());
         }
-        self.send_from_shards(outbox, alerts).await?;
+        self.send_entry(None, outbox, alerts).await?;
         Ok(true)
     }
 
