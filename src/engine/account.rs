@@ -79,6 +79,10 @@ struct AccountState {
     /// Activities logged since the last order (at most `u16::MAX`).
     visits_since: u16,
     recent_visits: ThinVec<Kept>,
+    /// The latest of `recent_visits`, held inline: judging reads it every
+    /// day, and the vector is a pointer away (see [`LatestVisit`]).
+    #[serde(skip)]
+    latest_visit: LatestVisit,
     /// Times of the latest orders in Unix seconds, newest first (0: none),
     /// for order volume. 32 bits hold 1970 to 2106; an order outside that is
     /// not counted in volume.
@@ -112,6 +116,45 @@ fn due_at(at: i64) -> u32 {
     u32::try_from(at.max(0)).unwrap_or(u32::MAX)
 }
 
+/// The time of an account's latest kept visit in Unix seconds, inline: 0
+/// for none, and [`LatestVisit::UNKNOWN`] for a time 32 bits do not hold
+/// (before 1970 or after 2106) and for a restored account, whose kept
+/// visits are then read instead.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LatestVisit(u32);
+
+impl LatestVisit {
+    const NONE: LatestVisit = LatestVisit(0);
+    const UNKNOWN: LatestVisit = LatestVisit(u32::MAX);
+
+    /// The latest of `visits`.
+    fn of(visits: &[Kept]) -> LatestVisit {
+        match visits.iter().map(|v| v.occurred_at).max() {
+            None => LatestVisit::NONE,
+            Some(at) => u32::try_from(at.0)
+                .ok()
+                .filter(|secs| *secs != 0 && *secs != u32::MAX)
+                .map_or(LatestVisit::UNKNOWN, LatestVisit),
+        }
+    }
+
+    /// The latest visit time, `visits` being the kept visits it was taken of.
+    fn get(self, visits: &[Kept]) -> Option<Timestamp> {
+        match self {
+            LatestVisit::NONE => None,
+            LatestVisit::UNKNOWN => visits.iter().map(|v| v.occurred_at).max(),
+            LatestVisit(secs) => Some(Timestamp(i64::from(secs))),
+        }
+    }
+}
+
+impl Default for LatestVisit {
+    /// What a restored account starts with: read from its kept visits.
+    fn default() -> LatestVisit {
+        LatestVisit::UNKNOWN
+    }
+}
+
 impl AccountState {
     /// Days from the latest activity logged since the last order to `at`,
     /// when at least `churn.min_visits` were logged since (fewer never count
@@ -120,7 +163,7 @@ impl AccountState {
         if u32::from(self.visits_since) < churn.min_visits {
             return None;
         }
-        let latest = self.recent_visits.iter().map(|v| v.occurred_at).max()?;
+        let latest = self.latest_visit.get(&self.recent_visits)?;
         Some((at.0 - latest.0) as f64 / DAY as f64)
     }
 }
@@ -847,6 +890,7 @@ impl AccountStage {
                     last_order: None,
                     visits_since: 0,
                     recent_visits: ThinVec::new(),
+                    latest_visit: LatestVisit::NONE,
                     recent_orders: [0; RECENT_ORDERS],
                     lapsed: None,
                     watched: false,
@@ -887,6 +931,7 @@ impl AccountStage {
                     account.recent_orders[0] = u32::try_from(at.0).unwrap_or(0);
                     account.visits_since = 0;
                     account.recent_visits.clear();
+                    account.latest_visit = LatestVisit::NONE;
                 }
                 self.company_orders.add(at.day(), 1);
             }
@@ -903,6 +948,7 @@ impl AccountStage {
                         account.recent_visits.remove(0);
                     }
                     account.recent_visits.push(Kept::of(event, None));
+                    account.latest_visit = LatestVisit::of(&account.recent_visits);
                 }
             }
             EventBody::ContractEnded {
@@ -1435,12 +1481,18 @@ fn judge_rhythm(
     if judged {
         let window = churn.order_window.as_secs() as i64;
         let spans = [window / 2, window, 2 * window];
-        // One pass over the kept orders for the three windows.
+        // One pass over the kept orders for the three windows, newest
+        // first: it ends at the first order before the longest window (a
+        // 0 before it is an order 32 bits do not hold, after 2106).
         for t in account.recent_orders.map(i64::from) {
-            if t > 0 && t < at.0 {
-                for (orders, span) in book.orders.iter_mut().zip(spans) {
-                    *orders += u64::from(t >= at.0 - span);
-                }
+            if t == 0 || t >= at.0 {
+                continue;
+            }
+            if t < at.0 - spans[2] {
+                break;
+            }
+            for (orders, span) in book.orders.iter_mut().zip(spans) {
+                *orders += u64::from(t >= at.0 - span);
             }
         }
         for (expected, span) in book.expected_orders.iter_mut().zip(spans) {
@@ -1634,6 +1686,45 @@ mod tests {
         }
         // The tag sits in what was padding: an open deal is no larger.
         assert_eq!(std::mem::size_of::<OpenDeal>(), 48);
+    }
+
+    /// An account's inline state with its id, hash and index slot is what
+    /// issue 6's 256 bytes per account measure (`memory` bench: 254).
+    #[test]
+    fn an_account_is_no_larger_inline() {
+        assert!(std::mem::size_of::<AccountState>() <= 192);
+    }
+
+    /// The latest visit held inline is the latest kept, however the kept
+    /// visits came; one 32 bits do not hold, or unknown after a restore,
+    /// is read from the kept visits.
+    #[test]
+    fn the_latest_visit_inline_is_the_latest_kept() {
+        let visit = |secs: i64| Kept {
+            event_id: format!("ev-{secs}").as_str().into(),
+            occurred_at: Timestamp(secs),
+            amount: f64::NAN,
+        };
+        assert_eq!(LatestVisit::of(&[]), LatestVisit::NONE);
+        assert_eq!(LatestVisit::NONE.get(&[]), None);
+        let kept = [
+            visit(1_700_000_500),
+            visit(1_700_000_900),
+            visit(1_700_000_100),
+        ];
+        let latest = LatestVisit::of(&kept);
+        assert_eq!(latest, LatestVisit(1_700_000_900));
+        assert_eq!(latest.get(&kept), Some(Timestamp(1_700_000_900)));
+        let far = [visit(5_000_000_000), visit(1_700_000_000)];
+        assert_eq!(LatestVisit::of(&far), LatestVisit::UNKNOWN);
+        assert_eq!(
+            LatestVisit::of(&far).get(&far),
+            Some(Timestamp(5_000_000_000))
+        );
+        assert_eq!(
+            LatestVisit::default().get(&kept),
+            Some(Timestamp(1_700_000_900))
+        );
     }
 
     /// A visit by kam-1 to `account` on `day`.
