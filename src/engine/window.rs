@@ -306,6 +306,27 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// The search counts what a scan of the buckets counts, for days
+        /// before, among, between and after the buckets'.
+        #[test]
+        fn counts_before_a_day_as_a_scan_does(
+            days in proptest::collection::vec(-50i64..500, 0..200),
+            prune in -60i64..300,
+            asked in proptest::collection::vec(-100i64..600, 1..40),
+        ) {
+            let mut buckets = DailyBuckets::default();
+            for day in &days {
+                buckets.add(*day, 1u64);
+            }
+            buckets.prune_before(prune);
+            for day in asked.into_iter().chain([i64::MIN, i64::MAX]) {
+                let scanned = buckets.buckets.iter().filter(|(d, ..)| *d < day).count();
+                prop_assert_eq!(buckets.count_before(day), scanned);
+            }
+        }
+    }
+
     /// Checkpoints keep the map form older versions wrote.
     #[test]
     fn checkpoints_in_the_map_form_and_restores_from_it() {
