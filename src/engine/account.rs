@@ -1831,6 +1831,28 @@ mod tests {
         assert_eq!((again.counts, again.orders), (book.counts, book.orders));
     }
 
+    /// A book's orders over half, one and two order windows (15, 30 and 60
+    /// days by default) count the account's kept orders in each; orders 32
+    /// bits do not hold (after 2106) are not counted, and do not hide the
+    /// earlier ones.
+    #[test]
+    fn a_book_counts_its_accounts_orders_over_the_three_windows() {
+        let config = Config::defaults();
+        assert_eq!(config.detect.churn.order_window.as_secs(), 30 * 86_400);
+        let mut life = Lifecycle::new(3, 7);
+        // Every ten days from day 0 to day 150: the twelve latest are kept.
+        let days: Vec<i64> = (0..16).map(|i| i * 10).collect();
+        let mut stage = ordering_on("acc-1", &days, &config);
+        let report = evaluate_on(&mut stage, 155, &config, &mut life);
+        assert_eq!(report.books["kam-1"].orders, [2, 3, 6]);
+        // The same rhythm ending past 2106 (day 49,710): the last two orders
+        // are not counted, the two before them are.
+        let days: Vec<i64> = (0..8).map(|i| 49_645 + i * 10).collect();
+        let mut stage = ordering_on("acc-2", &days, &config);
+        let report = evaluate_on(&mut stage, 49_721, &config, &mut life);
+        assert_eq!(report.books["kam-1"].orders, [0, 2, 5]);
+    }
+
     #[test]
     fn an_account_expects_its_orders_in_the_company_pace_until_it_churns() {
         let config = Config::defaults();
