@@ -716,32 +716,38 @@ fn judge(
         None => (None, Cited::Churning),
     };
 
-    // Competitor concentration.
-    let mut counts: Vec<CompetitorCounts> = own_rivals
-        .iter()
-        .map(|(rival, losses)| {
-            let (team_share, team_weight) = ys.usual.without(
-                &team_name,
-                *rival,
-                (*losses, named),
-                team.named.saturating_sub(named),
-            );
-            CompetitorCounts {
-                competitor: &ys.competitors[*rival as usize],
-                losses: *losses,
-                team_share,
-                team_weight,
-            }
+    // Competitor concentration, among enough named losses to judge (with
+    // fewer, most managers on most days, the rivals' yardsticks are not
+    // worked out at all).
+    let rival = (named >= detect.competitor.min_losses)
+        .then(|| {
+            let mut counts: Vec<CompetitorCounts> = own_rivals
+                .iter()
+                .map(|(rival, losses)| {
+                    let (team_share, team_weight) = ys.usual.without(
+                        &team_name,
+                        *rival,
+                        (*losses, named),
+                        team.named.saturating_sub(named),
+                    );
+                    CompetitorCounts {
+                        competitor: &ys.competitors[*rival as usize],
+                        losses: *losses,
+                        team_share,
+                        team_weight,
+                    }
+                })
+                .collect();
+            counts.sort_by(|a, b| a.competitor.cmp(b.competitor));
+            competitor::assess(
+                &counts,
+                named,
+                team.rivals.len(),
+                &detect.competitor,
+                ys.end_day - w.rivals_from,
+            )
         })
-        .collect();
-    counts.sort_by(|a, b| a.competitor.cmp(b.competitor));
-    let rival = competitor::assess(
-        &counts,
-        named,
-        team.rivals.len(),
-        &detect.competitor,
-        ys.end_day - w.rivals_from,
-    );
+        .flatten();
 
     // Diversion risk: the components that could be judged.
     let mut components = Vec::new();
