@@ -25,6 +25,7 @@ use crate::detect::book_churn::{Bars, ByBar};
 use crate::detect::value_fall::{self, ValueFall};
 use crate::detect::Finding;
 use crate::event::{Event, EventBody, Id, LossReason};
+use crate::stats;
 use crate::time::{Timestamp, DAY};
 
 use super::base_rates::BookCounts;
@@ -108,6 +109,22 @@ struct AccountState {
     /// (new accounts have; restored ones have not).
     #[serde(skip)]
     changed: bool,
+}
+
+/// The gap, in days, between the latest kept order and the latest kept one
+/// at least half a day before it (orders closer together are one delivery),
+/// if both are kept; times 32 bits do not hold are not.
+fn gap_before(recent_orders: &[u32; RECENT_ORDERS]) -> Option<f64> {
+    let latest = i64::from(*recent_orders.first()?);
+    if latest == 0 {
+        return None;
+    }
+    recent_orders[1..]
+        .iter()
+        .map(|t| i64::from(*t))
+        .take_while(|t| *t != 0)
+        .find(|t| latest - t >= DAY / 2)
+        .map(|t| (latest - t) as f64 / DAY as f64)
 }
 
 /// A time as [`AccountState::deals_due`] holds it: before 1970 is due at
@@ -602,6 +619,22 @@ impl Rhythm {
         (estimate / (1.0 + (2.0 / n).sqrt())).clamp(0.5, max_shape.min(n / 2.0).max(0.5))
     }
 
+    /// Whether a gap of `gap_days` is improbable under a learnt rhythm: its
+    /// gamma survival below `churn.alpha`, the bar an account-churn alert
+    /// fires at. A gap no longer than the mean never is below a bar under
+    /// 0.3 (the survival at the mean is 0.32 at the least regular shape
+    /// believed, 0.5, and more at every other), so most orders cost no
+    /// survival function.
+    fn is_improbable(&self, gap_days: f64, churn: &ChurnConfig) -> bool {
+        if (gap_days <= self.gap_mean() && churn.alpha < 0.3)
+            || !self.learnt(churn.min_gaps, churn.min_history)
+        {
+            return false;
+        }
+        let shape = self.believed_shape(churn.max_shape);
+        stats::gamma_survival(gap_days, shape, self.gap_mean() / shape) < churn.alpha
+    }
+
     /// Whether the rhythm is learnt well enough to judge a silence by: at
     /// least `min_gaps` gaps, adding up to at least `min_history` (their
     /// mean times their count; the mean is exact until `RHYTHM_MEMORY`
@@ -924,7 +957,17 @@ impl AccountStage {
                         .map(|p| (at.0 - p.0) as f64 / DAY as f64)
                         .filter(|gap| *gap >= 0.5);
                     if gap.is_some() || previous.is_none() {
-                        account.rhythm.add_order(gap, *amount);
+                        // A gap improbable under the rhythm (a customer who
+                        // paged as leaving, then came back) is not learnt as
+                        // its rhythm, unless the gap before it is too: two in
+                        // a row are the account's new pace.
+                        let churn = &config.detect_for(&event.team).churn;
+                        let improbable = |gap: f64| account.rhythm.is_improbable(gap, churn);
+                        let learnt = gap.filter(|gap| {
+                            !improbable(*gap)
+                                || gap_before(&account.recent_orders).is_some_and(improbable)
+                        });
+                        account.rhythm.add_order(learnt, *amount);
                     }
                     account.last_order = Some(Kept::of(event, Some(*amount)));
                     account.recent_orders.rotate_right(1);
@@ -1851,6 +1894,54 @@ mod tests {
         let mut stage = ordering_on("acc-2", &days, &config);
         let report = evaluate_on(&mut stage, 49_721, &config, &mut life);
         assert_eq!(report.books["kam-1"].orders, [0, 2, 5]);
+    }
+
+    /// A customer who went quiet long enough to page, then came back, has
+    /// not changed pace: that absence is not learnt as its rhythm. A second
+    /// such gap in a row is the account's new pace, and is.
+    #[test]
+    fn an_absence_that_paged_is_not_learnt_as_the_rhythm_unless_it_repeats() {
+        let config = Config::defaults();
+        let mut stage = ordering_every_ten_days("acc-1", &config);
+        let learnt = |stage: &AccountStage| {
+            let rhythm = &stage.accounts["acc-1"].rhythm;
+            (rhythm.gaps, rhythm.gap_mean())
+        };
+        assert_eq!(learnt(&stage), (9, 10.0));
+        let order = |day: i64| {
+            let body = EventBody::OrderPlaced {
+                order_id: format!("o{day}").into(),
+                amount: 10.0,
+            };
+            event(&format!("e{day}"), "acc-1", day, body)
+        };
+        // A hundred days after the last order: far past any silence this
+        // rhythm allows.
+        stage.apply(&order(190), &config, &mut Vec::new());
+        assert_eq!(learnt(&stage), (9, 10.0));
+        // An ordinary gap after it is learnt as ever.
+        stage.apply(&order(200), &config, &mut Vec::new());
+        assert_eq!(learnt(&stage), (10, 10.0));
+        // Two long gaps in a row: the second is learnt.
+        stage.apply(&order(300), &config, &mut Vec::new());
+        assert_eq!(learnt(&stage).0, 10);
+        stage.apply(&order(400), &config, &mut Vec::new());
+        let (gaps, mean) = learnt(&stage);
+        assert_eq!(gaps, 11);
+        assert!(mean > 10.0, "{mean}");
+    }
+
+    #[test]
+    fn the_gap_before_is_between_deliveries_and_only_of_times_kept() {
+        let mut orders = [0u32; RECENT_ORDERS];
+        assert_eq!(gap_before(&orders), None);
+        let day = DAY as u32;
+        orders[..3].copy_from_slice(&[40 * day, 40 * day - 3600, 30 * day]);
+        // The order an hour before the latest is the same delivery.
+        assert_eq!(gap_before(&orders), Some(10.0));
+        orders[..3].copy_from_slice(&[40 * day, 0, 30 * day]);
+        // A time 32 bits do not hold ends what is known.
+        assert_eq!(gap_before(&orders), None);
     }
 
     #[test]
