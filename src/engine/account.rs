@@ -115,7 +115,7 @@ struct AccountState {
 /// at least half a day before it (orders closer together are one delivery),
 /// if both are kept; times 32 bits do not hold are not.
 fn gap_before(recent_orders: &[u32; RECENT_ORDERS]) -> Option<f64> {
-    let latest = i64::from(*recent_orders.first()?);
+    let latest = i64::from(recent_orders[0]);
     if latest == 0 {
         return None;
     }
@@ -146,7 +146,7 @@ impl LatestVisit {
 
     /// The latest of `visits`.
     fn of(visits: &[Kept]) -> LatestVisit {
-        match visits.iter().map(|v| v.occurred_at).max() {
+        match LatestVisit::read(visits) {
             None => LatestVisit::NONE,
             Some(at) => u32::try_from(at.0)
                 .ok()
@@ -159,9 +159,14 @@ impl LatestVisit {
     fn get(self, visits: &[Kept]) -> Option<Timestamp> {
         match self {
             LatestVisit::NONE => None,
-            LatestVisit::UNKNOWN => visits.iter().map(|v| v.occurred_at).max(),
+            LatestVisit::UNKNOWN => LatestVisit::read(visits),
             LatestVisit(secs) => Some(Timestamp(i64::from(secs))),
         }
+    }
+
+    /// The latest time of `visits`, read from them.
+    fn read(visits: &[Kept]) -> Option<Timestamp> {
+        visits.iter().map(|v| v.occurred_at).max()
     }
 }
 

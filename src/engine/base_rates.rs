@@ -131,10 +131,16 @@ impl BookCounts {
     /// be tested at all: a book with none never stands out, whatever the
     /// company's shares.
     pub fn could_stand_out(&self, config: &BookChurnConfig) -> bool {
+        self.tested().any(|k| k >= config.min_churning)
+    }
+
+    /// The counts a book is tested on for standing out: churning, then
+    /// visited and shrinking at each bar.
+    fn tested(&self) -> impl Iterator<Item = u64> + '_ {
         std::iter::once(&self.churning)
             .chain(&self.visited)
             .chain(&self.shrinking)
-            .any(|k| *k >= config.min_churning)
+            .copied()
     }
 
     /// Whether a book with these counts stands out from the shares of
@@ -148,11 +154,10 @@ impl BookCounts {
                     < config.outlier_p
         };
         self.judged > 0
-            && (improbable(self.churning, company.churning)
-                || (0..BARS).any(|i| {
-                    improbable(self.visited[i], company.visited[i])
-                        || improbable(self.shrinking[i], company.shrinking[i])
-                }))
+            && self
+                .tested()
+                .zip(company.tested())
+                .any(|(k, company_k)| improbable(k, company_k))
     }
 }
 

@@ -719,35 +719,35 @@ fn judge(
     // Competitor concentration, among enough named losses to judge (with
     // fewer, most managers on most days, the rivals' yardsticks are not
     // worked out at all).
-    let rival = (named >= detect.competitor.min_losses)
-        .then(|| {
-            let mut counts: Vec<CompetitorCounts> = own_rivals
-                .iter()
-                .map(|(rival, losses)| {
-                    let (team_share, team_weight) = ys.usual.without(
-                        &team_name,
-                        *rival,
-                        (*losses, named),
-                        team.named.saturating_sub(named),
-                    );
-                    CompetitorCounts {
-                        competitor: &ys.competitors[*rival as usize],
-                        losses: *losses,
-                        team_share,
-                        team_weight,
-                    }
-                })
-                .collect();
-            counts.sort_by(|a, b| a.competitor.cmp(b.competitor));
-            competitor::assess(
-                &counts,
-                named,
-                team.rivals.len(),
-                &detect.competitor,
-                ys.end_day - w.rivals_from,
-            )
-        })
-        .flatten();
+    let rival = if named >= detect.competitor.min_losses {
+        let mut counts: Vec<CompetitorCounts> = own_rivals
+            .iter()
+            .map(|(rival, losses)| {
+                let (team_share, team_weight) = ys.usual.without(
+                    &team_name,
+                    *rival,
+                    (*losses, named),
+                    team.named.saturating_sub(named),
+                );
+                CompetitorCounts {
+                    competitor: &ys.competitors[*rival as usize],
+                    losses: *losses,
+                    team_share,
+                    team_weight,
+                }
+            })
+            .collect();
+        counts.sort_by(|a, b| a.competitor.cmp(b.competitor));
+        competitor::assess(
+            &counts,
+            named,
+            team.rivals.len(),
+            &detect.competitor,
+            ys.end_day - w.rivals_from,
+        )
+    } else {
+        None
+    };
 
     // Diversion risk: the components that could be judged.
     let mut components = Vec::new();
