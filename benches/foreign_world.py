@@ -66,8 +66,10 @@ def season(day):
 
 
 class World:
-    def __init__(self, seed, managers, days, team_size, diverter_share, churn_per_year):
+    def __init__(self, seed, managers, days, team_size, diverter_share, churn_per_year,
+                 gaps="mixed"):
         self.rng = random.Random(seed)
+        self.gap_shapes = ["exponential", "lognormal", "regular"] if gaps == "mixed" else [gaps]
         self.seed = seed
         self.days = days
         self.events = []  # (day, seconds, dict)
@@ -149,7 +151,7 @@ class World:
     def new_account(self, manager, churn_per_year):
         rng = self.rng
         index = len(self.accounts)
-        shape = rng.choice(["exponential", "lognormal", "regular"])
+        shape = rng.choice(self.gap_shapes)
         account = {
             "id": f"cust-{self.seed}-{index:05d}",
             "manager": manager,
@@ -475,10 +477,13 @@ def main():
     parser.add_argument("--team-size", type=int, default=8)
     parser.add_argument("--diverter-share", type=float, default=0.1)
     parser.add_argument("--churn-per-year", type=float, default=0.15)
+    parser.add_argument("--gaps", default="mixed",
+                        choices=["mixed", "exponential", "lognormal", "regular"],
+                        help="the shape of every account's order gaps (mixed: one of the three each)")
     parser.add_argument("--out", required=True, help="events file; labels go beside it")
     args = parser.parse_args()
     world = World(args.seed, args.managers, args.days, args.team_size,
-                  args.diverter_share, args.churn_per_year)
+                  args.diverter_share, args.churn_per_year, args.gaps)
     world.run()
     with open(args.out, "w") as out:
         for _, _, _, event in world.events:

@@ -1526,7 +1526,11 @@ fn judge_rhythm(
     }
     let book = books.of(&account.manager_id, &account.team);
     book.counts.judged += 1;
-    if judged {
+    // Order volume judges the accounts still ordering: a churning account's
+    // missing orders are counted by book churn, and a customer who leaves
+    // takes all its orders with it at once, which volume's Poisson test
+    // would weigh as many improbable absences (one cause counted twice).
+    if judged && !churning {
         let window = churn.order_window.as_secs() as i64;
         let spans = [window / 2, window, 2 * window];
         // One pass over the kept orders for the three windows, newest
@@ -1934,6 +1938,27 @@ mod tests {
         let (gaps, mean) = learnt(&stage);
         assert_eq!(gaps, 11);
         assert!(mean > 10.0, "{mean}");
+    }
+
+    /// Order volume judges the accounts still ordering: a churning account's
+    /// missing orders are book churn's to count, not volume's again (a
+    /// customer who leaves takes all its orders with it, which the Poisson
+    /// test of volume would weigh as many improbable absences).
+    #[test]
+    fn a_churning_account_is_not_counted_again_in_order_volume() {
+        let config = Config::defaults();
+        let mut life = Lifecycle::new(3, 7);
+        let mut stage = ordering_every_ten_days("acc-1", &config);
+        let report = evaluate_on(&mut stage, 95, &config, &mut life);
+        let book = &report.books["kam-1"];
+        assert_eq!(book.orders, [2, 3, 6]);
+        assert!(book.expected_orders[1].get() > 0.0);
+        // Silent for 110 days: churning.
+        let report = evaluate_on(&mut stage, 200, &config, &mut life);
+        let book = &report.books["kam-1"];
+        assert_eq!(book.counts.churning, 1);
+        assert_eq!(book.orders, [0, 0, 0]);
+        assert!(book.expected_orders.iter().all(|e| e.get() == 0.0));
     }
 
     #[test]
