@@ -7,7 +7,10 @@
 #   benches/worlds.sh [DIR] [-- backtest options, e.g. --sweep KEY=V1,V2]
 #
 # With --sweep, each world prints its sweep table instead. Uses the release
-# binary (built if missing).
+# binary (built if missing). FOREIGN=1 adds ten worlds drawn by
+# benches/foreign_world.py (a generator written apart from feidan simulate;
+# needs python3): f1-f7 of mixed order gaps, e11-e12 of exponential ones,
+# r13 of near-regular ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,13 +45,29 @@ worlds=(
   "v25 --seed 76 --diverter-share 0.25" "v40 --seed 77 --diverter-share 0.4"
   "l40 --seed 78 --leave-share 0.4"
 )
+if [[ "${FOREIGN:-}" == 1 ]]; then
+  worlds+=(
+    "f1 @foreign --seed 1" "f2 @foreign --seed 2" "f3 @foreign --seed 3"
+    "f4 @foreign --seed 4" "f5 @foreign --seed 5"
+    "f6 @foreign --seed 6 --managers 150 --team-size 12 --churn-per-year 0.25"
+    "f7 @foreign --seed 7 --managers 120 --diverter-share 0.2 --churn-per-year 0.08"
+    "e11 @foreign --seed 11 --gaps exponential"
+    "e12 @foreign --seed 12 --gaps exponential --managers 150"
+    "r13 @foreign --seed 13 --gaps regular"
+  )
+fi
 
 printf 'world\trecall\tprecision\tfalse_per_100_manager_years\tmedian_delay_days\taccount_recall\taccount_precision\n'
 for world in "${worlds[@]}"; do
   read -r name options <<<"$world"
   events="$dir/$name.jsonl"
-  # shellcheck disable=SC2086 # the options are words
-  [[ -s "$events" ]] || "$feidan" simulate --out "$events" $options >/dev/null
+  if [[ ! -s "$events" ]]; then
+    # shellcheck disable=SC2086 # the options are words
+    case "$options" in
+      @foreign*) python3 benches/foreign_world.py ${options#@foreign} --out "$events" >/dev/null ;;
+      *) "$feidan" simulate --out "$events" $options >/dev/null ;;
+    esac
+  fi
   if (($#)); then
     echo "== $name"
     "$feidan" backtest --input "$events" --labels "$dir/$name.labels.json" "$@" 2>/dev/null
