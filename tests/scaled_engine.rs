@@ -18,9 +18,13 @@ use feidan::engine::Engine;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// A world that raises more than twenty transitions, so that the stages'
+/// equivalence is tried on many (seed 3 raised 22 until 2026-11-30, 20 once
+/// an account alert's rhythm was believed no more regular than its gaps'
+/// logarithms allow: one false account alert fewer; seed 4 raises 28).
 fn world() -> &'static Vec<Vec<u8>> {
     static WORLD: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
-    WORLD.get_or_init(|| common::small_world(3))
+    WORLD.get_or_init(|| common::small_world(4))
 }
 
 /// The input partition of an event: its account, as a producer keys it.

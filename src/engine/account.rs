@@ -553,12 +553,19 @@ impl OpenDeal {
 /// more than a rhythm is known to; an account is a few hundred bytes).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct Rhythm {
-    gaps: u32,
+    /// Gaps learnt (saturating).
+    #[serde(deserialize_with = "saturating_u16")]
+    gaps: u16,
+    /// Orders with a positive value (saturating) ...
+    #[serde(default, deserialize_with = "saturating_u16")]
+    valued: u16,
     gap_mean: f32,
     gap_var: f32,
-    /// Orders with a positive value ...
-    #[serde(default)]
-    valued: u32,
+    /// The gaps' logarithms' mean, weighted as the moments are (see
+    /// [`account_churn::gamma_shape_from_logs`]); NaN while unknown (a
+    /// rhythm checkpointed before 2026-11-30).
+    #[serde(default = "unknown")]
+    gap_log_mean: f32,
     /// ... and the moments of their log values, all but the last three:
     /// the usual value the latest orders are judged against.
     #[serde(default)]
@@ -568,6 +575,16 @@ struct Rhythm {
     /// Log values of the last three such orders, newest first.
     #[serde(default)]
     recent_values: [f32; 3],
+}
+
+/// A count checkpointed as 32 bits before 2026-11-30, held in 16 now:
+/// larger counts read as the most 16 bits hold.
+fn saturating_u16<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
+    u32::deserialize(deserializer).map(|n| u16::try_from(n).unwrap_or(u16::MAX))
+}
+
+fn unknown() -> f32 {
+    f32::NAN
 }
 
 /// Weight of the newest gap once an account has many: the rhythm follows
@@ -598,35 +615,76 @@ impl Rhythm {
 
     fn add_order(&mut self, gap_days: Option<f64>, amount: f64) {
         if let Some(gap) = gap_days {
-            add_moment(self.gaps, &mut self.gap_mean, &mut self.gap_var, gap);
-            self.gaps += 1;
+            let n = u32::from(self.gaps);
+            // The logarithms' mean takes the moments' weights, so that it
+            // stays in step with the mean (ln of the mean is never below
+            // it). Unknown (restored), it starts at the mean's logarithm:
+            // no spread, which bounds nothing, until gaps come.
+            if n == 0 {
+                self.gap_log_mean = gap.ln() as f32;
+            } else {
+                if self.gap_log_mean.is_nan() {
+                    self.gap_log_mean = self.gap_mean().ln() as f32;
+                }
+                let w = (1.0 / f64::from(n + 1)).max(1.0 / RHYTHM_MEMORY);
+                let log_mean = f64::from(self.gap_log_mean);
+                self.gap_log_mean = (log_mean + w * (gap.ln() - log_mean)) as f32;
+            }
+            add_moment(n, &mut self.gap_mean, &mut self.gap_var, gap);
+            self.gaps = self.gaps.saturating_add(1);
         }
         if amount > 0.0 {
             // The order leaving the recent three joins the usual value.
-            if self.valued >= VALUE_JUDGED as u32 {
-                let base = self.valued - VALUE_JUDGED as u32;
+            if usize::from(self.valued) >= VALUE_JUDGED {
+                let base = u32::from(self.valued) - VALUE_JUDGED as u32;
                 let oldest = f64::from(self.recent_values[VALUE_JUDGED - 1]);
                 add_moment(base, &mut self.value_mean, &mut self.value_var, oldest);
             }
             self.recent_values.rotate_right(1);
             self.recent_values[0] = amount.ln() as f32;
-            self.valued += 1;
+            self.valued = self.valued.saturating_add(1);
         }
     }
 
-    /// The gamma shape judged by: the moment estimate taken one standard
-    /// error toward irregular (the estimate is noisy and an overconfident
-    /// rhythm accuses), at most half the gaps seen and at most `max_shape`.
+    /// The gamma shape an alert about the account is judged by: the lesser
+    /// of the moment estimate and the maximum-likelihood one (from the
+    /// logarithms' mean), believed as [`Rhythm::believe`] says.
     fn believed_shape(&self, max_shape: f64) -> f64 {
-        let n = f64::from(self.gaps).min(RHYTHM_MEMORY);
+        let moments = self.moments_shape(max_shape);
         let estimate =
-            account_churn::gamma_shape(self.gap_mean(), f64::from(self.gap_var), max_shape);
+            account_churn::gamma_shape_from_logs(self.gap_mean(), f64::from(self.gap_log_mean))
+                .map_or(moments, |likeliest| moments.min(likeliest));
+        self.believe(estimate, max_shape)
+    }
+
+    /// The gamma shape book churn counts the account by: the moment
+    /// estimate alone, believed as [`Rhythm::believe`] says. Book churn
+    /// weighs a book against the company's share of accounts past the same
+    /// bars, every account judged alike, so a bias the moments share across
+    /// accounts cancels there; bounding them by the logarithms as well
+    /// lowered the company's shares, and honest books whose customers left
+    /// together stood out (an honest manager accused on a held-out world).
+    fn compared_shape(&self, max_shape: f64) -> f64 {
+        self.believe(self.moments_shape(max_shape), max_shape)
+    }
+
+    fn moments_shape(&self, max_shape: f64) -> f64 {
+        account_churn::gamma_shape(self.gap_mean(), f64::from(self.gap_var), max_shape)
+    }
+
+    /// An estimate of the shape taken one standard error toward irregular
+    /// (the estimate is noisy and an overconfident rhythm accuses), at most
+    /// half the gaps seen and at most `max_shape`.
+    fn believe(&self, estimate: f64, max_shape: f64) -> f64 {
+        let n = f64::from(self.gaps).min(RHYTHM_MEMORY);
         (estimate / (1.0 + (2.0 / n).sqrt())).clamp(0.5, max_shape.min(n / 2.0).max(0.5))
     }
 
     /// Whether a gap of `gap_days` is improbable under a learnt rhythm: its
     /// gamma survival below `churn.alpha`, the bar an account-churn alert
-    /// fires at. A gap no longer than the mean never is below a bar under
+    /// fires at, under the shape book churn counts by (what is learnt is
+    /// what book churn compares, so it is left as it was before the
+    /// logarithms bounded the alerts' shape). A gap no longer than the mean never is below a bar under
     /// 0.3 (the survival at the mean is 0.32 at the least regular shape
     /// believed, 0.5, and more at every other), so most orders cost no
     /// survival function.
@@ -636,7 +694,7 @@ impl Rhythm {
         {
             return false;
         }
-        let shape = self.believed_shape(churn.max_shape);
+        let shape = self.compared_shape(churn.max_shape);
         stats::gamma_survival(gap_days, shape, self.gap_mean() / shape) < churn.alpha
     }
 
@@ -646,13 +704,13 @@ impl Rhythm {
     /// gaps, and by then the history is long anyway).
     fn learnt(&self, min_gaps: u32, min_history: std::time::Duration) -> bool {
         let span_days = self.gap_mean() * f64::from(self.gaps);
-        self.gaps >= min_gaps && span_days * DAY as f64 >= min_history.as_secs_f64()
+        u32::from(self.gaps) >= min_gaps && span_days * DAY as f64 >= min_history.as_secs_f64()
     }
 
     /// How far the latest orders fell below `max_ratio` of the usual
     /// value, once `min_orders` orders before them make it known.
     fn value_fall(&self, min_orders: u32, max_ratio: f64) -> Option<ValueFall> {
-        let base = self.valued.checked_sub(VALUE_JUDGED as u32)?;
+        let base = u32::from(self.valued).checked_sub(VALUE_JUDGED as u32)?;
         if base < min_orders.max(2) {
             return None;
         }
@@ -1489,7 +1547,16 @@ fn judge_rhythm(
                 last_order: last_order.occurred_at,
             };
             let finding = account_churn::assess(&silence, churn);
-            p_value = finding.p_value;
+            let compared = account.rhythm.compared_shape(churn.max_shape);
+            p_value = if compared == silence.shape {
+                finding.p_value
+            } else {
+                let silence = OrderSilence {
+                    shape: compared,
+                    ..silence
+                };
+                account_churn::assess(&silence, churn).p_value
+            };
             if finding.alerting || account.watched {
                 observed = Some(finding);
             }
@@ -1959,6 +2026,68 @@ mod tests {
         assert_eq!(book.counts.churning, 1);
         assert_eq!(book.orders, [0, 0, 0]);
         assert!(book.expected_orders.iter().all(|e| e.get() == 0.0));
+    }
+
+    /// A customer who orders at random (exponential gaps of mean 10, drawn
+    /// once): no gap in 24 was over 2.2 times the mean, so the moments see
+    /// a regular rhythm (shape 2.3), and a 70-day silence (p = e^-7 ≈ 9e-4
+    /// in truth) would page. The shortest gaps tell the logarithms
+    /// otherwise (shape 1.1), and no alert names the account.
+    #[test]
+    fn a_customer_ordering_at_random_is_not_believed_regular() {
+        let churn = &Config::defaults().detect.churn;
+        let gaps = [
+            13.3, 12.2, 15.1, 18.3, 0.6, 1.2, 4.8, 12.7, 4.4, 17.7, 0.6, 22.0, 6.8, 17.0, 0.5,
+            13.2, 0.5, 13.8, 15.5, 9.7, 17.0, 23.8, 17.0, 2.8,
+        ];
+        let mut rhythm = Rhythm::default();
+        rhythm.add_order(None, 10.0);
+        for gap in gaps {
+            rhythm.add_order(Some(gap), 10.0);
+        }
+        let mean = rhythm.gap_mean();
+        let moments = account_churn::gamma_shape(mean, f64::from(rhythm.gap_var), 8.0);
+        assert!((2.2..2.35).contains(&moments), "{moments}");
+        let likeliest =
+            account_churn::gamma_shape_from_logs(mean, f64::from(rhythm.gap_log_mean)).unwrap();
+        assert!((1.0..1.2).contains(&likeliest), "{likeliest}");
+        let survival = |shape: f64| stats::gamma_survival(70.0, shape, mean / shape);
+        let alerting = rhythm.believed_shape(churn.max_shape);
+        assert!(survival(alerting) > churn.alpha, "{alerting}");
+        // The moments alone, taken toward irregular as the alert's shape
+        // is, would have it page; book churn counts by them (see
+        // `Rhythm::compared_shape`), far below its own bar.
+        let compared = rhythm.compared_shape(churn.max_shape);
+        assert!(survival(compared) < churn.alpha, "{compared}");
+        assert!(rhythm.is_improbable(70.0, churn));
+    }
+
+    /// A rhythm checkpointed before its logarithms' mean was kept reads
+    /// back with it unknown: judged by its moments alone, until gaps come.
+    #[test]
+    fn a_rhythm_without_its_logarithms_is_judged_by_its_moments() {
+        #[derive(Serialize)]
+        struct Before {
+            gaps: u32,
+            valued: u32,
+            gap_mean: f32,
+            gap_var: f32,
+        }
+        let before = Before {
+            gaps: 70_000,
+            valued: 12,
+            gap_mean: 10.0,
+            gap_var: 25.0,
+        };
+        let mut rhythm: Rhythm = rmp_serde::from_slice(&checkpoint::encode(&before)).unwrap();
+        assert_eq!((rhythm.gaps, rhythm.valued), (u16::MAX, 12));
+        assert!(rhythm.gap_log_mean.is_nan());
+        assert_eq!(
+            rhythm.believed_shape(8.0),
+            4.0 / (1.0 + (2.0 / 30.0f64).sqrt())
+        );
+        rhythm.add_order(Some(10.0), 10.0);
+        assert!(rhythm.gap_log_mean.is_finite());
     }
 
     #[test]
