@@ -33,7 +33,6 @@ Standard library only; deterministic for a seed.
 """
 
 import argparse
-import bisect
 import datetime as dt
 import json
 import math
@@ -63,6 +62,22 @@ def season(day):
     if (date.month == 12 and date.day >= 20) or (date.month == 1 and date.day <= 3):
         return 0.2
     return 1.0
+
+
+# What a diversion (start day, factor on the ordering rate, factor on the
+# order amount, days to ramp in) scales.
+RATE, AMOUNT = 1, 2
+
+
+def diversion_factor(account, day, which):
+    """The diversion's factor on the account's ordering `RATE` or order
+    `AMOUNT` on `day`, ramped in from 1: 1 without diversion."""
+    diverted = account["diverted"]
+    if diverted is None or day < diverted[0]:
+        return 1.0
+    start, ramp = diverted[0], diverted[3]
+    progress = 1.0 if ramp == 0 else min(1.0, (day - start) / ramp)
+    return 1.0 - (1.0 - diverted[which]) * progress
 
 
 class World:
@@ -165,7 +180,6 @@ class World:
             "decline_day": None,
             "diverted": None,  # (day, factor on rate, factor on amount, ramp days)
             "contract": rng.random() < 0.3,
-            "stop_visits": None,
         }
         if rng.random() < churn_per_year * self.days / 365:
             account["churn_day"] = rng.randint(account["since"] + 60, self.days - 1)
@@ -243,12 +257,7 @@ class World:
             factor *= 0.7
         if account["decline_day"] is not None and day >= account["decline_day"]:
             factor *= 0.5
-        if account["diverted"] is not None:
-            start, rate, _, ramp = account["diverted"]
-            if day >= start:
-                progress = 1.0 if ramp == 0 else min(1.0, (day - start) / ramp)
-                factor *= 1.0 - (1.0 - rate) * progress
-        return factor
+        return factor * diversion_factor(account, day, RATE)
 
     def gone(self, account, day):
         if account["churn_day"] is not None and day >= account["churn_day"]:
@@ -293,18 +302,14 @@ class World:
         for account in self.accounts:
             manager = account["manager"]
             for day in self.orders(account):
-                d = account["diverted"]
-                amount_factor = 1.0
-                if d is not None and day >= d[0]:
-                    progress = 1.0 if d[3] == 0 else min(1.0, (day - d[0]) / d[3])
-                    amount_factor = 1.0 - (1.0 - d[2]) * progress
+                amount_factor = diversion_factor(account, day, AMOUNT)
                 amount = round(account["size"] * amount_factor * rng.lognormvariate(0, 0.25), 2)
-                self.emit(day, "order_placed", self.owner(account, day), account,
+                self.emit(day, "order_placed", manager, account,
                           order_id=f"po-{self.next_id + 1}", amount=amount)
             if account["churn_day"] is not None:
                 self.labels["churned_accounts"].append({
                     "account_id": account["id"],
-                    "manager_id": self.owner(account, account["churn_day"])["id"],
+                    "manager_id": manager["id"],
                     "at": iso(account["churn_day"], 0),
                     "cause": "natural",
                 })
@@ -313,12 +318,6 @@ class World:
             self.contracts(account)
         self.reassign()
         self.events.sort(key=lambda e: (e[0], e[1], e[2]))
-
-    def owner(self, account, day):
-        for at, manager in reversed(account.get("owners", [])):
-            if day >= at:
-                return manager
-        return account["manager"]
 
     def activities(self, account):
         rng = self.rng
@@ -331,20 +330,21 @@ class World:
             d = int(day)
             if d >= self.days:
                 return
-            owner = self.owner(account, d)
-            if self.on_leave(owner, d):
+            if self.on_leave(manager, d):
                 continue
             if account["churn_day"] is not None and d >= account["churn_day"] + keep_calling:
                 return
             kind = rng.choices(["visit", "call", "email", "meeting"], [3, 4, 3, 1])[0]
-            self.emit(working_day(d) if working_day(d) < self.days else d,
-                      "activity_logged", owner, account, activity=kind)
+            logged = working_day(d)
+            self.emit(logged if logged < self.days else d,
+                      "activity_logged", manager, account, activity=kind)
             if rng.random() < 0.02:
-                self.emit(d, "customer_feedback", owner, account,
+                self.emit(d, "customer_feedback", manager, account,
                           kind=rng.choice(["complaint", "revisit"]), score=rng.randint(1, 5))
 
     def deals(self, account):
         rng = self.rng
+        owner = account["manager"]
         day = account["since"] + rng.uniform(0, 60)
         n = 0
         while True:
@@ -352,7 +352,6 @@ class World:
             d = working_day(int(day))
             if d >= self.days:
                 return
-            owner = self.owner(account, d)
             if self.on_leave(owner, d) or self.gone(account, d):
                 continue
             n += 1
@@ -414,7 +413,7 @@ class World:
         while day < self.days:
             n += 1
             renewed = not self.gone(account, day) and rng.random() < 0.95
-            self.emit(day, "contract_ended", self.owner(account, day), account,
+            self.emit(day, "contract_ended", account["manager"], account,
                       contract_id=f"k-{account['id']}-{n}", renewed=renewed,
                       amount=round(account["size"] * 12, 2))
             if not renewed:

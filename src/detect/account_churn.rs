@@ -145,22 +145,6 @@ fn round4(x: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn the_shape_from_logs_is_the_maximum_likelihood_one() {
-        // Exponential gaps of mean 1: E ln T = −γ (Euler's constant).
-        let exponential = gamma_shape_from_logs(1.0, -0.577_215_664_901_532_9).unwrap();
-        assert!((exponential - 1.0).abs() < 0.015, "{exponential}");
-        // Gamma(4) gaps of mean 10: E ln T = ψ(4) + ln(10 / 4), ψ(4) =
-        // 1.256117668431800 (scipy.special.digamma(4)).
-        let log_mean = 1.256_117_668_431_8 + (10.0f64 / 4.0).ln();
-        let four = gamma_shape_from_logs(10.0, log_mean).unwrap();
-        assert!((four - 4.0).abs() < 0.06, "{four}");
-        // No spread: nothing to say.
-        assert_eq!(gamma_shape_from_logs(10.0, 10.0f64.ln()), None);
-        assert_eq!(gamma_shape_from_logs(10.0, 3.0), None);
-    }
-
     use super::*;
     use crate::config::Config;
 
@@ -232,5 +216,20 @@ mod tests {
         let config = Config::defaults().detect.churn;
         let f = assess(&silence(41.37), &config);
         assert_eq!(f.test.p_value(), f.p_value);
+    }
+
+    #[test]
+    fn the_shape_from_logs_is_the_maximum_likelihood_one() {
+        // Exponential gaps of mean 1: E ln T = −γ (Euler's constant).
+        let exponential = gamma_shape_from_logs(1.0, -0.577_215_664_901_532_9).unwrap();
+        assert!((exponential - 1.0).abs() < 0.015, "{exponential}");
+        // Gamma(4) gaps of mean 10: E ln T = ψ(4) + ln(10 / 4), ψ(4) =
+        // 1.256117668431800 (scipy.special.digamma(4)).
+        let log_mean = 1.256_117_668_431_8 + (10.0f64 / 4.0).ln();
+        let four = gamma_shape_from_logs(10.0, log_mean).unwrap();
+        assert!((four - 4.0).abs() < 0.06, "{four}");
+        // No spread: nothing to say.
+        assert_eq!(gamma_shape_from_logs(10.0, 10.0f64.ln()), None);
+        assert_eq!(gamma_shape_from_logs(10.0, 3.0), None);
     }
 }

@@ -564,7 +564,7 @@ struct Rhythm {
     /// The gaps' logarithms' mean, weighted as the moments are (see
     /// [`account_churn::gamma_shape_from_logs`]); NaN while unknown (a
     /// rhythm checkpointed before 2026-11-30).
-    #[serde(default = "unknown")]
+    #[serde(default = "unknown_log_mean")]
     gap_log_mean: f32,
     /// ... and the moments of their log values, all but the last three:
     /// the usual value the latest orders are judged against.
@@ -577,13 +577,29 @@ struct Rhythm {
     recent_values: [f32; 3],
 }
 
+/// The gamma shapes a rhythm is judged by.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Shapes {
+    /// For an alert about the account: the lesser of the moments' estimate
+    /// and the maximum-likelihood one (from the logarithms' mean).
+    alerting: f64,
+    /// For book churn's counts and for learning: the moments' alone. Book
+    /// churn weighs a book against the company's share of accounts past
+    /// the same bars, every account judged alike, so a bias the moments
+    /// share across accounts cancels there; bounding them by the logarithms
+    /// as well lowered the company's shares, and honest books whose
+    /// customers left together stood out (an honest manager accused on a
+    /// held-out world).
+    compared: f64,
+}
+
 /// A count checkpointed as 32 bits before 2026-11-30, held in 16 now:
 /// larger counts read as the most 16 bits hold.
 fn saturating_u16<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
     u32::deserialize(deserializer).map(|n| u16::try_from(n).unwrap_or(u16::MAX))
 }
 
-fn unknown() -> f32 {
+fn unknown_log_mean() -> f32 {
     f32::NAN
 }
 
@@ -646,55 +662,40 @@ impl Rhythm {
         }
     }
 
-    /// The gamma shape an alert about the account is judged by: the lesser
-    /// of the moment estimate and the maximum-likelihood one (from the
-    /// logarithms' mean), believed as [`Rhythm::believe`] says.
-    fn believed_shape(&self, max_shape: f64) -> f64 {
-        let moments = self.moments_shape(max_shape);
-        let estimate =
+    /// The gamma shapes the rhythm is judged by, each estimate taken one
+    /// standard error toward irregular (the estimate is noisy and an
+    /// overconfident rhythm accuses), at most half the gaps seen and at
+    /// most `max_shape`.
+    fn shapes(&self, max_shape: f64) -> Shapes {
+        let n = f64::from(self.gaps).min(RHYTHM_MEMORY);
+        let believe = |estimate: f64| {
+            (estimate / (1.0 + (2.0 / n).sqrt())).clamp(0.5, max_shape.min(n / 2.0).max(0.5))
+        };
+        let moments =
+            account_churn::gamma_shape(self.gap_mean(), f64::from(self.gap_var), max_shape);
+        let likeliest =
             account_churn::gamma_shape_from_logs(self.gap_mean(), f64::from(self.gap_log_mean))
                 .map_or(moments, |likeliest| moments.min(likeliest));
-        self.believe(estimate, max_shape)
-    }
-
-    /// The gamma shape book churn counts the account by: the moment
-    /// estimate alone, believed as [`Rhythm::believe`] says. Book churn
-    /// weighs a book against the company's share of accounts past the same
-    /// bars, every account judged alike, so a bias the moments share across
-    /// accounts cancels there; bounding them by the logarithms as well
-    /// lowered the company's shares, and honest books whose customers left
-    /// together stood out (an honest manager accused on a held-out world).
-    fn compared_shape(&self, max_shape: f64) -> f64 {
-        self.believe(self.moments_shape(max_shape), max_shape)
-    }
-
-    fn moments_shape(&self, max_shape: f64) -> f64 {
-        account_churn::gamma_shape(self.gap_mean(), f64::from(self.gap_var), max_shape)
-    }
-
-    /// An estimate of the shape taken one standard error toward irregular
-    /// (the estimate is noisy and an overconfident rhythm accuses), at most
-    /// half the gaps seen and at most `max_shape`.
-    fn believe(&self, estimate: f64, max_shape: f64) -> f64 {
-        let n = f64::from(self.gaps).min(RHYTHM_MEMORY);
-        (estimate / (1.0 + (2.0 / n).sqrt())).clamp(0.5, max_shape.min(n / 2.0).max(0.5))
+        Shapes {
+            alerting: believe(likeliest),
+            compared: believe(moments),
+        }
     }
 
     /// Whether a gap of `gap_days` is improbable under a learnt rhythm: its
     /// gamma survival below `churn.alpha`, the bar an account-churn alert
     /// fires at, under the shape book churn counts by (what is learnt is
-    /// what book churn compares, so it is left as it was before the
-    /// logarithms bounded the alerts' shape). A gap no longer than the mean never is below a bar under
-    /// 0.3 (the survival at the mean is 0.32 at the least regular shape
-    /// believed, 0.5, and more at every other), so most orders cost no
-    /// survival function.
+    /// what book churn compares). A gap no longer than the mean never is
+    /// below a bar under 0.3 (the survival at the mean is 0.32 at the least
+    /// regular shape believed, 0.5, and more at every other), so most
+    /// orders cost no survival function.
     fn is_improbable(&self, gap_days: f64, churn: &ChurnConfig) -> bool {
         if (gap_days <= self.gap_mean() && churn.alpha < 0.3)
             || !self.learnt(churn.min_gaps, churn.min_history)
         {
             return false;
         }
-        let shape = self.compared_shape(churn.max_shape);
+        let shape = self.shapes(churn.max_shape).compared;
         stats::gamma_survival(gap_days, shape, self.gap_mean() / shape) < churn.alpha
     }
 
@@ -1536,23 +1537,23 @@ fn judge_rhythm(
             || account.watched
         {
             let business_days = elapsed_days * pace.ratio(last_order.occurred_at.day(), at.day());
+            let shapes = account.rhythm.shapes(churn.max_shape);
             let silence = OrderSilence {
                 elapsed_days,
                 business_days,
                 mean_gap: account.rhythm.gap_mean(),
-                shape: account.rhythm.believed_shape(churn.max_shape),
+                shape: shapes.alerting,
                 visits_since: u32::from(account.visits_since),
                 last_visit_days,
                 contract_lapsed: lapsed.is_some(),
                 last_order: last_order.occurred_at,
             };
             let finding = account_churn::assess(&silence, churn);
-            let compared = account.rhythm.compared_shape(churn.max_shape);
-            p_value = if compared == silence.shape {
+            p_value = if shapes.compared == shapes.alerting {
                 finding.p_value
             } else {
                 let silence = OrderSilence {
-                    shape: compared,
+                    shape: shapes.compared,
                     ..silence
                 };
                 account_churn::assess(&silence, churn).p_value
@@ -2052,13 +2053,12 @@ mod tests {
             account_churn::gamma_shape_from_logs(mean, f64::from(rhythm.gap_log_mean)).unwrap();
         assert!((1.0..1.2).contains(&likeliest), "{likeliest}");
         let survival = |shape: f64| stats::gamma_survival(70.0, shape, mean / shape);
-        let alerting = rhythm.believed_shape(churn.max_shape);
-        assert!(survival(alerting) > churn.alpha, "{alerting}");
+        let shapes = rhythm.shapes(churn.max_shape);
+        assert!(survival(shapes.alerting) > churn.alpha, "{shapes:?}");
         // The moments alone, taken toward irregular as the alert's shape
         // is, would have it page; book churn counts by them (see
-        // `Rhythm::compared_shape`), far below its own bar.
-        let compared = rhythm.compared_shape(churn.max_shape);
-        assert!(survival(compared) < churn.alpha, "{compared}");
+        // `Shapes::compared`), far below its own bar.
+        assert!(survival(shapes.compared) < churn.alpha, "{shapes:?}");
         assert!(rhythm.is_improbable(70.0, churn));
     }
 
@@ -2082,9 +2082,13 @@ mod tests {
         let mut rhythm: Rhythm = rmp_serde::from_slice(&checkpoint::encode(&before)).unwrap();
         assert_eq!((rhythm.gaps, rhythm.valued), (u16::MAX, 12));
         assert!(rhythm.gap_log_mean.is_nan());
+        let moments = 4.0 / (1.0 + (2.0 / 30.0f64).sqrt());
         assert_eq!(
-            rhythm.believed_shape(8.0),
-            4.0 / (1.0 + (2.0 / 30.0f64).sqrt())
+            rhythm.shapes(8.0),
+            Shapes {
+                alerting: moments,
+                compared: moments
+            }
         );
         rhythm.add_order(Some(10.0), 10.0);
         assert!(rhythm.gap_log_mean.is_finite());
