@@ -1,7 +1,8 @@
 //! Account churn, on the clock (DESIGN §4): each account's usual gap between
 //! orders is learnt from its own history as a gamma distribution (moments of
 //! the gaps and of their logarithms, exponentially weighted; an alert's
-//! shape the lesser of the two estimates, book churn's the moments'); the
+//! shape the least of the two estimates and the one of the gaps between
+//! the account's latest orders, book churn's the moments'); the
 //! account is overdue when the time
 //! since its last order is improbable under that fit — `gamma_survival`
 //! below `alpha` — judged as the watermark passes, not when the next order
@@ -10,6 +11,13 @@
 //! Time since the last order is measured in company business time: when the
 //! whole company orders at half its usual rate (a holiday), the clock runs at
 //! half speed, so a company-wide lull does not make every account overdue.
+//!
+//! A gamma fit believes a customer more regular than some are: one whose
+//! gaps come at random, or now and then with a long pause, can look even
+//! over a few dozen orders. So an alert also needs the silence to be longer
+//! than every gap among the account's latest orders (the account stage
+//! keeps twelve): a customer who was this quiet recently and came back is
+//! not called lost for being as quiet again.
 //!
 //! A manager who keeps visiting an account that has stopped ordering is the
 //! strongest single sign of diversion, and a contract that was not renewed
@@ -40,6 +48,9 @@ pub struct OrderSilence {
     pub last_visit_days: Option<f64>,
     pub contract_lapsed: bool,
     pub last_order: Timestamp,
+    /// The longest gap among the account's latest orders kept, days on the
+    /// wall of event time (0 when fewer than two are kept).
+    pub longest_recent_gap: f64,
 }
 
 /// The most gamma shape assumed: more regular than this is not believed.
@@ -81,61 +92,115 @@ pub fn kept_visiting(
     visits_since >= config.min_visits && last_visit_days.is_some_and(|d| d <= within)
 }
 
-/// Assesses one account with a learnt rhythm.
-pub fn assess(silence: &OrderSilence, config: &ChurnConfig) -> Finding {
-    let shape = round4(silence.shape);
-    let scale = round4(silence.mean_gap / silence.shape);
-    let t = round4(silence.business_days);
-    let test = StatTest::GammaSurvival { t, shape, scale };
+/// One silence judged: its test and p-value, and whether it is past the
+/// bar it alerts at. Cheap beside a [`Finding`], which only the silences
+/// the lifecycle must see are worded into ([`SilenceJudgement::finding`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SilenceJudgement {
+    pub test: StatTest,
+    pub p_value: f64,
+    pub alerting: bool,
+}
+
+/// Judges one account with a learnt rhythm.
+pub fn judge(silence: &OrderSilence, config: &ChurnConfig) -> SilenceJudgement {
+    let test = silence_test(silence);
     let p_value = test.p_value();
+    SilenceJudgement {
+        test,
+        p_value,
+        alerting: p_value < bar(silence, config)
+            && silence.elapsed_days > silence.longest_recent_gap,
+    }
+}
+
+/// The test of a silence: its gamma survival, from parameters rounded as
+/// the alert publishes them, so that the p-value recomputes exactly.
+pub fn silence_test(silence: &OrderSilence) -> StatTest {
+    StatTest::GammaSurvival {
+        t: round4(silence.business_days),
+        shape: round4(silence.shape),
+        scale: round4(silence.mean_gap / silence.shape),
+    }
+}
+
+/// The bar a silence alerts at: `signal_alpha` when the manager kept
+/// visiting or the contract lapsed, else `alpha`.
+fn bar(silence: &OrderSilence, config: &ChurnConfig) -> f64 {
     let visited = kept_visiting(silence.visits_since, silence.last_visit_days, config);
-    let alpha = if visited || silence.contract_lapsed {
+    if visited || silence.contract_lapsed {
         config.signal_alpha
     } else {
         config.alpha
-    };
-    let silence = *silence;
-    let summary = Summary::new(move || {
-        let mut signals = Vec::new();
-        if visited {
-            signals.push(format!(
-                "the manager logged {} activities on it since",
-                silence.visits_since
-            ));
-        }
-        if silence.contract_lapsed {
-            signals.push("its contract was not renewed".to_owned());
-        }
-        let lull = if silence.business_days + 0.5 < silence.elapsed_days {
-            format!(
-                " ({:.0} in business time, the company being slower than usual)",
-                silence.business_days
-            )
-        } else {
-            String::new()
-        };
-        format!(
-            "no order for {:.0} days{lull} since {}; usual gap {:.0} days{}",
-            silence.elapsed_days,
-            silence.last_order.date_string(),
-            silence.mean_gap,
-            if signals.is_empty() {
-                String::new()
-            } else {
-                format!("; {}", signals.join(" and "))
+    }
+}
+
+/// Assesses one account with a learnt rhythm.
+pub fn assess(silence: &OrderSilence, config: &ChurnConfig) -> Finding {
+    judge(silence, config).finding(silence, config)
+}
+
+impl SilenceJudgement {
+    /// The finding of the judged `silence`, worded.
+    pub fn finding(self, silence: &OrderSilence, config: &ChurnConfig) -> Finding {
+        let SilenceJudgement {
+            test,
+            p_value,
+            alerting,
+        } = self;
+        let alpha = bar(silence, config);
+        let visited = kept_visiting(silence.visits_since, silence.last_visit_days, config);
+        let silence = *silence;
+        let summary = Summary::new(move || {
+            let mut signals = Vec::new();
+            if visited {
+                signals.push(format!(
+                    "the manager logged {} activities on it since",
+                    silence.visits_since
+                ));
             }
-        )
-    });
-    Finding {
-        alerting: p_value < alpha,
-        holding: p_value < alpha * 10.0,
-        observed: silence.elapsed_days,
-        expected: silence.mean_gap,
-        test,
-        p_value,
-        component_p: p_value,
-        severity: Severity::for_p_value(p_value, config.critical_p_value),
-        summary,
+            if silence.contract_lapsed {
+                signals.push("its contract was not renewed".to_owned());
+            }
+            let lull = if silence.business_days + 0.5 < silence.elapsed_days {
+                format!(
+                    " ({:.0} in business time, the company being slower than usual)",
+                    silence.business_days
+                )
+            } else {
+                String::new()
+            };
+            let longest = if silence.longest_recent_gap > 0.0 {
+                format!(
+                    ", longest recent gap {:.0} days",
+                    silence.longest_recent_gap
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "no order for {:.0} days{lull} since {}; usual gap {:.0} days{longest}{}",
+                silence.elapsed_days,
+                silence.last_order.date_string(),
+                silence.mean_gap,
+                if signals.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", signals.join(" and "))
+                }
+            )
+        });
+        Finding {
+            alerting,
+            holding: p_value < alpha * 10.0,
+            observed: silence.elapsed_days,
+            expected: silence.mean_gap,
+            test,
+            p_value,
+            component_p: p_value,
+            severity: Severity::for_p_value(p_value, config.critical_p_value),
+            summary,
+        }
     }
 }
 
@@ -158,6 +223,7 @@ mod tests {
             last_visit_days: None,
             contract_lapsed: false,
             last_order: Timestamp(0),
+            longest_recent_gap: 0.0,
         }
     }
 
@@ -209,6 +275,31 @@ mod tests {
             assess(&stale, &config).alerting,
             assess(&silence(50.0), &config).alerting
         );
+    }
+
+    #[test]
+    fn a_silence_must_outlast_the_longest_recent_gap() {
+        let config = Config::defaults().detect.churn;
+        let past_the_bar = silence(70.0);
+        assert!(judge(&past_the_bar, &config).alerting);
+        let as_long_as_a_recent_pause = OrderSilence {
+            longest_recent_gap: 70.0,
+            ..past_the_bar
+        };
+        let judged = judge(&as_long_as_a_recent_pause, &config);
+        // Improbable under the rhythm all the same: book churn still counts it.
+        assert_eq!(judged.p_value, judge(&past_the_bar, &config).p_value);
+        assert!(judged.p_value < config.alpha);
+        assert!(!judged.alerting);
+        let longer = OrderSilence {
+            longest_recent_gap: 69.5,
+            ..past_the_bar
+        };
+        assert!(judge(&longer, &config).alerting);
+        assert!(assess(&longer, &config)
+            .summary
+            .text()
+            .ends_with("usual gap 14 days, longest recent gap 70 days"));
     }
 
     #[test]

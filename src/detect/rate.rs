@@ -220,7 +220,8 @@ pub fn finding(
     let (a, chosen) = assess_windows(windows, params, direction)?;
     let (chosen_inputs, window_days) = windows[chosen];
     let assessment = a.clone();
-    let team = team.to_owned();
+    // Inline for a team name of up to 24 bytes: no allocation per finding.
+    let team = crate::event::Id::from(team);
     let summary = Summary::new(move || {
         let movement = match assessment.team_shift {
             Some((before, now)) => format!(

@@ -40,7 +40,8 @@ use super::window::DailyBuckets;
 const VISITS_KEPT: usize = 4;
 
 /// Order times kept per account: enough to count orders over the longest
-/// order-volume window for all but the busiest accounts.
+/// order-volume window for all but the busiest accounts, and the gaps an
+/// account-churn alert's silence must outlast.
 const RECENT_ORDERS: usize = 12;
 
 /// The accounts, in one dense vector indexed by id: iterated in order at
@@ -125,6 +126,55 @@ fn gap_before(recent_orders: &[u32; RECENT_ORDERS]) -> Option<f64> {
         .take_while(|t| *t != 0)
         .find(|t| latest - t >= DAY / 2)
         .map(|t| (latest - t) as f64 / DAY as f64)
+}
+
+/// Gaps between an account's latest orders kept, deliveries at least half
+/// a day apart (as the rhythm learns them): what its ordering did of late,
+/// whether or not the rhythm learnt each gap (see the gap rule in
+/// [`AccountStage::apply`]) or still remembers it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct RecentGaps {
+    count: u32,
+    /// Their sum and the sum of their logarithms, days.
+    sum: f64,
+    log_sum: f64,
+    longest: f64,
+}
+
+/// Recent gaps needed before their spread bounds an alert's shape.
+const MIN_RECENT_GAPS: u32 = 5;
+
+impl RecentGaps {
+    fn of(recent_orders: &[u32; RECENT_ORDERS]) -> RecentGaps {
+        let mut gaps = RecentGaps::default();
+        let mut kept = recent_orders.iter().map(|t| i64::from(*t));
+        let Some(mut newer) = kept.next().filter(|t| *t != 0) else {
+            return gaps;
+        };
+        // A 0 is a time 32 bits do not hold: it ends what is known.
+        for older in kept.take_while(|t| *t != 0) {
+            let gap = (newer - older) as f64 / DAY as f64;
+            if gap >= 0.5 {
+                gaps.count += 1;
+                gaps.sum += gap;
+                gaps.log_sum += gap.ln();
+                gaps.longest = gaps.longest.max(gap);
+                newer = older;
+            }
+        }
+        gaps
+    }
+
+    /// Their maximum-likelihood gamma shape, believed as a rhythm's is;
+    /// `None` with fewer than [`MIN_RECENT_GAPS`].
+    fn believed_shape(&self, max_shape: f64) -> Option<f64> {
+        if self.count < MIN_RECENT_GAPS {
+            return None;
+        }
+        let n = f64::from(self.count);
+        account_churn::gamma_shape_from_logs(self.sum / n, self.log_sum / n)
+            .map(|shape| believed(shape, n, max_shape))
+    }
 }
 
 /// A time as [`AccountState::deals_due`] holds it: before 1970 is due at
@@ -581,7 +631,9 @@ struct Rhythm {
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Shapes {
     /// For an alert about the account: the lesser of the moments' estimate
-    /// and the maximum-likelihood one (from the logarithms' mean).
+    /// and the maximum-likelihood one (from the logarithms' mean); judging
+    /// an account bounds it by its latest orders' spread as well
+    /// ([`RecentGaps`]).
     alerting: f64,
     /// For book churn's counts and for learning: the moments' alone. Book
     /// churn weighs a book against the company's share of accounts past
@@ -623,6 +675,13 @@ fn add_moment(n: u32, mean: &mut f32, var: &mut f32, x: f64) {
     *var = ((1.0 - w) * (f64::from(*var) + w * delta * delta)) as f32;
 }
 
+/// A gamma shape estimated from `n` gaps, taken one standard error toward
+/// irregular (the estimate is noisy, and an overconfident rhythm accuses),
+/// at most half the gaps and at most `max_shape`.
+fn believed(estimate: f64, n: f64, max_shape: f64) -> f64 {
+    (estimate / (1.0 + (2.0 / n).sqrt())).clamp(0.5, max_shape.min(n / 2.0).max(0.5))
+}
+
 impl Rhythm {
     /// Mean gap between orders, days.
     fn gap_mean(&self) -> f64 {
@@ -662,15 +721,11 @@ impl Rhythm {
         }
     }
 
-    /// The gamma shapes the rhythm is judged by, each estimate taken one
-    /// standard error toward irregular (the estimate is noisy and an
-    /// overconfident rhythm accuses), at most half the gaps seen and at
-    /// most `max_shape`.
+    /// The gamma shapes the rhythm is judged by, each estimate believed
+    /// as [`believed`] says.
     fn shapes(&self, max_shape: f64) -> Shapes {
         let n = f64::from(self.gaps).min(RHYTHM_MEMORY);
-        let believe = |estimate: f64| {
-            (estimate / (1.0 + (2.0 / n).sqrt())).clamp(0.5, max_shape.min(n / 2.0).max(0.5))
-        };
+        let believe = |estimate: f64| believed(estimate, n, max_shape);
         let moments =
             account_churn::gamma_shape(self.gap_mean(), f64::from(self.gap_var), max_shape);
         let likeliest =
@@ -1537,7 +1592,13 @@ fn judge_rhythm(
             || account.watched
         {
             let business_days = elapsed_days * pace.ratio(last_order.occurred_at.day(), at.day());
-            let shapes = account.rhythm.shapes(churn.max_shape);
+            let recent = RecentGaps::of(&account.recent_orders);
+            let mut shapes = account.rhythm.shapes(churn.max_shape);
+            // An alert's rhythm is no more regular than the latest orders
+            // were, long pauses the rhythm did not learn included.
+            if let Some(recent_shape) = recent.believed_shape(churn.max_shape) {
+                shapes.alerting = shapes.alerting.min(recent_shape);
+            }
             let silence = OrderSilence {
                 elapsed_days,
                 business_days,
@@ -1547,19 +1608,22 @@ fn judge_rhythm(
                 last_visit_days,
                 contract_lapsed: lapsed.is_some(),
                 last_order: last_order.occurred_at,
+                longest_recent_gap: recent.longest,
             };
-            let finding = account_churn::assess(&silence, churn);
+            let judgement = account_churn::judge(&silence, churn);
             p_value = if shapes.compared == shapes.alerting {
-                finding.p_value
+                judgement.p_value
             } else {
                 let silence = OrderSilence {
                     shape: shapes.compared,
                     ..silence
                 };
-                account_churn::assess(&silence, churn).p_value
+                account_churn::silence_test(&silence).p_value()
             };
-            if finding.alerting || account.watched {
-                observed = Some(finding);
+            // Worded only for the lifecycle: most overdue accounts are
+            // neither past the bar nor watched.
+            if judgement.alerting || account.watched {
+                observed = Some(judgement.finding(&silence, churn));
             }
         }
     }
@@ -2092,6 +2156,88 @@ mod tests {
         );
         rhythm.add_order(Some(10.0), 10.0);
         assert!(rhythm.gap_log_mean.is_finite());
+    }
+
+    /// The first day, from `from` on, an account-churn alert about `acc-1`
+    /// fires (the lifecycle firing at once), with the alert.
+    fn first_churn_alert(stage: &mut AccountStage, from: i64, config: &Config) -> (i64, Alert) {
+        let mut life = Lifecycle::new(1, 7);
+        for day in from..from + 200 {
+            let mut out = Vec::new();
+            let at = Timestamp::from_day(day);
+            stage.evaluate(at, Timestamp(0), None, config, &mut life, &mut out);
+            if let Some(alert) = out.into_iter().find(|a| a.kind == AlertKind::AccountChurn) {
+                return (day, alert);
+            }
+        }
+        panic!("no account-churn alert within 200 days of day {from}");
+    }
+
+    #[test]
+    fn a_silence_no_longer_than_a_recent_gap_does_not_page() {
+        let config = Config::defaults();
+        // Every ten days, but for one pause of forty days it came back from
+        // (too improbable to be learnt as its pace), then every ten again.
+        let days: Vec<i64> = (0..10)
+            .map(|i| i * 10)
+            .chain((13..18).map(|i| i * 10))
+            .collect();
+        let mut paused = ordering_on("acc-1", &days, &config);
+        // The same customer without the pause pages well before it has been
+        // quiet forty days ...
+        let steady: Vec<i64> = (0..18).map(|i| i * 10).collect();
+        let (day, _) = first_churn_alert(&mut ordering_on("acc-1", &steady, &config), 171, &config);
+        assert!(day - 170 < 40, "day {day}");
+        // ... while the one that paused does not, until it has been quiet
+        // longer than that pause: 40.5 days at the start of day 211.
+        let (day, alert) = first_churn_alert(&mut paused, 171, &config);
+        assert_eq!(day, 211, "{}", alert.summary);
+        assert!(
+            alert
+                .summary
+                .contains("usual gap 10 days, longest recent gap 40 days"),
+            "{}",
+            alert.summary
+        );
+    }
+
+    #[test]
+    fn recent_gaps_are_between_deliveries_and_only_of_times_kept() {
+        let mut orders = [0u32; RECENT_ORDERS];
+        assert_eq!(RecentGaps::of(&orders), RecentGaps::default());
+        let day = DAY as u32;
+        orders[0] = 90 * day;
+        assert_eq!(RecentGaps::of(&orders), RecentGaps::default());
+        // The order an hour before 80 is the same delivery.
+        orders[..5].copy_from_slice(&[90 * day, 80 * day, 80 * day - 3600, 50 * day, 40 * day]);
+        let gaps = RecentGaps::of(&orders);
+        assert_eq!((gaps.count, gaps.sum, gaps.longest), (3, 50.0, 30.0));
+        assert!((gaps.log_sum - (10f64.ln() * 2.0 + 30f64.ln())).abs() < 1e-12);
+        // Too few to judge a shape by.
+        assert_eq!(gaps.believed_shape(8.0), None);
+        // A time 32 bits do not hold ends what is known.
+        orders[..4].copy_from_slice(&[90 * day, 80 * day, 0, 10 * day]);
+        assert_eq!(RecentGaps::of(&orders).longest, 10.0);
+    }
+
+    #[test]
+    fn recent_gaps_bound_the_shape_by_their_spread() {
+        let day = DAY as u32;
+        let even: [u32; RECENT_ORDERS] = std::array::from_fn(|i| (200 - 10 * i as u32) * day);
+        // No spread bounds nothing (the rhythm's own estimate stands).
+        assert_eq!(RecentGaps::of(&even).believed_shape(8.0), None);
+        // Ten gaps of 10 days and one of 60, by Thom's approximation.
+        let mut paused = even;
+        for t in &mut paused[6..] {
+            *t -= 50 * day;
+        }
+        let gaps = RecentGaps::of(&paused);
+        assert_eq!((gaps.count, gaps.sum, gaps.longest), (11, 160.0, 60.0));
+        let s = (160.0f64 / 11.0).ln() - (10.0 * 10f64.ln() + 60f64.ln()) / 11.0;
+        let thom = (3.0 - s + ((s - 3.0) * (s - 3.0) + 24.0 * s).sqrt()) / (12.0 * s);
+        let shape = gaps.believed_shape(8.0).unwrap();
+        assert!((shape - believed(thom, 11.0, 8.0)).abs() < 1e-12, "{shape}");
+        assert!(thom < 4.0, "{thom}");
     }
 
     #[test]
