@@ -92,8 +92,8 @@ pub fn kept_visiting(
     visits_since >= config.min_visits && last_visit_days.is_some_and(|d| d <= within)
 }
 
-/// One silence judged: its test and p-value, and whether it is past the
-/// bar it alerts at. Cheap beside a [`Finding`], which only the silences
+/// One silence judged: its test and p-value, and whether it alerts (past
+/// its bar, and longer than every recent gap). Cheap beside a [`Finding`], which only the silences
 /// the lifecycle must see are worded into ([`SilenceJudgement::finding`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SilenceJudgement {
@@ -102,7 +102,8 @@ pub struct SilenceJudgement {
     pub alerting: bool,
 }
 
-/// Judges one account with a learnt rhythm.
+/// Judges one account with a learnt rhythm. The longest recent gap
+/// decides only whether it alerts: the p-value is the test's alone.
 pub fn judge(silence: &OrderSilence, config: &ChurnConfig) -> SilenceJudgement {
     let test = silence_test(silence);
     let p_value = test.p_value();
