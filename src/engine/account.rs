@@ -112,24 +112,33 @@ struct AccountState {
     changed: bool,
 }
 
+/// The gaps, in days, between the kept order times (newest first), taken
+/// between deliveries: orders less than half a day apart are one. A time
+/// 32 bits do not hold (0) ends what is known.
+fn delivery_gaps(recent_orders: &[u32; RECENT_ORDERS]) -> impl Iterator<Item = f64> + '_ {
+    let mut kept = recent_orders
+        .iter()
+        .map(|t| i64::from(*t))
+        .take_while(|t| *t != 0);
+    let mut newer = kept.next();
+    kept.filter_map(move |older| {
+        let gap = newer? - older;
+        (gap >= DAY / 2).then(|| {
+            newer = Some(older);
+            gap as f64 / DAY as f64
+        })
+    })
+}
+
 /// The gap, in days, between the latest kept order and the latest kept one
 /// at least half a day before it (orders closer together are one delivery),
 /// if both are kept; times 32 bits do not hold are not.
 fn gap_before(recent_orders: &[u32; RECENT_ORDERS]) -> Option<f64> {
-    let latest = i64::from(recent_orders[0]);
-    if latest == 0 {
-        return None;
-    }
-    recent_orders[1..]
-        .iter()
-        .map(|t| i64::from(*t))
-        .take_while(|t| *t != 0)
-        .find(|t| latest - t >= DAY / 2)
-        .map(|t| (latest - t) as f64 / DAY as f64)
+    delivery_gaps(recent_orders).next()
 }
 
-/// Gaps between an account's latest orders kept, deliveries at least half
-/// a day apart (as the rhythm learns them): what its ordering did of late,
+/// The gaps between an account's latest orders kept ([`delivery_gaps`], as
+/// the rhythm learns them): what its ordering did of late,
 /// whether or not the rhythm learnt each gap (see the gap rule in
 /// [`AccountStage::apply`]) or still remembers it.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -147,20 +156,11 @@ const MIN_RECENT_GAPS: u32 = 5;
 impl RecentGaps {
     fn of(recent_orders: &[u32; RECENT_ORDERS]) -> RecentGaps {
         let mut gaps = RecentGaps::default();
-        let mut kept = recent_orders.iter().map(|t| i64::from(*t));
-        let Some(mut newer) = kept.next().filter(|t| *t != 0) else {
-            return gaps;
-        };
-        // A 0 is a time 32 bits do not hold: it ends what is known.
-        for older in kept.take_while(|t| *t != 0) {
-            let gap = (newer - older) as f64 / DAY as f64;
-            if gap >= 0.5 {
-                gaps.count += 1;
-                gaps.sum += gap;
-                gaps.log_sum += gap.ln();
-                gaps.longest = gaps.longest.max(gap);
-                newer = older;
-            }
+        for gap in delivery_gaps(recent_orders) {
+            gaps.count += 1;
+            gaps.sum += gap;
+            gaps.log_sum += gap.ln();
+            gaps.longest = gaps.longest.max(gap);
         }
         gaps
     }
