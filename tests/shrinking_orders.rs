@@ -3,6 +3,8 @@
 //! a market that shrinks the orders of a whole team's customers accuses no
 //! one (book churn holds its counts to the rest of the team's share too).
 
+mod common;
+
 use feidan::alert::{Alert, AlertKind, Status};
 use feidan::backtest::replay;
 use feidan::config::Config;
@@ -60,18 +62,7 @@ fn company(shrinks: impl Fn(usize, usize, usize) -> bool) -> Vec<u8> {
             }
         }
     }
-    events.sort_by_key(|(at, _)| *at);
-    let mut lines = Vec::new();
-    for (at, mut event) in events {
-        let occurred_at = chrono::DateTime::from_timestamp(at, 0).unwrap();
-        event.as_object_mut().unwrap().insert(
-            "occurred_at".into(),
-            json!(occurred_at.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
-        );
-        lines.extend(event.to_string().into_bytes());
-        lines.push(b'\n');
-    }
-    lines
+    common::jsonl_in_time_order(events)
 }
 
 /// The managers a manager-level alert fired for.

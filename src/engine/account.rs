@@ -823,6 +823,9 @@ pub struct Book {
     pub orders: [u64; 3],
     /// ... and how many their rhythms would have placed.
     pub expected_orders: [ExpectedOrders; 3],
+    /// The latest activity logged on the judged accounts since their last
+    /// orders: whether the manager is at work (see `presence`).
+    pub last_activity: Option<Timestamp>,
 }
 
 /// A book as written: the counts' fields inline. Spelt out rather than
@@ -841,6 +844,9 @@ struct BookWire<T, A> {
     churning_accounts: A,
     orders: [u64; 3],
     expected_orders: [ExpectedOrders; 3],
+    /// Absent from books of before 2026-11-30.
+    #[serde(default)]
+    last_activity: Option<Timestamp>,
 }
 
 impl Serialize for Book {
@@ -854,6 +860,7 @@ impl Serialize for Book {
             churning_accounts: &self.churning_accounts,
             orders: self.orders,
             expected_orders: self.expected_orders,
+            last_activity: self.last_activity,
         }
         .serialize(serializer)
     }
@@ -873,6 +880,7 @@ impl<'de> Deserialize<'de> for Book {
             churning_accounts: wire.churning_accounts,
             orders: wire.orders,
             expected_orders: wire.expected_orders,
+            last_activity: wire.last_activity,
         })
     }
 }
@@ -888,6 +896,7 @@ impl Book {
             self.orders[i] += part.orders[i];
             self.expected_orders[i] += part.expected_orders[i];
         }
+        self.last_activity = self.last_activity.max(part.last_activity);
     }
 }
 
@@ -1658,6 +1667,9 @@ fn judge_rhythm(
     }
     let book = books.of(&account.manager_id, &account.team);
     book.counts.judged += 1;
+    book.last_activity = book
+        .last_activity
+        .max(account.latest_visit.get(&account.recent_visits));
     // Order volume judges the accounts still ordering: a churning account's
     // missing orders are counted by book churn, and a customer who leaves
     // takes all its orders with it at once, which volume's Poisson test
@@ -1994,6 +2006,11 @@ mod tests {
                 [1, 2, 3]
             )
         );
+        assert_eq!(book.last_activity, None, "earlier books carry no activity");
+        let book = Book {
+            last_activity: Some(Timestamp(1_700_000_000)),
+            ..book
+        };
         let written = rmp_serde::to_vec_named(&book).unwrap();
         let fields: serde_json::Map<String, serde_json::Value> =
             rmp_serde::from_slice(&written).unwrap();
@@ -2005,6 +2022,7 @@ mod tests {
                 "churning_accounts",
                 "expected_orders",
                 "judged",
+                "last_activity",
                 "orders",
                 "shrinking",
                 "team",
@@ -2012,7 +2030,10 @@ mod tests {
             ]
         );
         let again: Book = rmp_serde::from_slice(&written).unwrap();
-        assert_eq!((again.counts, again.orders), (book.counts, book.orders));
+        assert_eq!(
+            (again.counts, again.orders, again.last_activity),
+            (book.counts, book.orders, book.last_activity)
+        );
     }
 
     /// A book's orders over half, one and two order windows (15, 30 and 60

@@ -27,8 +27,11 @@ use super::account::{Book, ExpectedOrders};
 use super::base_rates::{standing_out_in_teams, BaseRates, BookCounts};
 use super::checkpoint::{self, RestoreError};
 use super::eviction::EvictionSampler;
-use super::fact::{keep_largest, largest_between, DealOutcome, EvidenceRef, Fact, FactKind};
+use super::fact::{
+    keep_largest, largest_between, DealOutcome, EvidenceRef, Fact, FactKind, LeakRoute,
+};
 use super::lifecycle::{AlertDraft, Lifecycle};
+use super::presence::Presence;
 use super::window::{DailyBuckets, Tally};
 
 /// Losses and leaks kept per manager as candidate evidence; the largest are cited.
@@ -73,6 +76,10 @@ struct ManagerState {
     #[serde(default)]
     evidence_from: Timestamp,
     gauges: ManagerGauges,
+    /// The days the manager was seen at work, from their books: a deal that
+    /// stalls while they are away is not a leak.
+    #[serde(default)]
+    presence: Presence,
     /// The newest fact or book report about the manager, for expiry.
     last_seen: Timestamp,
     /// Whether the manager changed since the last checkpoint of changes
@@ -359,6 +366,14 @@ impl ManagerStage {
                 }
             }
             FactKind::DealExited { leak } => {
+                // A deal that stalled while its manager was away (on leave:
+                // no activity on any of their customers for longer than
+                // they ever go without) did not leave by their doing: it
+                // counts neither as leaked nor as having left.
+                let idle = fact.evidence.occurred_at.day()..day + 1;
+                if leak == Some(LeakRoute::Stalled) && manager.presence.away_during(idle) {
+                    return;
+                }
                 let counts = if leak.is_some() {
                     Tally::hit()
                 } else {
@@ -408,6 +423,9 @@ impl ManagerStage {
                     ..ManagerState::default()
                 });
             manager.last_seen = manager.last_seen.max(at);
+            manager
+                .presence
+                .observe(end_day, book.last_activity.map(Timestamp::day));
         }
 
         let mut team_sums: Map<Id, TeamSums> = Map::default();

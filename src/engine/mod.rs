@@ -18,6 +18,7 @@ mod intake;
 pub mod lifecycle;
 pub mod manager;
 pub mod pace;
+pub mod presence;
 pub mod shard;
 pub mod source;
 pub mod watermark;

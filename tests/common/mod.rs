@@ -619,3 +619,20 @@ impl Drop for Socat {
         let _ = self.0.wait();
     }
 }
+
+/// Events given as (Unix seconds, JSON object without `occurred_at`) as
+/// JSONL in event-time order, each with its `occurred_at`.
+pub fn jsonl_in_time_order(mut events: Vec<(i64, Value)>) -> Vec<u8> {
+    events.sort_by_key(|(at, _)| *at);
+    let mut lines = Vec::new();
+    for (at, mut event) in events {
+        let occurred_at = chrono::DateTime::from_timestamp(at, 0).unwrap();
+        event.as_object_mut().unwrap().insert(
+            "occurred_at".into(),
+            serde_json::json!(occurred_at.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+        );
+        lines.extend(event.to_string().into_bytes());
+        lines.push(b'\n');
+    }
+    lines
+}
