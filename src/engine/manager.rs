@@ -338,6 +338,15 @@ impl ManagerStage {
         let team = self.teams.entry(fact.team.clone()).or_default();
         team.changed = true;
         let day = fact.at.day();
+        // Closing a deal is work: a stall is inactivity, and proves nothing.
+        if !matches!(
+            fact.kind,
+            FactKind::DealExited {
+                leak: Some(LeakRoute::Stalled)
+            }
+        ) {
+            manager.presence.mark_at_work(day);
+        }
         match fact.kind {
             FactKind::DealClosed { outcome } => {
                 let counts = match &outcome {

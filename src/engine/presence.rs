@@ -1,7 +1,7 @@
 //! Whether a manager was at work, day by day: the days on which they logged
 //! an activity on one of their customers, as the account stage's books
 //! report them at each evaluation (a book carries its accounts' latest
-//! visit). The manager stage asks it whether a deal that stalled did so
+//! visit), or closed a deal. The manager stage asks it whether a deal that stalled did so
 //! while its manager was away (DESIGN §4: a manager on leave must not be
 //! accused): a deal cannot move while nobody is there to move it.
 //!
@@ -39,11 +39,19 @@ pub struct Presence {
 }
 
 impl Presence {
-    /// Records the manager's book at an evaluation that reports the days
-    /// before `end`, with the day of the book's latest activity, if any. The
-    /// last of those days becomes known (evaluations are daily: a day
-    /// between two evaluations further apart stays unknown).
-    pub fn observe(&mut self, end: i64, latest_activity_day: Option<i64>) {
+    /// Records that the manager acted on `day` (closed a deal): at work,
+    /// whatever their books say. The day becomes known at the next
+    /// evaluation that reports it.
+    pub fn mark_at_work(&mut self, day: i64) {
+        self.advance(day + 1);
+        if let Some(bit) = self.bit(day) {
+            self.at_work |= 1 << bit;
+        }
+    }
+
+    /// Moves the last day held to `end - 1`: the days since are not yet
+    /// known.
+    fn advance(&mut self, end: i64) {
         if end > self.end {
             let shift = end - self.end;
             (self.at_work, self.known) = if shift >= DAYS_KEPT || self.end == 0 {
@@ -53,6 +61,14 @@ impl Presence {
             };
             self.end = end;
         }
+    }
+
+    /// Records the manager's book at an evaluation that reports the days
+    /// before `end`, with the day of the book's latest activity, if any. The
+    /// last of those days becomes known (evaluations are daily: a day
+    /// between two evaluations further apart stays unknown).
+    pub fn observe(&mut self, end: i64, latest_activity_day: Option<i64>) {
+        self.advance(end);
         if let Some(bit) = self.bit(end - 1) {
             self.known |= 1 << bit;
         }
@@ -175,5 +191,24 @@ mod tests {
         let old = presence(300, |d| !(100..150).contains(&d));
         assert!(!old.away_during(100..150));
         assert!(presence(200, |d| !(100..150).contains(&d)).away_during(100..150));
+    }
+
+    /// Closing a deal is work: a manager whose books show no activity for
+    /// weeks but who closed deals meanwhile was not away, and a day marked
+    /// before its evaluation reports it counts once that evaluation does.
+    #[test]
+    fn a_manager_closing_deals_is_at_work_whatever_the_books_say() {
+        let away = presence(110, |d| !(60..100).contains(&d));
+        assert!(away.away_during(55..100));
+        let mut closing = Presence::default();
+        for day in 0..110 {
+            if (60..100).contains(&day) && day % 10 == 5 {
+                closing.mark_at_work(day);
+            }
+            closing.observe(day + 1, (!(60..100).contains(&day)).then_some(day));
+        }
+        assert!(!closing.away_during(55..100));
+        assert_eq!(closing.at_work(75), Some(true));
+        assert_eq!(closing.at_work(76), Some(false));
     }
 }
