@@ -22,17 +22,31 @@ impl LeakageConfig {
     }
 }
 
-/// Assesses one manager over the recent `windows` (inputs and length in
-/// days; see [`rate::assess_windows`]). `recent.hits` are leaked deals, `recent.total`
-/// every deal that left the pipeline.
+/// Assesses one manager over the recent windows (inputs and length in
+/// days; see [`rate::assess_windows`]), twice: `leaks`, whose `hits` are
+/// deals that leaked by any route of all that left the pipeline, and
+/// `cuts`, whose `hits` are the deals among them whose quote was cut by
+/// more than `cut_ratio`. A cut is the one route that is the manager's own
+/// act on the deal, and honest books hold few, so a run of them stands out
+/// where it would drown among the other routes. The threshold applies to
+/// the p-value times every window of both (Bonferroni). Returns the finding
+/// and whether it is about cuts.
 pub fn assess(
-    windows: &[(RateInputs, i64)],
+    leaks: &[(RateInputs, i64)],
+    cuts: &[(RateInputs, i64)],
     config: &LeakageConfig,
     team: &str,
-) -> Option<Finding> {
-    rate::finding(windows, &config.params(), Direction::Rise, team, |w| {
+) -> Option<(Finding, bool)> {
+    let windows: Vec<(RateInputs, i64)> = leaks.iter().chain(cuts).copied().collect();
+    let first_cut = leaks.len();
+    let summary = move |w: &rate::Wording<'_>| {
+        let (counted, routes) = if w.window >= first_cut {
+            ("had their quote cut", "by more than the cut ratio")
+        } else {
+            ("leaked", "withdrawn, no decision, stalled or cut")
+        };
         format!(
-            "{:.0}% of deals leaving the pipeline leaked ({} of {}: withdrawn, no decision, stalled or cut) over {} days; expected {:.0}% from own history ({} of {} before) and {}{}",
+            "{:.0}% of deals leaving the pipeline {counted} ({} of {}: {routes}) over {} days; expected {:.0}% from own history ({} of {} before) and {}{}",
             100.0 * w.assessment.observed,
             w.inputs.recent.hits,
             w.inputs.recent.total,
@@ -43,7 +57,10 @@ pub fn assess(
             w.team,
             w.movement,
         )
-    })
+    };
+    let (finding, chosen) =
+        rate::finding(&windows, &config.params(), Direction::Rise, team, summary)?;
+    Some((finding, chosen >= first_cut))
 }
 
 #[cfg(test)]
@@ -53,9 +70,16 @@ mod tests {
     use crate::config::Config;
     use crate::engine::window::Tally;
 
+    /// The finding of the leaks alone (no cut windows): never about cuts.
+    fn leaks_only(windows: &[(RateInputs, i64)]) -> Finding {
+        let config = Config::defaults().detect.leakage;
+        let (finding, about_cuts) = assess(windows, &[], &config, "t").unwrap();
+        assert!(!about_cuts);
+        finding
+    }
+
     #[test]
     fn a_rise_in_leaks_alerts_with_the_upper_tail() {
-        let config = Config::defaults().detect.leakage;
         let inputs = RateInputs {
             recent: Tally {
                 hits: 18,
@@ -74,7 +98,7 @@ mod tests {
                 total: 1600,
             },
         };
-        let finding = assess(&[(inputs, 90)], &config, "t").unwrap();
+        let finding = leaks_only(&[(inputs, 90)]);
         assert!(finding.alerting, "{finding:?}");
         assert!(matches!(
             finding.test,
@@ -104,7 +128,6 @@ mod tests {
 
     #[test]
     fn the_team_leaking_more_excuses_but_leaking_less_does_not_accuse() {
-        let config = Config::defaults().detect.leakage;
         let manager = inputs(
             tally(12, 30),
             tally(15, 100),
@@ -116,13 +139,13 @@ mod tests {
             team_recent: tally(0, 0),
             ..manager
         };
-        let alone = assess(&[(alone, 90)], &config, "t").unwrap();
+        let alone = leaks_only(&[(alone, 90)]);
         // The whole team leaks four times as much: the market, not the manager.
         let market = RateInputs {
             team_recent: tally(240, 400),
             ..manager
         };
-        let market = assess(&[(market, 90)], &config, "t").unwrap();
+        let market = leaks_only(&[(market, 90)]);
         assert!(market.expected > 0.4 && !market.alerting, "{market:?}");
         // The rest of the team leaks a third as much as before: no reason to
         // expect less of this manager than their own history.
@@ -130,7 +153,7 @@ mod tests {
             team_recent: tally(20, 400),
             ..manager
         };
-        let lucky = assess(&[(lucky, 90)], &config, "t").unwrap();
+        let lucky = leaks_only(&[(lucky, 90)]);
         assert!((lucky.expected - alone.expected).abs() < 1e-12, "{lucky:?}");
     }
 
@@ -139,11 +162,45 @@ mod tests {
         // Alone in the team, no leaks in 12 deals before, then 6 of 15: a
         // uniform prior expects 1 in 14 (scipy: betabinom.sf(5, 15, 1, 13)
         // = 0.0133), not certainty of none (which gave p = 7e-8).
-        let config = Config::defaults().detect.leakage;
         let alone = inputs(tally(6, 15), tally(0, 12), tally(0, 0), tally(0, 0));
-        let finding = assess(&[(alone, 30)], &config, "t").unwrap();
+        let finding = leaks_only(&[(alone, 30)]);
         assert!((finding.expected - 1.0 / 14.0).abs() < 1e-6, "{finding:?}");
         assert!((finding.p_value - 0.013285024).abs() < 1e-8, "{finding:?}");
         assert!(!finding.alerting && !finding.holding, "{finding:?}");
+    }
+
+    /// A manager whose deals leak a little more than usual, but whose quotes
+    /// are now cut where they almost never were: the cuts drown among the
+    /// leaks (12 of 30 against a quarter), and stand out alone (9 of 30
+    /// against 1 in 100). The threshold carries both windows tried.
+    #[test]
+    fn cut_quotes_stand_out_where_they_drown_among_the_leaks() {
+        let config = Config::defaults().detect.leakage;
+        let leaks = inputs(
+            tally(12, 30),
+            tally(25, 100),
+            tally(100, 400),
+            tally(400, 1600),
+        );
+        let cuts = inputs(tally(9, 30), tally(1, 100), tally(4, 400), tally(16, 1600));
+        let pooled = leaks_only(&[(leaks, 30)]);
+        assert!(!pooled.alerting, "{pooled:?}");
+        let (finding, about_cuts) = assess(&[(leaks, 30)], &[(cuts, 30)], &config, "t").unwrap();
+        assert!(about_cuts && finding.alerting, "{finding:?}");
+        assert!(matches!(
+            finding.test,
+            StatTest::BetabinomUpper { k: 9, n: 30, .. }
+        ));
+        assert!((finding.component_p - 2.0 * finding.p_value).abs() < 1e-15);
+        let summary = finding.summary.text();
+        assert!(
+            summary.starts_with("30% of deals leaving the pipeline had their quote cut (9 of 30"),
+            "{summary}"
+        );
+        // No cut among them: the leaks' own finding, held to both windows.
+        let none = inputs(tally(0, 30), tally(1, 100), tally(4, 400), tally(16, 1600));
+        let (finding, about_cuts) = assess(&[(leaks, 30)], &[(none, 30)], &config, "t").unwrap();
+        assert!(!about_cuts);
+        assert!((finding.component_p - 2.0 * pooled.p_value).abs() < 1e-15);
     }
 }

@@ -201,6 +201,8 @@ fn round6(x: f64) -> f64 {
 /// What a detector's summary sentence needs: the chosen window's counts and
 /// length, the assessment, and how the team moved (empty when it did not).
 pub struct Wording<'a> {
+    /// Which of the windows given was chosen.
+    pub window: usize,
     pub inputs: &'a RateInputs,
     pub window_days: i64,
     pub assessment: &'a RateAssessment,
@@ -209,14 +211,15 @@ pub struct Wording<'a> {
 }
 
 /// Assesses the `windows` (inputs and length in days) and words the result
-/// with `summary`: the whole of a rate detector but its sentence.
+/// with `summary`: the whole of a rate detector but its sentence. Returns
+/// the finding and which window it chose.
 pub fn finding(
     windows: &[(RateInputs, i64)],
     params: &RateParams,
     direction: Direction,
     team: &str,
-    summary: fn(&Wording<'_>) -> String,
-) -> Option<Finding> {
+    summary: impl Fn(&Wording<'_>) -> String + Send + Sync + 'static,
+) -> Option<(Finding, usize)> {
     let (a, chosen) = assess_windows(windows, params, direction)?;
     let (chosen_inputs, window_days) = windows[chosen];
     let assessment = a.clone();
@@ -232,6 +235,7 @@ pub fn finding(
             None => String::new(),
         };
         summary(&Wording {
+            window: chosen,
             inputs: &chosen_inputs,
             window_days,
             assessment: &assessment,
@@ -239,7 +243,7 @@ pub fn finding(
             movement,
         })
     });
-    Some(Finding {
+    let finding = Finding {
         alerting: a.alerting,
         holding: a.holding,
         observed: a.observed,
@@ -249,5 +253,6 @@ pub fn finding(
         component_p: a.component_p,
         severity: a.severity,
         summary,
-    })
+    };
+    Some((finding, chosen))
 }

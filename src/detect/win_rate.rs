@@ -42,6 +42,7 @@ pub fn assess(
             w.movement,
         )
     })
+    .map(|(finding, _)| finding)
 }
 
 #[cfg(test)]

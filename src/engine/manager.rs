@@ -64,6 +64,10 @@ struct ManagerState {
     closes: DailyBuckets<Tally>,
     /// Leaked of exited deals, by day.
     exits: DailyBuckets<Tally>,
+    /// Deals that left by a cut quote (a leak route, among `exits`), by
+    /// day. Absent from checkpoints of before 2026-11-30.
+    #[serde(default)]
+    cuts: DailyBuckets<u64>,
     /// Losses naming a competitor: (day, competitor index), oldest first.
     rivals: VecDeque<(i64, u32)>,
     /// The largest lost and leaked deals, kept as evidence. Deals older than
@@ -92,6 +96,8 @@ struct ManagerState {
 struct TeamState {
     closes: DailyBuckets<Tally>,
     exits: DailyBuckets<Tally>,
+    #[serde(default)]
+    cuts: DailyBuckets<u64>,
     rivals: VecDeque<(i64, u32)>,
     last_win_rate: Option<f64>,
     /// Whether the team changed since the last checkpoint of changes.
@@ -147,16 +153,17 @@ impl Windows {
             .min(self.rivals_from)
     }
 
-    /// Drops the closes, exits and competitor-named losses (of a manager or
-    /// a team) that no window reaches any more.
+    /// Drops the closes, exits (and cuts among them) and competitor-named
+    /// losses (of a manager or a team) that no window reaches any more.
     fn forget_older(
         &self,
-        closes: &mut DailyBuckets<Tally>,
-        exits: &mut DailyBuckets<Tally>,
+        [closes, exits]: [&mut DailyBuckets<Tally>; 2],
+        cuts: &mut DailyBuckets<u64>,
         rivals: &mut VecDeque<(i64, u32)>,
     ) {
         closes.prune_before(self.earliest());
         exits.prune_before(self.earliest());
+        cuts.prune_before(self.earliest());
         while rivals
             .front()
             .is_some_and(|(day, _)| *day < self.rivals_from)
@@ -185,11 +192,38 @@ fn rate_windows(
     })
 }
 
+/// The leakage windows' inputs with cut quotes as the hits: the deals that
+/// left the pipeline are the same (`exits`), and the cuts are among them.
+fn cut_windows(
+    exits: &[(RateInputs, i64); 3],
+    own: &DailyBuckets<u64>,
+    team: &[u64; 4],
+    w: &Windows,
+) -> [(RateInputs, i64); 3] {
+    let (own_history, own_recent) = own.sums(&w.leak_history, &w.leak_recent);
+    let cuts = |hits: u64, of: Tally| Tally {
+        hits: hits.min(of.total),
+        total: of.total,
+    };
+    std::array::from_fn(|i| {
+        let (exits, days) = exits[i];
+        let inputs = RateInputs {
+            recent: cuts(own_recent[i], exits.recent),
+            history: cuts(own_history, exits.history),
+            team_recent: cuts(team[i].saturating_sub(own_recent[i]), exits.team_recent),
+            team_history: cuts(team[3].saturating_sub(own_history), exits.team_history),
+        };
+        (inputs, days)
+    })
+}
+
 /// A team's sums over the windows: the three recent ones, then the history.
 #[derive(Default, Clone)]
 struct TeamSums {
     closes: [Tally; 4],
     exits: [Tally; 4],
+    /// Cut quotes among `exits`.
+    cuts: [u64; 4],
     rivals: Map<u32, u64>,
     named: u64,
 }
@@ -390,6 +424,10 @@ impl ManagerStage {
                 };
                 manager.exits.add(day, counts);
                 team.exits.add(day, counts);
+                if leak == Some(LeakRoute::Cut) {
+                    manager.cuts.add(day, 1);
+                    team.cuts.add(day, 1);
+                }
                 if leak.is_some() {
                     keep_largest(
                         &mut manager.leaks,
@@ -441,10 +479,18 @@ impl ManagerStage {
         for (name, team) in self.teams.iter_mut() {
             team.changed = true;
             let w = Windows::new(end_day, config.detect_for(name));
-            w.forget_older(&mut team.closes, &mut team.exits, &mut team.rivals);
+            w.forget_older(
+                [&mut team.closes, &mut team.exits],
+                &mut team.cuts,
+                &mut team.rivals,
+            );
             let mut sums = TeamSums {
                 closes: sums_over(&team.closes, &w.win_recent, &w.win_history),
                 exits: sums_over(&team.exits, &w.leak_recent, &w.leak_history),
+                cuts: {
+                    let (history, recent) = team.cuts.sums(&w.leak_history, &w.leak_recent);
+                    [recent[0], recent[1], recent[2], history]
+                },
                 ..TeamSums::default()
             };
             for (day, rival) in &team.rivals {
@@ -631,6 +677,8 @@ struct Verdict {
     windows: Windows,
     win: Option<Finding>,
     leak: Option<Finding>,
+    /// Whether `leak` is about quotes cut alone.
+    leak_cuts: bool,
     churn: Option<Finding>,
     /// Which of the book's accounts `churn` cites.
     churn_cites: Cited,
@@ -676,7 +724,11 @@ fn judge(
     manager.changed = true;
     let detect = ys.config.detect_for(&manager.team);
     let w = Windows::new(ys.end_day, detect);
-    w.forget_older(&mut manager.closes, &mut manager.exits, &mut manager.rivals);
+    w.forget_older(
+        [&mut manager.closes, &mut manager.exits],
+        &mut manager.cuts,
+        &mut manager.rivals,
+    );
     manager.evidence_from = Timestamp::from_day(
         w.win_recent[2]
             .start
@@ -693,7 +745,12 @@ fn judge(
     let win = win_rate::assess(&windows, &detect.win_rate, &team_name);
     let windows = rate_windows(&manager.exits, &team.exits, &w.leak_recent, &w.leak_history);
     manager.gauges.leakage_ratio = windows[2].0.recent.rate();
-    let leak = leakage::assess(&windows, &detect.leakage, &team_name);
+    let cut_inputs = cut_windows(&windows, &manager.cuts, &team.cuts, &w);
+    let (leak, leak_cuts) =
+        match leakage::assess(&windows, &cut_inputs, &detect.leakage, &team_name) {
+            Some((finding, cuts)) => (Some(finding), cuts),
+            None => (None, false),
+        };
 
     // Book churn.
     let book = ys.books.get(manager_id);
@@ -814,6 +871,7 @@ fn judge(
         windows: w,
         win,
         leak,
+        leak_cuts,
         churn,
         churn_cites,
         rival,
@@ -851,14 +909,12 @@ fn observe_verdict(
             |_| true,
         )
     };
+    // A finding about cut quotes cites the cut deals.
+    let cut_note = Some(LeakRoute::Cut.as_str());
     let leak_evidence = || {
-        largest_between(
-            leaks,
-            window_start(&w.leak_recent),
-            at,
-            max_evidence,
-            |_| true,
-        )
+        largest_between(leaks, window_start(&w.leak_recent), at, max_evidence, |e| {
+            !verdict.leak_cuts || e.note == cut_note
+        })
     };
     let churn_evidence = || {
         book.map_or_else(Vec::new, |b| {
