@@ -229,11 +229,10 @@ struct TeamSums {
 }
 
 /// A series' sums over three recent windows and a history.
-fn sums_over(
-    series: &DailyBuckets<Tally>,
-    recent: &[Range<i64>; 3],
-    history: &Range<i64>,
-) -> [Tally; 4] {
+fn sums_over<T>(series: &DailyBuckets<T>, recent: &[Range<i64>; 3], history: &Range<i64>) -> [T; 4]
+where
+    T: Copy + Default + std::ops::AddAssign + std::ops::Sub<Output = T>,
+{
     let (history, recent) = series.sums(history, recent);
     [recent[0], recent[1], recent[2], history]
 }
@@ -487,10 +486,7 @@ impl ManagerStage {
             let mut sums = TeamSums {
                 closes: sums_over(&team.closes, &w.win_recent, &w.win_history),
                 exits: sums_over(&team.exits, &w.leak_recent, &w.leak_history),
-                cuts: {
-                    let (history, recent) = team.cuts.sums(&w.leak_history, &w.leak_recent);
-                    [recent[0], recent[1], recent[2], history]
-                },
+                cuts: sums_over(&team.cuts, &w.leak_recent, &w.leak_history),
                 ..TeamSums::default()
             };
             for (day, rival) in &team.rivals {
