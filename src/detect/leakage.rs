@@ -2,7 +2,8 @@
 //! pipeline by leak routes — withdrawn, lost with `no_decision`, stalled
 //! past `stall_after`, or cut by more than `cut_ratio` before closing — of all
 //! deals leaving it, against their own history and their team
-//! ([`super::rate`]), tested with the beta-binomial upper tail.
+//! ([`super::rate`]), tested with the beta-binomial upper tail; and the
+//! share cut alone, the same way (see [`assess`]).
 
 use crate::config::LeakageConfig;
 

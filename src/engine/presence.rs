@@ -1,9 +1,10 @@
 //! Whether a manager was at work, day by day: the days on which they logged
 //! an activity on one of their customers, as the account stage's books
 //! report them at each evaluation (a book carries its accounts' latest
-//! visit), or closed a deal. The manager stage asks it whether a deal that stalled did so
-//! while its manager was away (DESIGN §4: a manager on leave must not be
-//! accused): a deal cannot move while nobody is there to move it.
+//! visit), or closed a deal. The manager stage asks it whether a deal that
+//! stalled did so while its manager was away (DESIGN §4: a manager on leave
+//! must not be accused): a deal cannot move while nobody is there to move
+//! it.
 //!
 //! A manager is away through a run of days without any activity that is
 //! improbable for them: at least [`MIN_AWAY_DAYS`], and long enough that a
@@ -29,7 +30,8 @@ const DAYS_KEPT: i64 = 128;
 /// the days reported.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Presence {
-    /// Bit `i` is the day `end - 1 - i`: an activity was reported for it ...
+    /// Bit `i` is the day `end - 1 - i`: an activity was reported for it,
+    /// or a deal closed on it ...
     at_work: u128,
     /// ... and the manager's book was reported for it (a manager with no
     /// account judged that day has no book, and nothing is known of them).
