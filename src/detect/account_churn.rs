@@ -93,8 +93,9 @@ pub fn kept_visiting(
 }
 
 /// One silence judged: its test and p-value, and whether it alerts (past
-/// its bar, and longer than every recent gap). Cheap beside a [`Finding`], which only the silences
-/// the lifecycle must see are worded into ([`SilenceJudgement::finding`]).
+/// its bar, and longer than every recent gap). Cheap beside a
+/// [`Finding`], which only the silences the lifecycle must see are worded
+/// into ([`SilenceJudgement::finding`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SilenceJudgement {
     pub test: StatTest,
@@ -110,7 +111,7 @@ pub fn judge(silence: &OrderSilence, config: &ChurnConfig) -> SilenceJudgement {
     SilenceJudgement {
         test,
         p_value,
-        alerting: p_value < bar(silence, config)
+        alerting: p_value < bar(silence, config).0
             && silence.elapsed_days > silence.longest_recent_gap,
     }
 }
@@ -125,15 +126,16 @@ pub fn silence_test(silence: &OrderSilence) -> StatTest {
     }
 }
 
-/// The bar a silence alerts at: `signal_alpha` when the manager kept
-/// visiting or the contract lapsed, else `alpha`.
-fn bar(silence: &OrderSilence, config: &ChurnConfig) -> f64 {
+/// The bar a silence alerts at, and whether the manager kept visiting:
+/// `signal_alpha` when they did or the contract lapsed, else `alpha`.
+fn bar(silence: &OrderSilence, config: &ChurnConfig) -> (f64, bool) {
     let visited = kept_visiting(silence.visits_since, silence.last_visit_days, config);
-    if visited || silence.contract_lapsed {
+    let bar = if visited || silence.contract_lapsed {
         config.signal_alpha
     } else {
         config.alpha
-    }
+    };
+    (bar, visited)
 }
 
 /// Assesses one account with a learnt rhythm.
@@ -149,8 +151,7 @@ impl SilenceJudgement {
             p_value,
             alerting,
         } = self;
-        let alpha = bar(silence, config);
-        let visited = kept_visiting(silence.visits_since, silence.last_visit_days, config);
+        let (alpha, visited) = bar(silence, config);
         let silence = *silence;
         let summary = Summary::new(move || {
             let mut signals = Vec::new();
