@@ -280,6 +280,10 @@ pub struct LabelledManager {
 pub struct LabelledDiverter {
     pub manager_id: String,
     pub onset: String,
+    /// How the manager diverts (the simulator's `blatant`, `subtle`, …),
+    /// when the labels say: the report then scores each style apart.
+    #[serde(default)]
+    pub style: Option<String>,
 }
 
 impl GroundTruth {
@@ -288,6 +292,11 @@ impl GroundTruth {
     /// [`BacktestError::Labels`] when the JSON does not have the fields above.
     pub fn parse(text: &str) -> Result<GroundTruth, BacktestError> {
         serde_json::from_str(text).map_err(|e| BacktestError::Labels(e.to_string()))
+    }
+
+    /// The end of the labelled span: `days` after `start`.
+    fn end(&self) -> Timestamp {
+        Timestamp::parse_rfc3339(&self.start).map_or(Timestamp(0), |s| s.plus(self.days * DAY))
     }
 }
 
@@ -307,6 +316,120 @@ pub struct ManagerScore {
     pub false_per_100_manager_years: f64,
     /// Median days from onset to the first alert, over detected diverters.
     pub median_delay_days: Option<f64>,
+    /// Every labelled diverter, in the labels' order, and what found them.
+    pub outcomes: Vec<DiverterOutcome>,
+    /// Every manager falsely accused, by id, with the alert that did it.
+    pub false_accusations: Vec<FalseAccusation>,
+}
+
+/// One labelled diverter and the first manager-level alert firing on them
+/// at or after their onset, if any.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiverterOutcome {
+    pub manager_id: String,
+    pub style: Option<String>,
+    pub onset: Timestamp,
+    /// Days of data from the onset to the end of the labelled span: a
+    /// diversion that began near the end had little time to show.
+    pub days_observed: i64,
+    pub found: Option<FirstAlert>,
+}
+
+impl DiverterOutcome {
+    /// Days from the onset to the first alert.
+    pub fn delay_days(&self) -> Option<f64> {
+        self.found
+            .as_ref()
+            .map(|first| (first.at.0 - self.onset.0) as f64 / DAY as f64)
+    }
+}
+
+/// A manager accused while not diverting (an honest manager, or a diverter
+/// before their onset), and the first such alert.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FalseAccusation {
+    pub manager_id: String,
+    pub first: FirstAlert,
+}
+
+/// The first firing alert of interest on a manager.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FirstAlert {
+    pub at: Timestamp,
+    pub kind: AlertKind,
+    pub summary: String,
+}
+
+impl FirstAlert {
+    fn of(alert: &Alert) -> FirstAlert {
+        FirstAlert {
+            at: alert.detected_at,
+            kind: alert.kind,
+            summary: alert.summary.clone(),
+        }
+    }
+}
+
+/// The diverters of one style: how many, how many found, and the median
+/// delay of those found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StyleScore {
+    pub style: String,
+    pub diverters: usize,
+    pub detected: usize,
+    pub median_delay_days: Option<f64>,
+}
+
+impl ManagerScore {
+    /// The diverters scored by style, in style order; empty when the labels
+    /// name no style.
+    pub fn by_style(&self) -> Vec<StyleScore> {
+        let mut styles: BTreeMap<&str, Vec<&DiverterOutcome>> = BTreeMap::new();
+        for outcome in &self.outcomes {
+            if let Some(style) = &outcome.style {
+                styles.entry(style).or_default().push(outcome);
+            }
+        }
+        styles
+            .into_iter()
+            .map(|(style, outcomes)| StyleScore {
+                style: style.to_owned(),
+                diverters: outcomes.len(),
+                detected: outcomes.iter().filter(|o| o.found.is_some()).count(),
+                median_delay_days: median(outcomes.iter().filter_map(|o| o.delay_days()).collect()),
+            })
+            .collect()
+    }
+
+    /// How many diverters each kind of alert found first, most first (then
+    /// by name).
+    pub fn found_first_by(&self) -> Vec<(AlertKind, usize)> {
+        let mut counts: Vec<(AlertKind, usize)> = AlertKind::ALL
+            .iter()
+            .map(|kind| {
+                let found = self
+                    .outcomes
+                    .iter()
+                    .filter(|o| o.found.as_ref().is_some_and(|f| f.kind == *kind))
+                    .count();
+                (*kind, found)
+            })
+            .filter(|(_, found)| *found > 0)
+            .collect();
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.as_str().cmp(b.0.as_str())));
+        counts
+    }
+}
+
+/// The median of `values`, `None` when there are none.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    match values.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(values[mid]),
+        _ => Some((values[mid - 1] + values[mid]) / 2.0),
+    }
 }
 
 /// Scores the firing manager-level transitions of a replay against labels.
@@ -316,9 +439,9 @@ pub fn score_managers(alerts: &[Alert], truth: &GroundTruth) -> ManagerScore {
         .iter()
         .filter_map(|d| Timestamp::parse_rfc3339(&d.onset).map(|t| (d.manager_id.as_str(), t)))
         .collect();
-    let mut first_true: BTreeMap<&str, Timestamp> = BTreeMap::new();
+    let mut first_true: BTreeMap<&str, &Alert> = BTreeMap::new();
     let mut accused = BTreeSet::new();
-    let mut falsely = BTreeSet::new();
+    let mut falsely: BTreeMap<&str, &Alert> = BTreeMap::new();
     for alert in alerts {
         if alert.status != Status::Firing || alert.kind == AlertKind::AccountChurn {
             continue;
@@ -327,26 +450,36 @@ pub fn score_managers(alerts: &[Alert], truth: &GroundTruth) -> ManagerScore {
         accused.insert(manager);
         match onsets.get(manager) {
             Some(onset) if alert.detected_at >= *onset => {
-                first_true.entry(manager).or_insert(alert.detected_at);
+                first_true.entry(manager).or_insert(alert);
             }
             _ => {
-                falsely.insert(manager);
+                falsely.entry(manager).or_insert(alert);
             }
         }
     }
-    let mut delays: Vec<f64> = first_true
+    let end = truth.end();
+    let outcomes: Vec<DiverterOutcome> = truth
+        .diverters
         .iter()
-        .map(|(m, at)| (at.0 - onsets[m].0) as f64 / DAY as f64)
+        .filter_map(|d| {
+            let onset = *onsets.get(d.manager_id.as_str())?;
+            Some(DiverterOutcome {
+                manager_id: d.manager_id.clone(),
+                style: d.style.clone(),
+                onset,
+                days_observed: (end.0 - onset.0).div_euclid(DAY),
+                found: first_true
+                    .get(d.manager_id.as_str())
+                    .map(|alert| FirstAlert::of(alert)),
+            })
+        })
         .collect();
-    delays.sort_by(f64::total_cmp);
-    let median_delay_days = (!delays.is_empty()).then(|| {
-        let mid = delays.len() / 2;
-        if delays.len() % 2 == 1 {
-            delays[mid]
-        } else {
-            (delays[mid - 1] + delays[mid]) / 2.0
-        }
-    });
+    let median_delay_days = median(
+        first_true
+            .iter()
+            .map(|(m, alert)| (alert.detected_at.0 - onsets[m].0) as f64 / DAY as f64)
+            .collect(),
+    );
     let honest_years =
         (truth.managers.len().saturating_sub(onsets.len())) as f64 * truth.days as f64 / 365.0;
     let true_accused = accused.len() - falsely.len();
@@ -363,6 +496,14 @@ pub fn score_managers(alerts: &[Alert], truth: &GroundTruth) -> ManagerScore {
             0.0
         },
         median_delay_days,
+        outcomes,
+        false_accusations: falsely
+            .into_iter()
+            .map(|(manager, alert)| FalseAccusation {
+                manager_id: manager.to_owned(),
+                first: FirstAlert::of(alert),
+            })
+            .collect(),
     }
 }
 
@@ -389,8 +530,7 @@ pub fn score_accounts(alerts: &[Alert], truth: &GroundTruth) -> AccountScore {
         .iter()
         .filter_map(|c| Timestamp::parse_rfc3339(&c.at).map(|t| (c.account_id.as_str(), t)))
         .collect();
-    let end =
-        Timestamp::parse_rfc3339(&truth.start).map_or(Timestamp(0), |s| s.plus(truth.days * DAY));
+    let end = truth.end();
     let mut detected = BTreeSet::new();
     let (mut total, mut false_alerts) = (0, 0);
     for alert in alerts {
@@ -448,5 +588,135 @@ mod tests {
         assert_eq!(report.outcomes["processed"], 1);
         assert_eq!(report.outcomes["duplicate"], 1);
         assert_eq!(report.dead_letters["not_json"], 1);
+    }
+
+    /// A firing alert of `kind` on `manager`, `day` days into 2025.
+    fn firing(kind: AlertKind, manager: &str, day: i64) -> Alert {
+        let at = Timestamp::parse_rfc3339("2025-01-01T00:00:00Z")
+            .expect("a time")
+            .plus(day * DAY);
+        Alert {
+            alert_id: format!("{}/{manager}/{day}", kind.as_str()),
+            status: Status::Firing,
+            kind,
+            severity: crate::alert::Severity::Warning,
+            manager_id: manager.to_owned(),
+            team: "north".to_owned(),
+            account_id: (kind == AlertKind::AccountChurn).then(|| "acc-1".to_owned()),
+            detected_at: at,
+            window_start: at,
+            window_end: at,
+            observed: 0.0,
+            expected: 0.0,
+            test: crate::alert::StatTest::BinomialUpper {
+                k: 5,
+                n: 10,
+                p: 0.1,
+            },
+            p_value: 1e-6,
+            evidence: Vec::new(),
+            summary: format!("{} on {manager}", kind.as_str()),
+        }
+    }
+
+    #[test]
+    fn each_diverter_is_scored_by_style_with_the_alert_that_found_them() {
+        let truth = GroundTruth::parse(
+            r#"{"start": "2025-01-01T00:00:00Z", "days": 300,
+                "managers": [{"manager_id": "d1"}, {"manager_id": "d2"}, {"manager_id": "d3"},
+                             {"manager_id": "h1"}, {"manager_id": "h2"}],
+                "diverters": [
+                    {"manager_id": "d1", "onset": "2025-03-02T00:00:00Z", "style": "blatant"},
+                    {"manager_id": "d2", "onset": "2025-03-02T00:00:00Z", "style": "blatant"},
+                    {"manager_id": "d3", "onset": "2025-09-28T00:00:00Z", "style": "subtle"}]}"#,
+        )
+        .unwrap();
+        // Onsets on day 60 (d1, d2) and day 270 (d3).
+        let alerts = [
+            firing(AlertKind::BookChurn, "d1", 70),
+            firing(AlertKind::DiversionRisk, "d1", 80),
+            firing(AlertKind::WinRateDrop, "d2", 30),
+            firing(AlertKind::DiversionRisk, "d2", 100),
+            firing(AlertKind::CompetitorConcentration, "h1", 200),
+            firing(AlertKind::AccountChurn, "h2", 50),
+        ];
+        let score = score_managers(&alerts, &truth);
+
+        let found: Vec<(&str, Option<AlertKind>, Option<f64>, i64)> = score
+            .outcomes
+            .iter()
+            .map(|o| {
+                let kind = o.found.as_ref().map(|f| f.kind);
+                (o.manager_id.as_str(), kind, o.delay_days(), o.days_observed)
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("d1", Some(AlertKind::BookChurn), Some(10.0), 240),
+                ("d2", Some(AlertKind::DiversionRisk), Some(40.0), 240),
+                ("d3", None, None, 30),
+            ]
+        );
+        assert_eq!(score.median_delay_days, Some(25.0));
+        assert_eq!(
+            score.by_style(),
+            [
+                StyleScore {
+                    style: "blatant".into(),
+                    diverters: 2,
+                    detected: 2,
+                    median_delay_days: Some(25.0),
+                },
+                StyleScore {
+                    style: "subtle".into(),
+                    diverters: 1,
+                    detected: 0,
+                    median_delay_days: None,
+                },
+            ]
+        );
+        assert_eq!(
+            score.found_first_by(),
+            [(AlertKind::BookChurn, 1), (AlertKind::DiversionRisk, 1)]
+        );
+        // d2 was accused before the onset, h1 while honest; h2's account
+        // alert accuses no manager.
+        let accused: Vec<(&str, AlertKind, &str)> = score
+            .false_accusations
+            .iter()
+            .map(|f| {
+                (
+                    f.manager_id.as_str(),
+                    f.first.kind,
+                    f.first.summary.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            accused,
+            [
+                ("d2", AlertKind::WinRateDrop, "win_rate_drop on d2"),
+                (
+                    "h1",
+                    AlertKind::CompetitorConcentration,
+                    "competitor_concentration on h1"
+                ),
+            ]
+        );
+        assert_eq!(score.falsely_accused, 2);
+    }
+
+    #[test]
+    fn labels_without_styles_score_no_style() {
+        let truth = GroundTruth::parse(
+            r#"{"start": "2025-01-01T00:00:00Z", "days": 100, "managers": [{"manager_id": "d1"}],
+                "diverters": [{"manager_id": "d1", "onset": "2025-02-01T00:00:00Z"}]}"#,
+        )
+        .unwrap();
+        let score = score_managers(&[firing(AlertKind::BookChurn, "d1", 40)], &truth);
+        assert_eq!(score.by_style(), []);
+        assert_eq!(score.found_first_by(), [(AlertKind::BookChurn, 1)]);
+        assert_eq!(score.outcomes[0].style, None);
     }
 }

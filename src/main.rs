@@ -596,6 +596,96 @@ fn print_scores(
             "Accounts: {} of {} churned accounts detected (recall {:.2}); {} alerts, {} false (precision {:.2}).",
             accounts.detected, accounts.churned, accounts.recall, accounts.alerts, accounts.false_alerts, accounts.precision
         )?;
+        print_diverters(stdout, &score)?;
+    }
+    Ok(())
+}
+
+/// At most this many missed diverters, and as many false accusations, are
+/// listed by name.
+const LISTED: usize = 20;
+
+/// What a data engineer tuning thresholds reads after the scores: each
+/// diversion style's recall and delay, which detector found the diverters
+/// first, and by name the diverters missed and the managers falsely
+/// accused, each with the alert that accused them.
+fn print_diverters(stdout: &mut impl Write, score: &backtest::ManagerScore) -> Result<()> {
+    let days = |d: Option<f64>| d.map_or("n/a".to_owned(), |d| format!("{d:.0} days"));
+    let styles = score.by_style();
+    if !styles.is_empty() {
+        writeln!(
+            stdout,
+            "Diverters by style (found; median delay from the onset to the first alert):"
+        )?;
+        for style in &styles {
+            writeln!(
+                stdout,
+                "  {:<18} {} of {}; {}",
+                style.style,
+                style.detected,
+                style.diverters,
+                days(style.median_delay_days)
+            )?;
+        }
+    }
+    let first = score.found_first_by();
+    if !first.is_empty() {
+        let kinds: Vec<String> = first
+            .iter()
+            .map(|(kind, found)| format!("{} {found}", kind.as_str()))
+            .collect();
+        writeln!(
+            stdout,
+            "First alert on each diverter found, by kind: {}.",
+            kinds.join(", ")
+        )?;
+    }
+    let missed: Vec<&backtest::DiverterOutcome> = score
+        .outcomes
+        .iter()
+        .filter(|o| o.found.is_none())
+        .collect();
+    if !missed.is_empty() {
+        writeln!(stdout, "Diverters missed ({}):", missed.len())?;
+        for outcome in missed.iter().take(LISTED) {
+            let style = outcome
+                .style
+                .as_deref()
+                .map_or(String::new(), |style| format!("{style}, "));
+            writeln!(
+                stdout,
+                "  {} ({style}onset {}, {} days of data after it)",
+                outcome.manager_id, outcome.onset, outcome.days_observed
+            )?;
+        }
+        print_more(stdout, missed.len())?;
+    }
+    if !score.false_accusations.is_empty() {
+        writeln!(
+            stdout,
+            "Managers falsely accused ({}), each with the first alert that did it:",
+            score.false_accusations.len()
+        )?;
+        for accused in score.false_accusations.iter().take(LISTED) {
+            let first = &accused.first;
+            writeln!(
+                stdout,
+                "  {} at {}, {}: {}",
+                accused.manager_id,
+                first.at,
+                first.kind.as_str(),
+                first.summary
+            )?;
+        }
+        print_more(stdout, score.false_accusations.len())?;
+    }
+    Ok(())
+}
+
+/// The line that says how many of a list were not printed.
+fn print_more(stdout: &mut impl Write, listed: usize) -> Result<()> {
+    if listed > LISTED {
+        writeln!(stdout, "  … and {} more", listed - LISTED)?;
     }
     Ok(())
 }

@@ -147,6 +147,22 @@ fn simulate_then_backtest_writes_alerts_and_a_summary() {
     assert!(stdout.contains("  alerts "), "{stdout}");
     assert!(stdout.contains("churned accounts detected"), "{stdout}");
     assert!(stdout.contains("diverters detected"), "{stdout}");
+    // This world's two diverters, scored by their styles; any missed are
+    // named, with how long the data ran after their onset.
+    assert!(stdout.contains("Diverters by style"), "{stdout}");
+    assert!(
+        stdout.contains("\n  blatant            1 of 1;"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\n  subtle             "), "{stdout}");
+    assert!(
+        stdout.contains("First alert on each diverter found, by kind: "),
+        "{stdout}"
+    );
+    if let Some(missed) = stdout.split("Diverters missed (").nth(1) {
+        let first = missed.lines().nth(1).unwrap_or_default();
+        assert!(first.contains("days of data after it)"), "{stdout}");
+    }
     let written = std::fs::read_to_string(&alerts).unwrap();
     assert!(written.lines().count() >= 2);
     for line in written.lines() {
