@@ -8,6 +8,11 @@
 //! below `alpha` — judged as the watermark passes, not when the next order
 //! finally comes.
 //!
+//! Where the company's customers pause longer than gamma tails allow, the
+//! p-value is scaled by how often the customers who came back were that
+//! late (`engine::calibration`), and the alert's test is the less regular
+//! gamma shape that gives it ([`shape_with_survival`]).
+//!
 //! Time since the last order is measured in company business time: when the
 //! whole company orders at half its usual rate (a holiday), the clock runs at
 //! half speed, so a company-wide lull does not make every account overdue.
@@ -26,6 +31,7 @@
 
 use crate::alert::{Severity, StatTest};
 use crate::config::ChurnConfig;
+use crate::stats;
 use crate::time::Timestamp;
 
 use super::{Finding, Summary};
@@ -126,6 +132,76 @@ pub fn silence_test(silence: &OrderSilence) -> StatTest {
     }
 }
 
+/// The p-value below which a silence alerts (see [`bar`]).
+pub fn alerting_bar(silence: &OrderSilence, config: &ChurnConfig) -> f64 {
+    bar(silence, config).0
+}
+
+/// A gamma shape, at most `shape` (whose survival there is `survival`),
+/// whose survival at a silence of `ratio` mean gaps is about `target`,
+/// within 5%: the rhythm an alert is judged by once the
+/// company's tail calibration (`engine::calibration`) says silences this
+/// long are likelier than the fit's own shape makes them.
+///
+/// First by the Wilson–Hilferty approximation, whose cube root of a gamma
+/// variable is nearly normal: with u = 1/(9k) the survival is about that
+/// of z = (ratio^(1/3) − 1 + u) / √u, solved for the larger k giving
+/// `target`'s z; where no shape gives that much, z falling no lower than
+/// 2 √(ratio^(1/3) − 1) at k = 1 / (9 (ratio^(1/3) − 1)), that least
+/// regular shape. Then false-position steps on the exact log survival,
+/// bracketed by that least regular shape and `shape`: mostly the guess is
+/// close enough, and one survival is all it costs. The test an alert
+/// publishes is the exact survival under the shape returned, so all this
+/// only chooses the shape.
+pub fn shape_with_survival(ratio: f64, target: f64, shape: f64, survival: f64) -> f64 {
+    let c = ratio.cbrt() - 1.0;
+    if !(c > 0.0 && target > survival && target < 0.5) {
+        return shape;
+    }
+    let miss = |k: f64| (stats::gamma_survival(ratio, k, 1.0 / k) / target).ln();
+    let least = (1.0 / (9.0 * c)).min(shape);
+    // Wilson–Hilferty's guess.
+    let z = std::f64::consts::SQRT_2 * statrs::function::erf::erfc_inv(2.0 * target);
+    let discriminant = z * z - 4.0 * c;
+    let guess = if discriminant > 0.0 {
+        let root_u = (z - discriminant.sqrt()) / 2.0;
+        (1.0 / (9.0 * root_u * root_u)).clamp(least, shape)
+    } else {
+        least
+    };
+    let mut k = guess;
+    let mut k_miss = miss(k);
+    if k_miss.abs() < 0.05 || (k == least && k_miss < 0.0) {
+        return k;
+    }
+    // The bracket: `shape` falls short of the target; the least regular
+    // shape, if it does too, is as near as any comes.
+    let (mut high, mut high_miss) = (shape, (survival / target).ln());
+    let (mut low, mut low_miss) = if k_miss > 0.0 {
+        (k, k_miss)
+    } else {
+        (high, high_miss) = (k, k_miss);
+        let least_miss = miss(least);
+        if least_miss <= 0.0 {
+            return least;
+        }
+        (least, least_miss)
+    };
+    for _ in 0..8 {
+        k = low + low_miss * (high - low) / (low_miss - high_miss);
+        k_miss = miss(k);
+        if k_miss.abs() < 0.05 {
+            break;
+        }
+        if k_miss > 0.0 {
+            (low, low_miss) = (k, k_miss);
+        } else {
+            (high, high_miss) = (k, k_miss);
+        }
+    }
+    k
+}
+
 /// The bar a silence alerts at, and whether the manager kept visiting:
 /// `signal_alpha` when they did or the contract lapsed, else `alpha`.
 fn bar(silence: &OrderSilence, config: &ChurnConfig) -> (f64, bool) {
@@ -214,6 +290,53 @@ fn round4(x: f64) -> f64 {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::stats::gamma_survival;
+
+    #[test]
+    fn a_calibrated_tail_is_met_by_a_less_regular_shape() {
+        // Silences of 3 to 8 mean gaps under shapes 1 to 8, made 3 to 300
+        // times likelier, up to 0.01: the shape found is less regular, its
+        // survival there within 10% of the target.
+        let mut checked = 0;
+        for shape in [1.0, 2.0, 4.0, 8.0] {
+            for ratio in [3.0, 5.0, 8.0] {
+                let fit = gamma_survival(ratio, shape, 1.0 / shape);
+                for factor in [3.0, 30.0, 300.0] {
+                    let target = (fit * factor).min(0.01);
+                    if target <= fit * 1.5 {
+                        continue;
+                    }
+                    let k = shape_with_survival(ratio, target, shape, fit);
+                    assert!(
+                        k < shape,
+                        "shape {shape} ratio {ratio} target {target}: {k}"
+                    );
+                    let survival = gamma_survival(ratio, k, 1.0 / k);
+                    assert!(
+                        (survival / target - 1.0).abs() < 0.1,
+                        "shape {shape} ratio {ratio} target {target:e}: k {k} gives {survival:e}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 25, "{checked}");
+    }
+
+    #[test]
+    fn no_shape_is_changed_without_a_silence_past_the_mean_or_a_target() {
+        let at = |ratio: f64, shape: f64| gamma_survival(ratio, shape, 1.0 / shape);
+        assert_eq!(shape_with_survival(0.8, 0.45, 4.0, at(0.8, 4.0)), 4.0);
+        assert_eq!(shape_with_survival(5.0, 0.7, 4.0, at(5.0, 4.0)), 4.0);
+        // A target the shape already meets.
+        assert_eq!(shape_with_survival(3.0, 0.5e-2, 1.0, at(3.0, 1.0)), 1.0);
+        // A target no shape reaches: the least regular shape there.
+        let k = shape_with_survival(1.2, 0.45, 4.0, at(1.2, 4.0));
+        assert!(
+            (k - 1.0 / (9.0 * (1.2f64.cbrt() - 1.0))).abs() < 1e-12,
+            "{k}"
+        );
+    }
 
     fn silence(days: f64) -> OrderSilence {
         OrderSilence {

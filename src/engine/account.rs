@@ -29,6 +29,7 @@ use crate::stats;
 use crate::time::{Timestamp, DAY};
 
 use super::base_rates::BookCounts;
+use super::calibration::{Calibration, TailCounts};
 use super::checkpoint::{self, RestoreError, StaticName};
 use super::eviction::EvictionSampler;
 use super::fact::{DealOutcome, EvidenceRef, Fact, FactKind, LeakRoute};
@@ -66,6 +67,10 @@ pub struct AccountStage {
     /// The orders per day the accounts still ordering expect, sampled at
     /// each evaluation (see `pace`).
     company_expected: DailyBuckets<StillOrdering>,
+    /// The gaps ended by the orders of each evaluation's day, and how many
+    /// a silence test would have put past each tail level (see
+    /// `calibration`), by the day of the evaluation.
+    company_tails: DailyBuckets<TailCounts>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -789,6 +794,20 @@ pub const NOTE_NOT_RENEWED: &str = "contract_not_renewed";
 /// usual value.
 pub const NOTE_VALUE_FELL: &str = "order_value_fell";
 
+impl AccountState {
+    /// The gamma shapes the account's silences are judged by, and its
+    /// latest gaps: an alert's rhythm is no more regular than the latest
+    /// orders were, long pauses the rhythm did not learn included.
+    fn judged_shapes(&self, max_shape: f64) -> (Shapes, RecentGaps) {
+        let recent = RecentGaps::of(&self.recent_orders);
+        let mut shapes = self.rhythm.shapes(max_shape);
+        if let Some(recent_shape) = recent.believed_shape(max_shape) {
+            shapes.alerting = shapes.alerting.min(recent_shape);
+        }
+        (shapes, recent)
+    }
+}
+
 /// Key prefix of account records in a checkpoint.
 pub const ACCOUNT_PREFIX: &str = "account/";
 
@@ -802,6 +821,10 @@ pub struct AccountGlobals {
     /// runs on orders alone until the samples cover a baseline again.
     #[serde(default)]
     company_expected: DailyBuckets<StillOrdering>,
+    /// Absent from checkpoints of before 2026-12-01: silences are then
+    /// judged on the rhythms' own tails until gaps are counted again.
+    #[serde(default)]
+    company_tails: DailyBuckets<TailCounts>,
 }
 
 /// One manager's book as the account stage sees it at an evaluation.
@@ -998,6 +1021,8 @@ struct JudgedPart {
     observed: Vec<(usize, Finding)>,
     /// Orders per day the part's accounts still ordering expect.
     expected_orders: ExpectedOrders,
+    /// Gaps its accounts' orders since the last evaluation ended.
+    tails: TailCounts,
 }
 
 impl JudgedPart {
@@ -1006,6 +1031,8 @@ impl JudgedPart {
     fn absorb(&mut self, part: JudgedPart) {
         let mut expected_orders = self.expected_orders;
         expected_orders += part.expected_orders;
+        let mut tails = self.tails;
+        tails += part.tails;
         if self.books.0.is_empty() && self.facts.is_empty() && self.observed.is_empty() {
             *self = part;
         } else {
@@ -1014,6 +1041,7 @@ impl JudgedPart {
             self.observed.extend(part.observed);
         }
         self.expected_orders = expected_orders;
+        self.tails = tails;
     }
 }
 
@@ -1030,6 +1058,9 @@ pub struct AccountReport {
     /// Orders per day the stage's accounts still ordering expect (see
     /// `pace`): this evaluation's sample.
     pub expected_orders: ExpectedOrders,
+    /// The gaps the orders since the last evaluation ended (see
+    /// `calibration`): this evaluation's count.
+    pub tails: TailCounts,
 }
 
 impl AccountStage {
@@ -1230,10 +1261,15 @@ impl AccountStage {
         let own = CompanyOrders {
             placed: &self.company_orders,
             expected: &self.company_expected,
+            tails: &self.company_tails,
         };
         let company_given = company.is_some();
+        let company = company.unwrap_or(own);
+        // The gaps counted by the evaluations before this one.
+        let calibration = Calibration::from_days(company.tails, at.day());
+        let since = at.plus(-(config.alerts.evaluate_every.as_secs() as i64));
         let pace = CompanyPace::new(
-            company.unwrap_or(own),
+            company,
             at,
             config.detect.churn.business_baseline.as_secs() as i64 / DAY,
         );
@@ -1243,13 +1279,15 @@ impl AccountStage {
         // facts; the lifecycle then sees the accounts it must, in the
         // accounts' order, as if one by one.
         let share = part_size(self.accounts.len(), 1, PARALLEL_MIN_ACCOUNTS);
-        let parts: Vec<JudgedPart> = self
+        // Each part is boxed: the fold hands it on from account to account,
+        // and a pointer moves where the whole part was copied each time.
+        let parts: Vec<Box<JudgedPart>> = self
             .accounts
             .par_iter_mut()
             .enumerate()
             .with_min_len(share)
             .fold(
-                JudgedPart::default,
+                Box::<JudgedPart>::default,
                 |mut part, (index, (account_id, account))| {
                     let detect = config.detect_for(&account.team);
                     let churning_before = account.churning_since;
@@ -1264,8 +1302,16 @@ impl AccountStage {
                             &mut part.facts,
                         ));
                     }
-                    let silence =
-                        judge_rhythm(account_id, account, at, detect, &pace, &mut part.books);
+                    part.tails += completed_gaps(account, since..at, &detect.churn, &pace);
+                    let silence = judge_rhythm(
+                        account_id,
+                        account,
+                        at,
+                        detect,
+                        &pace,
+                        &calibration,
+                        &mut part.books,
+                    );
                     if let Some(finding) = silence {
                         part.observed.push((index, finding));
                     }
@@ -1284,7 +1330,7 @@ impl AccountStage {
             .collect();
         let mut judged = JudgedPart::default();
         for part in parts {
-            judged.absorb(part);
+            judged.absorb(*part);
         }
         for (index, finding) in judged.observed {
             let (account_id, account) = self
@@ -1304,13 +1350,16 @@ impl AccountStage {
         if !company_given {
             self.company_expected
                 .add(at.day(), StillOrdering::sample(judged.expected_orders));
+            self.company_tails.add(at.day(), judged.tails);
         }
         self.company_orders.prune_before(forget_before.day());
         self.company_expected.prune_before(forget_before.day());
+        self.company_tails.prune_before(forget_before.day());
         AccountReport {
             facts: judged.facts,
             books: judged.books.by_id(),
             expected_orders: judged.expected_orders,
+            tails: judged.tails,
         }
     }
 
@@ -1384,6 +1433,7 @@ impl AccountStage {
             evicted: self.evicted,
             company_orders: self.company_orders.clone(),
             company_expected: self.company_expected.clone(),
+            company_tails: self.company_tails.clone(),
         }
     }
 
@@ -1392,6 +1442,7 @@ impl AccountStage {
         self.evicted = globals.evicted;
         self.company_orders = globals.company_orders;
         self.company_expected = globals.company_expected;
+        self.company_tails = globals.company_tails;
     }
 
     /// Restores one account from its checkpoint record.
@@ -1573,12 +1624,70 @@ fn observe_silence(
 /// Judges one account's silence and value and adds the account to its
 /// owner's book; returns the silence's finding when the account-churn
 /// lifecycle must see it (it alerts, or the account is watched).
+/// The gaps ended by the account's orders placed within `window` (the day
+/// an evaluation closes), each with its survival, in business time, under
+/// the rhythm an alert judges the account's silences by (see
+/// `calibration`). Only an account with a learnt rhythm counts; a gap no
+/// longer than the mean passes no tail level and costs no survival.
+fn completed_gaps(
+    account: &AccountState,
+    window: std::ops::Range<Timestamp>,
+    churn: &ChurnConfig,
+    pace: &CompanyPace,
+) -> TailCounts {
+    let mut counts = TailCounts::default();
+    let newest = i64::from(account.recent_orders[0]);
+    if !(window.start.0..window.end.0).contains(&newest)
+        || !account.rhythm.learnt(churn.min_gaps, churn.min_history)
+    {
+        return counts;
+    }
+    let mean = account.rhythm.gap_mean();
+    // The shape as it was before these orders: the latest gaps' spread
+    // without the gaps they ended (a long one would excuse itself).
+    let mut shape = None;
+    let judged_shape = || {
+        let mut before = [0u32; RECENT_ORDERS];
+        let newer = account
+            .recent_orders
+            .iter()
+            .take_while(|t| i64::from(**t) >= window.start.0)
+            .count();
+        before[..RECENT_ORDERS - newer].copy_from_slice(&account.recent_orders[newer..]);
+        let mut shape = account.rhythm.shapes(churn.max_shape).alerting;
+        if let Some(recent) = RecentGaps::of(&before).believed_shape(churn.max_shape) {
+            shape = shape.min(recent);
+        }
+        shape
+    };
+    let mut newer = newest;
+    for older in account.recent_orders[1..].iter().map(|t| i64::from(*t)) {
+        if older == 0 || newer < window.start.0 {
+            break;
+        }
+        // Orders on the same day are one delivery (see `delivery_gaps`).
+        if newer - older < DAY / 2 {
+            continue;
+        }
+        let days = (newer - older) as f64 / DAY as f64;
+        let business_days = days * pace.ratio(Timestamp(older).day(), Timestamp(newer).day());
+        let survival = (business_days > mean).then(|| {
+            let shape = *shape.get_or_insert_with(judged_shape);
+            stats::gamma_survival(business_days, shape, mean / shape)
+        });
+        counts += TailCounts::of_gap(survival);
+        newer = older;
+    }
+    counts
+}
+
 fn judge_rhythm(
     account_id: &str,
     account: &mut AccountState,
     at: Timestamp,
     detect: &DetectConfig,
     pace: &CompanyPace,
+    calibration: &Calibration,
     books: &mut BooksByManager,
 ) -> Option<Finding> {
     let churn = &detect.churn;
@@ -1601,14 +1710,8 @@ fn judge_rhythm(
             || account.watched
         {
             let business_days = elapsed_days * pace.ratio(last_order.occurred_at.day(), at.day());
-            let recent = RecentGaps::of(&account.recent_orders);
-            let mut shapes = account.rhythm.shapes(churn.max_shape);
-            // An alert's rhythm is no more regular than the latest orders
-            // were, long pauses the rhythm did not learn included.
-            if let Some(recent_shape) = recent.believed_shape(churn.max_shape) {
-                shapes.alerting = shapes.alerting.min(recent_shape);
-            }
-            let silence = OrderSilence {
+            let (shapes, recent) = account.judged_shapes(churn.max_shape);
+            let mut silence = OrderSilence {
                 elapsed_days,
                 business_days,
                 mean_gap: account.rhythm.gap_mean(),
@@ -1619,7 +1722,7 @@ fn judge_rhythm(
                 last_order: last_order.occurred_at,
                 longest_recent_gap: recent.longest,
             };
-            let judgement = account_churn::judge(&silence, churn);
+            let mut judgement = account_churn::judge(&silence, churn);
             p_value = if shapes.compared == shapes.alerting {
                 judgement.p_value
             } else {
@@ -1629,6 +1732,26 @@ fn judge_rhythm(
                 };
                 account_churn::silence_test(&silence).p_value()
             };
+            // An alert judges the silence at the company's calibrated tail,
+            // as likely as returning customers' gaps say (`calibration`):
+            // under a less regular shape that gives that, which its test
+            // then publishes (sought only where the lifecycle must see the
+            // silence). Book churn, which holds a book to the company's own
+            // shares of churning accounts, keeps the rhythm's p-value.
+            let calibrated = calibration.p_value(judgement.p_value);
+            if calibrated > judgement.p_value {
+                if calibrated < account_churn::alerting_bar(&silence, churn) || account.watched {
+                    silence.shape = account_churn::shape_with_survival(
+                        silence.business_days / silence.mean_gap,
+                        calibrated,
+                        silence.shape,
+                        judgement.p_value,
+                    );
+                    judgement = account_churn::judge(&silence, churn);
+                } else {
+                    judgement.alerting = false;
+                }
+            }
             // Worded only for the lifecycle: most overdue accounts are
             // neither past the bar nor watched.
             if judgement.alerting || account.watched {

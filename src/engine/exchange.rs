@@ -37,6 +37,7 @@ use crate::time::Timestamp;
 
 use super::account::{Book, ExpectedOrders};
 use super::base_rates::BookCounts;
+use super::calibration::TailCounts;
 use super::fact::Fact;
 use crate::detect::book_churn::ByBar;
 
@@ -68,6 +69,12 @@ pub enum Exchange {
         /// before 2026-11-30.
         #[serde(default)]
         expected: Option<(Timestamp, ExpectedOrders)>,
+        /// The gaps the orders of the day before the source's evaluation
+        /// before `boundary` ended, and its time (see `calibration`). `None`
+        /// before a source's first evaluation, and from a feidan of before
+        /// 2026-12-01.
+        #[serde(default)]
+        tails: Option<(Timestamp, TailCounts)>,
     },
     /// Part `seq` of what `source` sends one shard for `boundary`.
     Part {
@@ -234,6 +241,13 @@ mod tests {
             boundary: Timestamp(86_400),
             orders: vec![(1, 3), (2, 0)],
             expected: Some((Timestamp(0), ExpectedOrders::of(1.5))),
+            tails: Some((
+                Timestamp(0),
+                TailCounts {
+                    gaps: 40,
+                    past: [3, 1, 0, 0],
+                },
+            )),
         };
         let read = Exchange::decode(&message.encode()).unwrap();
         assert_eq!(read.encode(), message.encode());
@@ -288,8 +302,11 @@ mod tests {
         });
         match Exchange::decode(&old).unwrap() {
             Exchange::Pace {
-                orders, expected, ..
-            } => assert_eq!((orders, expected), (vec![(0, 7)], None)),
+                orders,
+                expected,
+                tails,
+                ..
+            } => assert_eq!((orders, expected, tails), (vec![(0, 7)], None, None)),
             other => panic!("{other:?}"),
         }
     }

@@ -9,6 +9,7 @@
 pub mod account;
 pub mod base_rates;
 mod buffer;
+pub mod calibration;
 pub mod checkpoint;
 pub mod dedup;
 pub mod eviction;

@@ -23,6 +23,7 @@ use std::ops::{AddAssign, Sub};
 use crate::time::Timestamp;
 
 use super::account::ExpectedOrders;
+use super::calibration::TailCounts;
 use super::window::DailyBuckets;
 
 /// Samples of the orders per day the company's accounts still ordering
@@ -74,6 +75,9 @@ impl Sub for StillOrdering {
 pub struct CompanyOrders<'a> {
     pub placed: &'a DailyBuckets<u64>,
     pub expected: &'a DailyBuckets<StillOrdering>,
+    /// The gaps ended by orders, for the tails' calibration (see
+    /// `calibration`).
+    pub tails: &'a DailyBuckets<TailCounts>,
 }
 
 /// Prefix sums over the days from `first_day`: `prefix[i]` is the sum of
@@ -180,6 +184,7 @@ mod tests {
         let company = CompanyOrders {
             placed: &orders,
             expected: &sampled,
+            tails: &DailyBuckets::default(),
         };
         CompanyPace::new(company, Timestamp::from_day(800), 365)
     }
@@ -243,6 +248,7 @@ mod tests {
         let company = CompanyOrders {
             placed: &orders,
             expected: &DailyBuckets::default(),
+            tails: &DailyBuckets::default(),
         };
         let pace = CompanyPace::new(company, Timestamp::from_day(800), 365);
         assert!((pace.ratio(700, 721) - 0.5).abs() < 1e-9);

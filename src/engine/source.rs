@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::account::{AccountGlobals, AccountStage, Book, ExpectedOrders, ACCOUNT_PREFIX};
 use super::base_rates::BookCounts;
+use super::calibration::TailCounts;
 use super::checkpoint::{decode_globals, decode_payload, encode, RestoreError, STATE_FORMAT};
 use super::exchange::{
     shard_of, Envelope, Exchange, PartBody, Route, BOOKS_PER_PART, FACTS_PER_PART,
@@ -58,6 +59,14 @@ pub struct Source {
     expected: Option<(Timestamp, ExpectedOrders)>,
     /// Expected orders received with the pace shares, as `shares`.
     expected_shares: BTreeMap<Timestamp, BTreeMap<i32, Option<(Timestamp, ExpectedOrders)>>>,
+    /// The whole company's gaps ended by orders, from every source's
+    /// count at each evaluation (see `calibration`) ...
+    company_tails: DailyBuckets<TailCounts>,
+    /// ... this source's count at its last evaluation, shared with the
+    /// orders before the next boundary ...
+    tails: Option<(Timestamp, TailCounts)>,
+    /// ... and the counts received with the pace shares, as `shares`.
+    tail_shares: BTreeMap<Timestamp, BTreeMap<i32, Option<(Timestamp, TailCounts)>>>,
     /// Orders admitted and not yet shared, by event time (Unix seconds).
     unshared: BTreeMap<i64, u64>,
     /// The last boundary this source has shared its orders for.
@@ -93,6 +102,9 @@ impl Source {
             company_expected: DailyBuckets::default(),
             expected: None,
             expected_shares: BTreeMap::new(),
+            company_tails: DailyBuckets::default(),
+            tails: None,
+            tail_shares: BTreeMap::new(),
             unshared: BTreeMap::new(),
             shared_through: None,
             shares: BTreeMap::new(),
@@ -153,6 +165,7 @@ impl Source {
                 boundary,
                 orders,
                 expected,
+                tails,
             } => {
                 let evaluated = self
                     .intake
@@ -169,6 +182,11 @@ impl Source {
                         .or_default()
                         .entry(*source)
                         .or_insert(*expected);
+                    self.tail_shares
+                        .entry(*boundary)
+                        .or_default()
+                        .entry(*source)
+                        .or_insert(*tails);
                 }
             }
             Exchange::Part { .. } | Exchange::End { .. } | Exchange::Standing { .. } => return,
@@ -284,6 +302,10 @@ impl Source {
                 .entry(boundary)
                 .or_default()
                 .insert(self.partition, self.expected);
+            self.tail_shares
+                .entry(boundary)
+                .or_default()
+                .insert(self.partition, self.tails);
             self.outbox.push(Envelope {
                 to: Route::Sources,
                 message: Exchange::Pace {
@@ -291,6 +313,7 @@ impl Source {
                     boundary,
                     orders,
                     expected: self.expected,
+                    tails: self.tails,
                 },
             });
             self.shared_through = Some(boundary);
@@ -358,6 +381,18 @@ impl Source {
                 self.company_orders.add(day, count);
             }
         }
+        // Every source's count of its evaluation before this one, by that
+        // evaluation's day: the days before this one's, as one process
+        // counts them.
+        for (evaluated, counts) in self
+            .tail_shares
+            .remove(&at)
+            .into_iter()
+            .flat_map(BTreeMap::into_values)
+            .flatten()
+        {
+            self.company_tails.add(evaluated.day(), counts);
+        }
         // Every source's sample of one evaluation, or none (a source's
         // first, or one from a feidan that did not share them).
         let samples: Vec<Option<(Timestamp, ExpectedOrders)>> = self
@@ -385,6 +420,7 @@ impl Source {
         let company = CompanyOrders {
             placed: &self.company_orders,
             expected: &self.company_expected,
+            tails: &self.company_tails,
         };
         let report = self.stage.accounts.evaluate(
             at,
@@ -395,8 +431,10 @@ impl Source {
             out,
         );
         self.expected = Some((at, report.expected_orders));
+        self.tails = Some((at, report.tails));
         self.company_orders.prune_before(forget_before.day());
         self.company_expected.prune_before(forget_before.day());
+        self.company_tails.prune_before(forget_before.day());
         out[first_new..].sort_by(|a, b| a.alert_id.cmp(&b.alert_id));
 
         let shards = self.shards.max(1);
@@ -475,6 +513,13 @@ struct SourceGlobals {
     expected: Option<(Timestamp, ExpectedOrders)>,
     #[serde(default)]
     expected_shares: BTreeMap<Timestamp, BTreeMap<i32, Option<(Timestamp, ExpectedOrders)>>>,
+    /// These three are absent from checkpoints of before 2026-12-01.
+    #[serde(default)]
+    company_tails: DailyBuckets<TailCounts>,
+    #[serde(default)]
+    tails: Option<(Timestamp, TailCounts)>,
+    #[serde(default)]
+    tail_shares: BTreeMap<Timestamp, BTreeMap<i32, Option<(Timestamp, TailCounts)>>>,
     proposals: BTreeMap<i32, Option<Timestamp>>,
     idle: bool,
     unshared: BTreeMap<i64, u64>,
@@ -521,6 +566,9 @@ impl Source {
             company_expected: self.company_expected.clone(),
             expected: self.expected,
             expected_shares: self.expected_shares.clone(),
+            company_tails: self.company_tails.clone(),
+            tails: self.tails,
+            tail_shares: self.tail_shares.clone(),
             proposals: self.proposals.clone(),
             idle: self.idle,
             unshared: self.unshared.clone(),
@@ -603,6 +651,9 @@ impl Source {
                 source.company_expected = globals.company_expected;
                 source.expected = globals.expected;
                 source.expected_shares = globals.expected_shares;
+                source.company_tails = globals.company_tails;
+                source.tails = globals.tails;
+                source.tail_shares = globals.tail_shares;
                 source.proposals = globals.proposals;
                 source.idle = globals.idle;
             }
