@@ -794,18 +794,21 @@ pub const NOTE_NOT_RENEWED: &str = "contract_not_renewed";
 /// usual value.
 pub const NOTE_VALUE_FELL: &str = "order_value_fell";
 
-impl AccountState {
-    /// The gamma shapes the account's silences are judged by, and its
-    /// latest gaps: an alert's rhythm is no more regular than the latest
-    /// orders were, long pauses the rhythm did not learn included.
-    fn judged_shapes(&self, max_shape: f64) -> (Shapes, RecentGaps) {
-        let recent = RecentGaps::of(&self.recent_orders);
-        let mut shapes = self.rhythm.shapes(max_shape);
-        if let Some(recent_shape) = recent.believed_shape(max_shape) {
-            shapes.alerting = shapes.alerting.min(recent_shape);
-        }
-        (shapes, recent)
+/// The gamma shapes silences are judged by, of a `rhythm` whose latest
+/// orders were `recent_orders`, and the gaps between those: an alert's
+/// rhythm is no more regular than the latest orders were, long pauses the
+/// rhythm did not learn included.
+fn judged_shapes(
+    rhythm: &Rhythm,
+    recent_orders: &[u32; RECENT_ORDERS],
+    max_shape: f64,
+) -> (Shapes, RecentGaps) {
+    let recent = RecentGaps::of(recent_orders);
+    let mut shapes = rhythm.shapes(max_shape);
+    if let Some(recent_shape) = recent.believed_shape(max_shape) {
+        shapes.alerting = shapes.alerting.min(recent_shape);
     }
+    (shapes, recent)
 }
 
 /// Key prefix of account records in a checkpoint.
@@ -1621,9 +1624,6 @@ fn observe_silence(
     account.watched = watched;
 }
 
-/// Judges one account's silence and value and adds the account to its
-/// owner's book; returns the silence's finding when the account-churn
-/// lifecycle must see it (it alerts, or the account is watched).
 /// The gaps ended by the account's orders placed within `window` (the day
 /// an evaluation closes), each with its survival, in business time, under
 /// the rhythm an alert judges the account's silences by (see
@@ -1654,11 +1654,9 @@ fn completed_gaps(
             .take_while(|t| i64::from(**t) >= window.start.0)
             .count();
         before[..RECENT_ORDERS - newer].copy_from_slice(&account.recent_orders[newer..]);
-        let mut shape = account.rhythm.shapes(churn.max_shape).alerting;
-        if let Some(recent) = RecentGaps::of(&before).believed_shape(churn.max_shape) {
-            shape = shape.min(recent);
-        }
-        shape
+        judged_shapes(&account.rhythm, &before, churn.max_shape)
+            .0
+            .alerting
     };
     let mut newer = newest;
     for older in account.recent_orders[1..].iter().map(|t| i64::from(*t)) {
@@ -1681,6 +1679,9 @@ fn completed_gaps(
     counts
 }
 
+/// Judges one account's silence and value and adds the account to its
+/// owner's book; returns the silence's finding when the account-churn
+/// lifecycle must see it (it alerts, or the account is watched).
 fn judge_rhythm(
     account_id: &str,
     account: &mut AccountState,
@@ -1710,7 +1711,8 @@ fn judge_rhythm(
             || account.watched
         {
             let business_days = elapsed_days * pace.ratio(last_order.occurred_at.day(), at.day());
-            let (shapes, recent) = account.judged_shapes(churn.max_shape);
+            let (shapes, recent) =
+                judged_shapes(&account.rhythm, &account.recent_orders, churn.max_shape);
             let mut silence = OrderSilence {
                 elapsed_days,
                 business_days,
@@ -2064,6 +2066,34 @@ mod tests {
     ) -> AccountReport {
         let at = Timestamp::from_day(day);
         stage.evaluate(at, Timestamp(0), None, config, life, &mut Vec::new())
+    }
+
+    #[test]
+    fn each_evaluation_counts_the_gaps_its_day_of_orders_ended() {
+        let config = Config::defaults();
+        let mut life = Lifecycle::new(1, 1);
+        // Orders every ten days to day 90, then one on day 190.
+        let mut days: Vec<i64> = (0..10).map(|i| i * 10).collect();
+        days.push(190);
+        let mut stage = ordering_on("a", &days[..10], &config);
+        // The day of the order on day 90: a usual gap, past no level.
+        let report = evaluate_on(&mut stage, 91, &config, &mut life);
+        assert_eq!(report.tails, TailCounts::of_gap(None));
+        // A day without orders counts nothing.
+        let report = evaluate_on(&mut stage, 150, &config, &mut life);
+        assert_eq!(report.tails, TailCounts::default());
+        // A hundred days after a rhythm of ten: past every level.
+        let order = EventBody::OrderPlaced {
+            order_id: "late".into(),
+            amount: 10.0,
+        };
+        stage.apply(&event("e-late", "a", 190, order), &config, &mut Vec::new());
+        let report = evaluate_on(&mut stage, 191, &config, &mut life);
+        assert_eq!(report.tails, TailCounts::of_gap(Some(0.0)));
+        // A rhythm not yet learnt counts nothing.
+        let mut young = ordering_on("b", &[0, 10], &config);
+        let report = evaluate_on(&mut young, 11, &config, &mut life);
+        assert_eq!(report.tails, TailCounts::default());
     }
 
     /// A stage holding one account of kam-1's that ordered on days 0, 10, … 90.
