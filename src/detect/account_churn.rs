@@ -57,6 +57,11 @@ pub struct OrderSilence {
     /// The longest gap among the account's latest orders kept, days on the
     /// wall of event time (0 when fewer than two are kept).
     pub longest_recent_gap: f64,
+    /// How many times as often as the rhythm's own tail says the company's
+    /// returning customers were this late (1 where they were no more
+    /// often; see `engine::calibration`): the shape is then the less
+    /// regular one that gives that.
+    pub tail_scale: f64,
 }
 
 /// The most gamma shape assumed: more regular than this is not believed.
@@ -256,8 +261,16 @@ impl SilenceJudgement {
             } else {
                 String::new()
             };
+            let tail = if silence.tail_scale >= 1.05 {
+                format!(
+                    " (judged as the company's customers who came back: {:.1} times as often this late as their rhythms say)",
+                    silence.tail_scale
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "no order for {:.0} days{lull} since {}; usual gap {:.0} days{longest}{}",
+                "no order for {:.0} days{lull} since {}; usual gap {:.0} days{longest}{tail}{}",
                 silence.elapsed_days,
                 silence.last_order.date_string(),
                 silence.mean_gap,
@@ -349,7 +362,24 @@ mod tests {
             contract_lapsed: false,
             last_order: Timestamp(0),
             longest_recent_gap: 0.0,
+            tail_scale: 1.0,
         }
+    }
+
+    #[test]
+    fn a_silence_judged_at_the_companys_tail_says_so() {
+        let config = Config::defaults().detect.churn;
+        let text = |silence: &OrderSilence| assess(silence, &config).summary.text();
+        assert!(!text(&silence(70.0)).contains("came back"));
+        let calibrated = OrderSilence {
+            tail_scale: 9.04,
+            ..silence(70.0)
+        };
+        assert!(
+            text(&calibrated).contains("customers who came back: 9.0 times as often this late"),
+            "{}",
+            text(&calibrated)
+        );
     }
 
     #[test]

@@ -1723,6 +1723,7 @@ fn judge_rhythm(
                 contract_lapsed: lapsed.is_some(),
                 last_order: last_order.occurred_at,
                 longest_recent_gap: recent.longest,
+                tail_scale: 1.0,
             };
             let mut judgement = account_churn::judge(&silence, churn);
             p_value = if shapes.compared == shapes.alerting {
@@ -1749,6 +1750,7 @@ fn judge_rhythm(
                         silence.shape,
                         judgement.p_value,
                     );
+                    silence.tail_scale = calibrated / judgement.p_value;
                     judgement = account_churn::judge(&silence, churn);
                 } else {
                     judgement.alerting = false;
