@@ -10,26 +10,27 @@
 //! who later ordered again.
 //!
 //! Every gap that ends with an order is a silence that turned out to be
-//! no churn. So when an order arrives, the gap it ends is judged as a
-//! silence of that length would have been (its gamma survival under the
-//! account's rhythm before the order), and the company counts the gaps and
-//! how many fell past each of a few levels ([`TAIL_LEVELS`]). Were the
-//! rhythms right, a share `level` of them would; the observed share over
-//! that is how many times too small the tail's p-values are there. A
-//! silence's p-value is scaled by that ratio, interpolated on logarithms
-//! between the levels, never below the fit's own and never above 1
+//! no churn. So at each evaluation, every gap ended by the orders since
+//! the one before is judged as a silence of that length would have been:
+//! its gamma survival, in business time, under the account's rhythm
+//! before the order (the latest gaps' spread without the gap itself, which
+//! would otherwise excuse itself). The company counts the gaps and how many fell
+//! past each of a few levels ([`TAIL_LEVELS`]). Were the rhythms right, a
+//! share `level` of them would; the observed share over that is how many
+//! times too small the tail's p-values are there. A silence's p-value is
+//! scaled by that ratio, interpolated on logarithms between the levels,
+//! never below the fit's own and never above 1
 //! ([`Calibration::p_value`]): the share of returning customers who were
 //! that late.
 //!
 //! A count of one gap past a level is added to each side (the prior: the
 //! rhythms are right until gaps say otherwise), so a young company's few
-//! gaps change nothing. Gaps are counted by the day of the order that ends
-//! them, over the days the engine remembers, and in wall-clock days (a
-//! company-wide lull lengthens them, which can only make the scaling
-//! larger). Scaled out, every source shares its counts with its order
-//! pace (see `pace`), and an evaluation reads the days before the one
-//! before it, which every source has shared by then, so one process and
-//! many agree.
+//! gaps change nothing. Counts are kept by the day of the evaluation that
+//! made them, over the days the engine remembers. An evaluation reads the
+//! counts of the days before its own: scaled out, every source sends
+//! its evaluation's count with its next order pace share (see `pace`), so
+//! the next evaluation has every source's, and one process and many
+//! agree.
 
 use std::ops::{AddAssign, Sub};
 
