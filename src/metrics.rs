@@ -58,6 +58,7 @@ pub struct Metrics {
     pub checkpoint_timestamp: Gauge,
     pub replay_skipped: IntCounter,
     pub input_delay: Histogram,
+    pub account_tail_scale: GaugeVec,
     pub input_refetches: IntCounter,
     /// `feidan_events_total` handles by (type, outcome), looked up once.
     message_counters:
@@ -139,6 +140,7 @@ impl Metrics {
             checkpoint_seconds: build(r, Histogram::with_opts(HistogramOpts::new("feidan_checkpoint_seconds", "Time to take one checkpoint: serialise, write, wait for acknowledgement, commit.").buckets(vec![0.005, 0.025, 0.1, 0.5, 2.5, 10.0, 60.0]))),
             checkpoint_timestamp: build(r, Gauge::new("feidan_checkpoint_timestamp_seconds", "When the last checkpoint completed, Unix seconds.")),
             replay_skipped: build(r, IntCounter::new("feidan_replay_skipped_messages_total", "Input messages consumed again after a restart that the restored checkpoint already held, skipped.")),
+            account_tail_scale: build(r, GaugeVec::new(Opts::new("feidan_account_tail_scale", "How many times as often as the account rhythms' gamma tails say the company's returning customers were as late, at each tail level (survival 0.01 to 0.00001): account-churn p-values are scaled by it. 1 where rhythms are right."), &["level"])),
             input_delay: build(r, Histogram::with_opts(HistogramOpts::new("feidan_input_delay_seconds", "Wall-clock time from an input message's Kafka timestamp (the producer's create time, or the broker's append time on LogAppendTime topics) until feidan has applied it: how fresh detection is.").buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 600.0, 3600.0, 86400.0]))),
             input_refetches: build(r, IntCounter::new("feidan_input_refetches_total", "Input messages not applied while their partition is fetched again: ahead of the next expected offset, or read again from before it.")),
             message_counters: Default::default(),
@@ -221,6 +223,13 @@ impl Metrics {
         if let Some(watermark) = stats.watermark {
             self.watermark.set(watermark.0 as f64);
             self.event_lag.set((now - watermark.0 as f64).max(0.0));
+        }
+        if let Some(ratios) = stats.tail_ratios {
+            for (level, ratio) in crate::engine::calibration::TAIL_LEVELS.iter().zip(ratios) {
+                self.account_tail_scale
+                    .with_label_values(&[&level.to_string()])
+                    .set(ratio);
+            }
         }
         for (kind, count) in [
             ("accounts", stats.accounts),
@@ -423,6 +432,27 @@ mod tests {
         assert_eq!(text.matches("feidan_manager_win_rate{").count(), 3);
         assert_eq!(metrics.series_dropped.get(), 7);
         assert_eq!(text.matches("feidan_manager_risk_score{").count(), 3);
+    }
+
+    #[test]
+    fn the_tail_calibration_is_exported_by_level_once_evaluated() {
+        let metrics = Metrics::new(false, 0);
+        metrics.refresh(&EngineStats::default(), 0.0);
+        assert!(!metrics.render().contains("feidan_account_tail_scale{"));
+        let stats = EngineStats {
+            tail_ratios: Some([2.5, 9.0, 31.0, 62.0]),
+            ..Default::default()
+        };
+        metrics.refresh(&stats, 0.0);
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"feidan_account_tail_scale{level="0.001"} 9"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"feidan_account_tail_scale{level="0.00001"} 62"#),
+            "{text}"
+        );
     }
 
     #[test]

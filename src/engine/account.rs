@@ -71,6 +71,8 @@ pub struct AccountStage {
     /// a silence test would have put past each tail level (see
     /// `calibration`), by the day of the evaluation.
     company_tails: DailyBuckets<TailCounts>,
+    /// The calibration of the last evaluation, for the metrics.
+    calibration: Option<Calibration>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -1270,6 +1272,7 @@ impl AccountStage {
         let company = company.unwrap_or(own);
         // The gaps counted by the evaluations before this one.
         let calibration = Calibration::from_days(company.tails, at.day());
+        self.calibration = Some(calibration);
         let since = at.plus(-(config.alerts.evaluate_every.as_secs() as i64));
         let pace = CompanyPace::new(
             company,
@@ -1368,6 +1371,11 @@ impl AccountStage {
 
     pub fn accounts(&self) -> usize {
         self.accounts.len()
+    }
+
+    /// The tail calibration of the last evaluation (see `calibration`).
+    pub fn calibration(&self) -> Option<Calibration> {
+        self.calibration
     }
 
     pub fn open_opportunities(&self) -> usize {

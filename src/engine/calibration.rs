@@ -104,6 +104,12 @@ impl Calibration {
         }
     }
 
+    /// How many times as often as the rhythms say, at each of
+    /// [`TAIL_LEVELS`].
+    pub fn ratios(&self) -> [f64; 4] {
+        self.ratios
+    }
+
     /// From the gaps of the days before `before_day` in `buckets`.
     pub fn from_days(buckets: &DailyBuckets<TailCounts>, before_day: i64) -> Calibration {
         Calibration::of(buckets.sum(i64::MIN..before_day))

@@ -126,6 +126,9 @@ pub struct EngineStats {
     pub team_win_rates: Vec<(String, f64)>,
     /// (manager, team, statistics at the last evaluation).
     pub managers_detail: Vec<(String, String, ManagerGauges)>,
+    /// The account-churn tail calibration of the last evaluation (the
+    /// same in every source: it is the company's).
+    pub tail_ratios: Option<[f64; 4]>,
 }
 
 impl EngineStats {
@@ -157,6 +160,7 @@ impl EngineStats {
         self.active.sort();
         self.team_win_rates.extend(part.team_win_rates);
         self.managers_detail.extend(part.managers_detail);
+        self.tail_ratios = self.tail_ratios.or(part.tail_ratios);
     }
 }
 
@@ -276,6 +280,7 @@ impl Engine {
             ],
             pending_or_firing: self.lifecycle.len(),
             active,
+            tail_ratios: self.accounts.calibration().map(|c| c.ratios()),
             ..EngineStats::default()
         };
         self.managers.fill_stats(&mut stats);

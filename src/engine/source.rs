@@ -250,6 +250,7 @@ impl Source {
             ],
             pending_or_firing: self.lifecycle.len(),
             active: self.lifecycle.active().collect(),
+            tail_ratios: accounts.calibration().map(|c| c.ratios()),
             ..EngineStats::default()
         }
     }
