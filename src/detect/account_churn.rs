@@ -144,9 +144,9 @@ pub fn alerting_bar(silence: &OrderSilence, config: &ChurnConfig) -> f64 {
 
 /// A gamma shape, at most `shape` (whose survival there is `survival`),
 /// whose survival at a silence of `ratio` mean gaps is about `target`,
-/// within 5%: the rhythm an alert is judged by once the
-/// company's tail calibration (`engine::calibration`) says silences this
-/// long are likelier than the fit's own shape makes them.
+/// within 5%: the rhythm an alert is judged by once the company's tail
+/// calibration (`engine::calibration`) says silences this long are
+/// likelier than the fit's own shape makes them.
 ///
 /// First by the Wilson–Hilferty approximation, whose cube root of a gamma
 /// variable is nearly normal: with u = 1/(9k) the survival is about that
@@ -181,16 +181,14 @@ pub fn shape_with_survival(ratio: f64, target: f64, shape: f64, survival: f64) -
     }
     // The bracket: `shape` falls short of the target; the least regular
     // shape, if it does too, is as near as any comes.
-    let (mut high, mut high_miss) = (shape, (survival / target).ln());
-    let (mut low, mut low_miss) = if k_miss > 0.0 {
-        (k, k_miss)
+    let (mut low, mut low_miss, mut high, mut high_miss) = if k_miss > 0.0 {
+        (k, k_miss, shape, (survival / target).ln())
     } else {
-        (high, high_miss) = (k, k_miss);
         let least_miss = miss(least);
         if least_miss <= 0.0 {
             return least;
         }
-        (least, least_miss)
+        (least, least_miss, k, k_miss)
     };
     for _ in 0..8 {
         k = low + low_miss * (high - low) / (low_miss - high_miss);

@@ -1656,12 +1656,12 @@ fn completed_gaps(
     let mut shape = None;
     let judged_shape = || {
         let mut before = [0u32; RECENT_ORDERS];
-        let newer = account
+        let in_window = account
             .recent_orders
             .iter()
             .take_while(|t| i64::from(**t) >= window.start.0)
             .count();
-        before[..RECENT_ORDERS - newer].copy_from_slice(&account.recent_orders[newer..]);
+        before[..RECENT_ORDERS - in_window].copy_from_slice(&account.recent_orders[in_window..]);
         judged_shapes(&account.rhythm, &before, churn.max_shape)
             .0
             .alerting
@@ -2083,9 +2083,7 @@ mod tests {
         let config = Config::defaults();
         let mut life = Lifecycle::new(1, 1);
         // Orders every ten days to day 90, then one on day 190.
-        let mut days: Vec<i64> = (0..10).map(|i| i * 10).collect();
-        days.push(190);
-        let mut stage = ordering_on("a", &days[..10], &config);
+        let mut stage = ordering_every_ten_days("a", &config);
         // The day of the order on day 90: a usual gap, past no level.
         let report = evaluate_on(&mut stage, 91, &config, &mut life);
         assert_eq!(report.tails, TailCounts::of_gap(None));
