@@ -159,6 +159,38 @@ mod tests {
     }
 
     #[test]
+    fn a_team_that_never_cuts_does_not_raise_the_bar() {
+        // No cut in the rest of the team's 1,200 deals of history nor in its
+        // 300 of the window: the team did not move, so the expectation is
+        // the one from history alone. (Smoothed toward an even rate, the
+        // window's 1 in 302 against the history's 1 in 1,202 read as a team
+        // four times as prone to cuts: 4.5% expected, and 9 cuts of 30 at
+        // p = 2.0e-4 for each of the two windows, not alerting.) From
+        // history: 1.2%, p = 1.8e-6.
+        let config = Config::defaults().detect.leakage;
+        let leaks = inputs(
+            tally(9, 30),
+            tally(20, 66),
+            tally(90, 300),
+            tally(360, 1200),
+        );
+        let cuts = |team_recent| inputs(tally(9, 30), tally(0, 66), team_recent, tally(0, 1200));
+        let judged = |cuts_in_window| {
+            let (finding, about_cuts) =
+                assess(&[(leaks, 90)], &[(cuts(cuts_in_window), 90)], &config, "t").unwrap();
+            assert!(about_cuts, "{finding:?}");
+            finding
+        };
+        let still = judged(tally(0, 300));
+        let alone = judged(tally(0, 0));
+        assert!((still.expected - alone.expected).abs() < 1e-12, "{still:?}");
+        assert!(
+            still.alerting && still.summary.text().ends_with("and t"),
+            "{still:?}"
+        );
+    }
+
+    #[test]
     fn a_team_of_one_with_a_spotless_short_history_is_not_expected_never_to_leak() {
         // Alone in the team, no leaks in 12 deals before, then 6 of 15: a
         // uniform prior expects 1 in 14 (scipy: betabinom.sf(5, 15, 1, 13)

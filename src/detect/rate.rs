@@ -10,7 +10,11 @@
 //!    one never makes a rate of 0 or 1 expected;
 //! 2. moved by however much the rest of the team moved between its history
 //!    and the same window, on the log-odds scale, so a market-wide change is
-//!    not counted against one manager.
+//!    not counted against one manager. The window's rate is shrunk toward
+//!    the history's (two pseudo-deals at it), not toward an even rate: the
+//!    window is shorter than the history, so the same pseudo-hit would
+//!    weigh more in it, and a rare route seen in neither (a cut quote) would
+//!    look like a team four times as prone to it, excusing the manager.
 //!
 //! Test: the beta-binomial tail in the direction of concern, with a + b the
 //! weight of the baseline (capped): the expected rate is itself an estimate,
@@ -139,7 +143,7 @@ pub fn assess(
 
     let team_moved = inputs.team_recent.total >= params.min_sample
         && inputs.team_history.total >= params.min_sample;
-    let team_recent_rate = smoothed_rate(inputs.team_recent);
+    let team_recent_rate = smoothed_toward(inputs.team_recent, team_history_rate);
     // Only a move of the team's that excuses the manager counts: a team's
     // downturn lowers the bar, but teammates on a lucky streak do not raise
     // it (their luck is not evidence against this manager).
@@ -182,6 +186,12 @@ pub fn assess(
 /// perfect record does not give a rate of exactly 0 or 1.
 fn smoothed_rate(counts: Tally) -> f64 {
     (counts.hits as f64 + 1.0) / (counts.total as f64 + 2.0)
+}
+
+/// Hits / total with two pseudo-deals at `prior`'s rate: no hits in a
+/// window of any length is then no higher a rate than `prior`.
+fn smoothed_toward(counts: Tally, prior: f64) -> f64 {
+    (counts.hits as f64 + 2.0 * prior) / (counts.total as f64 + 2.0)
 }
 
 fn logit(p: f64) -> f64 {
