@@ -162,11 +162,11 @@ mod tests {
     fn a_team_that_never_cuts_does_not_raise_the_bar() {
         // No cut in the rest of the team's 1,200 deals of history nor in its
         // 300 of the window: the team did not move, so the expectation is
-        // the one from history alone. (Smoothed toward an even rate, the
-        // window's 1 in 302 against the history's 1 in 1,202 read as a team
-        // four times as prone to cuts: 4.5% expected, and 9 cuts of 30 at
-        // p = 2.0e-4 for each of the two windows, not alerting.) From
-        // history: 1.2%, p = 1.8e-6.
+        // the one from history alone: 0.64%, and 7 cuts of 30 at
+        // p = 1.2e-6 for each of the two windows. (Smoothed toward an even
+        // rate, the window's 1 in 302 against the history's 1 in 1,202 read
+        // as a team four times as prone to cuts: 2.5% expected, p = 1.1e-4,
+        // not alerting.)
         let config = Config::defaults().detect.leakage;
         let leaks = inputs(
             tally(9, 30),
@@ -174,7 +174,7 @@ mod tests {
             tally(90, 300),
             tally(360, 1200),
         );
-        let cuts = |team_recent| inputs(tally(9, 30), tally(0, 66), team_recent, tally(0, 1200));
+        let cuts = |team_recent| inputs(tally(7, 30), tally(0, 66), team_recent, tally(0, 1200));
         let judged = |cuts_in_window| {
             let (finding, about_cuts) =
                 assess(&[(leaks, 90)], &[(cuts(cuts_in_window), 90)], &config, "t").unwrap();
