@@ -47,12 +47,12 @@ pub fn assess(
             ("leaked", "withdrawn, no decision, stalled or cut")
         };
         format!(
-            "{:.0}% of deals leaving the pipeline {counted} ({} of {}: {routes}) over {} days; expected {:.0}% from own history ({} of {} before) and {}{}",
+            "{:.0}% of deals leaving the pipeline {counted} ({} of {}: {routes}) over {} days; expected {} from own history ({} of {} before) and {}{}",
             100.0 * w.assessment.observed,
             w.inputs.recent.hits,
             w.inputs.recent.total,
             w.window_days,
-            100.0 * w.assessment.expected,
+            rate::percent(w.assessment.expected),
             w.inputs.history.hits,
             w.inputs.history.total,
             w.team,
@@ -158,6 +158,23 @@ mod tests {
         assert!((lucky.expected - alone.expected).abs() < 1e-12, "{lucky:?}");
     }
 
+    /// The finding on a manager with 7 of 30 deals cut in the window and
+    /// none of 66 before, whose leaks are as usual, in a team that cut
+    /// `team_recent` and `team_history` of its deals (90-day windows).
+    fn cuts_finding(team_recent: Tally, team_history: Tally) -> Finding {
+        let config = Config::defaults().detect.leakage;
+        let leaks = inputs(
+            tally(9, 30),
+            tally(20, 66),
+            tally(90, 300),
+            tally(360, 1200),
+        );
+        let cuts = inputs(tally(7, 30), tally(0, 66), team_recent, team_history);
+        let (finding, about_cuts) = assess(&[(leaks, 90)], &[(cuts, 90)], &config, "t").unwrap();
+        assert!(about_cuts, "{finding:?}");
+        finding
+    }
+
     #[test]
     fn a_team_that_never_cuts_does_not_raise_the_bar() {
         // No cut in the rest of the team's 1,200 deals of history nor in its
@@ -167,27 +184,29 @@ mod tests {
         // rate, the window's 1 in 302 against the history's 1 in 1,202 read
         // as a team four times as prone to cuts: 2.5% expected, p = 1.1e-4,
         // not alerting.)
-        let config = Config::defaults().detect.leakage;
-        let leaks = inputs(
-            tally(9, 30),
-            tally(20, 66),
-            tally(90, 300),
-            tally(360, 1200),
-        );
-        let cuts = |team_recent| inputs(tally(7, 30), tally(0, 66), team_recent, tally(0, 1200));
-        let judged = |cuts_in_window| {
-            let (finding, about_cuts) =
-                assess(&[(leaks, 90)], &[(cuts(cuts_in_window), 90)], &config, "t").unwrap();
-            assert!(about_cuts, "{finding:?}");
-            finding
-        };
-        let still = judged(tally(0, 300));
-        let alone = judged(tally(0, 0));
+        let still = cuts_finding(tally(0, 300), tally(0, 1200));
+        let alone = cuts_finding(tally(0, 0), tally(0, 1200));
         assert!((still.expected - alone.expected).abs() < 1e-12, "{still:?}");
         assert!(
             still.alerting && still.summary.text().ends_with("and t"),
             "{still:?}"
         );
+    }
+
+    #[test]
+    fn a_rare_route_moves_in_tenths_of_a_percent() {
+        // The rest of the team began cutting quotes: 2 of 1,200 deals
+        // before, 6 of 300 in the window. In whole percents that read
+        // "from 0% to 2%", and the expectation it raised "6%".
+        let summary = cuts_finding(tally(6, 300), tally(2, 1200)).summary.text();
+        assert!(
+            summary.ends_with(
+                "expected 5.7% from own history (0 of 66 before) and t, adjusted for the rest of t moving from 0.2% to 2.0%"
+            ),
+            "{summary}"
+        );
+        assert_eq!(rate::percent(0.125), "12%");
+        assert_eq!(rate::percent(0.0996), "10%");
     }
 
     #[test]

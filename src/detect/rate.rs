@@ -202,6 +202,18 @@ fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// A share as a manager reads it: whole percents, but one decimal under
+/// 10%, where a rare route's move (cut quotes from 0.4% to 1.2%) would
+/// otherwise read as none ("from 0% to 1%").
+pub fn percent(share: f64) -> String {
+    let percent = 100.0 * share;
+    if percent < 9.95 {
+        format!("{percent:.1}%")
+    } else {
+        format!("{percent:.0}%")
+    }
+}
+
 /// Parameters are published rounded; the p-value is computed from the
 /// rounded values so that it recomputes exactly.
 fn round6(x: f64) -> f64 {
@@ -238,9 +250,9 @@ pub fn finding(
     let summary = Summary::new(move || {
         let movement = match assessment.team_shift {
             Some((before, now)) => format!(
-                ", adjusted for the rest of {team} moving from {:.0}% to {:.0}%",
-                100.0 * before,
-                100.0 * now
+                ", adjusted for the rest of {team} moving from {} to {}",
+                percent(before),
+                percent(now)
             ),
             None => String::new(),
         };
