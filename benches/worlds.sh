@@ -10,7 +10,10 @@
 # binary (built if missing). FOREIGN=1 adds ten worlds drawn by
 # benches/foreign_world.py (a generator written apart from feidan simulate;
 # needs python3): f1-f7 of mixed order gaps, e11-e12 of exponential ones,
-# r13 of near-regular ones.
+# r13 of near-regular ones. HELD_OUT=1 adds the eighteen held-out worlds of
+# the README's "Measured quality" (h301-h310 and h401-h408: new hires,
+# leave, churn, book and team sizes, short worlds), drawn after the
+# detection was built and never used to tune it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,6 +58,23 @@ if [[ "${FOREIGN:-}" == 1 ]]; then
     "e12 @foreign --seed 12 --gaps exponential --managers 150"
     "r13 @foreign --seed 13 --gaps regular"
   )
+fi
+if [[ "${HELD_OUT:-}" == 1 ]]; then
+  worlds+=(
+    "h301 --seed 301 --new-hire-share 0.5"
+    "h302 --seed 302 --new-hire-share 0.4 --accounts-per-manager 20"
+    "h303 --seed 303 --leave-share 0.6"
+    "h304 --seed 304 --churn-per-year 0.25 --diverter-share 0.3"
+    "h305 --seed 305 --accounts-per-manager 5 --managers 160"
+    "h306 --seed 306 --accounts-per-manager 60 --managers 40"
+    "h307 --seed 307 --days 300 --managers 120"
+    "h308 --seed 308 --managers-per-team 3 --managers 90"
+    "h309 --seed 309 --managers-per-team 30 --managers 120"
+    "h310 --seed 310 --churn-per-year 0.4 --leave-share 0.3 --new-hire-share 0.2 --accounts-per-manager 15"
+  )
+  for seed in 401 402 403 404 405 406 407 408; do
+    worlds+=("h$seed --seed $seed --churn-per-year 0.4 --accounts-per-manager 15 --managers 120")
+  done
 fi
 
 printf 'world\trecall\tprecision\tfalse_per_100_manager_years\tmedian_delay_days\taccount_recall\taccount_precision\n'
