@@ -6,6 +6,9 @@
 //! of the customers who came back, judges the pauses as often as they
 //! really happen. Customers who leave for good are still paged.
 
+mod common;
+
+use common::jsonl_in_time_order;
 use feidan::alert::{AlertKind, Status};
 use feidan::backtest::replay;
 use feidan::config::Config;
@@ -31,7 +34,7 @@ fn company() -> Vec<u8> {
     let start = 1_735_689_600i64; // 2025-01-01T00:00:00Z
     let mut rng = StdRng::seed_from_u64(7);
     let sigma = 0.9f64;
-    let mut orders: Vec<(i64, String)> = Vec::new();
+    let mut orders = Vec::new();
     for m in 0..MANAGERS {
         for a in 0..ACCOUNTS_PER_MANAGER {
             let account = m * ACCOUNTS_PER_MANAGER + a;
@@ -44,26 +47,18 @@ fn company() -> Vec<u8> {
                 let event = json!({
                     "event_id": format!("o-{account}-{at}"),
                     "type": "order_placed",
-                    "occurred_at": chrono::DateTime::from_timestamp(at, 0).unwrap()
-                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     "manager_id": format!("kam-{m:02}"),
                     "team": format!("team-{}", m % 5),
                     "account_id": format!("acc-{account:03}"),
                     "order_id": format!("po-{account}-{at}"),
                     "amount": 1000.0,
                 });
-                orders.push((at, event.to_string()));
+                orders.push((at, event));
                 day += gaps.sample(&mut rng).max(1.0);
             }
         }
     }
-    orders.sort();
-    let mut lines = Vec::new();
-    for (_, line) in orders {
-        lines.extend(line.into_bytes());
-        lines.push(b'\n');
-    }
-    lines
+    jsonl_in_time_order(orders)
 }
 
 #[test]

@@ -130,7 +130,7 @@ pub fn assess(
     let k = inputs.recent.hits;
     let observed = k as f64 / n as f64;
 
-    let team_history_rate = smoothed_rate(inputs.team_history);
+    let team_history_rate = smoothed(inputs.team_history, 0.5);
     let team_weight = params.prior_strength.min(inputs.team_history.total as f64);
     let weight = team_weight + inputs.history.total as f64;
     if weight < params.min_sample as f64 {
@@ -143,7 +143,7 @@ pub fn assess(
 
     let team_moved = inputs.team_recent.total >= params.min_sample
         && inputs.team_history.total >= params.min_sample;
-    let team_recent_rate = smoothed_toward(inputs.team_recent, team_history_rate);
+    let team_recent_rate = smoothed(inputs.team_recent, team_history_rate);
     // Only a move of the team's that excuses the manager counts: a team's
     // downturn lowers the bar, but teammates on a lucky streak do not raise
     // it (their luck is not evidence against this manager).
@@ -182,15 +182,11 @@ pub fn assess(
     })
 }
 
-/// Hits / total with one pseudo-hit and one pseudo-miss, so an empty or
-/// perfect record does not give a rate of exactly 0 or 1.
-fn smoothed_rate(counts: Tally) -> f64 {
-    (counts.hits as f64 + 1.0) / (counts.total as f64 + 2.0)
-}
-
-/// Hits / total with two pseudo-deals at `prior`'s rate: no hits in a
-/// window of any length is then no higher a rate than `prior`.
-fn smoothed_toward(counts: Tally, prior: f64) -> f64 {
+/// Hits / total with two pseudo-deals at `prior`'s rate: at an even rate
+/// (a pseudo-hit and a pseudo-miss), an empty or perfect record does not
+/// give a rate of exactly 0 or 1; at the history's rate, no hits in a
+/// window of any length is no higher a rate than the history's.
+fn smoothed(counts: Tally, prior: f64) -> f64 {
     (counts.hits as f64 + 2.0 * prior) / (counts.total as f64 + 2.0)
 }
 

@@ -69,10 +69,11 @@ pub enum Exchange {
         /// before 2026-11-30.
         #[serde(default)]
         expected: Option<(Timestamp, ExpectedOrders)>,
-        /// The gaps the orders of the day before the source's evaluation
-        /// before `boundary` ended, and its time (see `calibration`). `None`
-        /// before a source's first evaluation, and from a feidan of before
-        /// 2026-12-01.
+        /// The source's tail count at its last evaluation before
+        /// `boundary` (the gaps its accounts' orders ended since the
+        /// evaluation before; see `calibration`), with that evaluation's
+        /// time. `None` before a source's first evaluation, and from a
+        /// feidan of before 2026-12-01.
         #[serde(default)]
         tails: Option<(Timestamp, TailCounts)>,
     },
