@@ -647,19 +647,31 @@ async fn scaled_out_two_instances_share_the_work_and_one_takes_over_the_others_s
     let mut second = spawn_feidan(&config, second_port, &flags);
     // The group settles on sharing the four input partitions. One instance
     // may have consumed the first half alone before the other joined; the
-    // second half, produced once they share, goes to both.
+    // second half, produced once they share, goes to both. The group may
+    // pass through several assignments before it settles (tansu rebalances
+    // in rounds a few seconds apart): the sharing must have held for longer
+    // than such a round, or the second half may all go to whichever
+    // instance the next round gives every partition to.
     let counted = |port: u16| metrics_of(port).map_or(0, |b| metric_sum(&b, "feidan_events_total"));
     let assigned = |port: u16| {
         metrics_of(port).map_or(0, |b| {
             metric_values(&b, "feidan_consumer_lag_messages").len()
         })
     };
+    let mut sharing_since: Option<Instant> = None;
     wait_for(Duration::from_secs(120), || {
         let (a, b) = (assigned(first_port), assigned(second_port));
-        let shared = a > 0 && b > 0 && a + b == 4;
-        shared
+        if !(a > 0 && b > 0 && a + b == 4) {
+            sharing_since = None;
+            return Err(format!("the two hold {a} and {b} input partitions"));
+        }
+        let since = *sharing_since.get_or_insert_with(Instant::now);
+        (since.elapsed() >= Duration::from_secs(10))
             .then_some(())
-            .ok_or(format!("the two hold {a} and {b} input partitions"))
+            .ok_or(format!(
+                "the two have shared the input for {:?} only",
+                since.elapsed()
+            ))
     });
     let before = (counted(first_port), counted(second_port));
     produce(

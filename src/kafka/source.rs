@@ -6,7 +6,7 @@
 //! acknowledged by the broker.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,6 +42,9 @@ pub struct SourceContext {
     /// assigned partition starts there, not at the committed offset, so a
     /// rebalance can neither skip input nor hand back input already applied.
     positions: Arc<Mutex<HashMap<(String, i32), i64>>>,
+    /// Rebalances so far: what was read about the assigned partitions
+    /// before the latest one is about partitions that may be gone.
+    rebalances: Arc<AtomicU64>,
 }
 
 impl SourceContext {
@@ -81,6 +84,12 @@ impl SourceContext {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert((topic.to_owned(), partition), next);
+    }
+
+    /// How many rebalances have happened (assignments, revocations and
+    /// failures alike).
+    pub fn rebalances(&self) -> u64 {
+        self.rebalances.load(Ordering::Acquire)
     }
 
     pub fn connected(&self) -> bool {
@@ -184,6 +193,7 @@ impl ConsumerContext for SourceContext {
             })
             .unwrap_or_default();
         *self.assignment.lock().unwrap_or_else(|e| e.into_inner()) = Some(partitions);
+        self.rebalances.fetch_add(1, Ordering::AcqRel);
         self.changed.store(true, Ordering::Release);
         self.assigned.notify_one();
         match rebalance {

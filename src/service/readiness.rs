@@ -2,7 +2,9 @@
 //! few seconds the lag of the assigned input partitions is read off the
 //! async threads; the instance is ready while the cluster is reachable,
 //! the lag is at most `metrics.ready_max_lag`, and the loop says it can
-//! work (it owns the input, or its assignment is acted on).
+//! work (it owns the input, or its assignment is acted on). A rebalance
+//! clears the gauge at once and the lag is read again: the gauge shows the
+//! partitions held now, never those of an earlier assignment.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,8 +28,11 @@ pub(super) struct Readiness {
     health: Health,
     topic: String,
     ready_max_lag: i64,
-    task: Option<LagTask>,
+    /// The lag read under way, and the rebalance count when it began.
+    task: Option<(u64, LagTask)>,
     last_refresh: Instant,
+    /// The rebalance count the gauge was last cleared at.
+    rebalances: u64,
 }
 
 impl Readiness {
@@ -47,6 +52,7 @@ impl Readiness {
             ready_max_lag: config.metrics.ready_max_lag,
             task: None,
             last_refresh: Instant::now() - LAG_EVERY,
+            rebalances: 0,
         }
     }
 
@@ -54,40 +60,63 @@ impl Readiness {
     /// readiness from it (and from `working`), and starts the next read
     /// when one is due.
     pub async fn refresh(&mut self, working: bool) {
-        if let Some(task) = self.task.take_if(|task| task.is_finished()) {
-            let ready = match task.await {
-                Ok(Ok(lags)) => {
-                    self.context.set_connected(true);
-                    self.metrics.consumer_lag.reset();
-                    for (partition, lag) in &lags {
-                        self.metrics
-                            .consumer_lag
-                            .with_label_values(&[&partition.to_string()])
-                            .set(*lag);
-                    }
-                    let total: i64 = lags.iter().map(|(_, lag)| lag).sum();
-                    !lags.is_empty() && total <= self.ready_max_lag
-                }
-                Ok(Err(error)) => {
-                    debug!(error = %error, "Cannot read the consumer lag.");
-                    false
-                }
-                Err(error) => {
-                    warn!(error = %error, "The lag task failed.");
-                    false
-                }
-            };
-            let ready = ready && self.context.connected() && working;
-            self.set_ready(ready);
+        let rebalances = self.context.rebalances();
+        if rebalances != self.rebalances {
+            self.rebalances = rebalances;
+            self.metrics.consumer_lag.reset();
+            self.last_refresh = Instant::now() - LAG_EVERY;
+        }
+        if let Some((began, task)) = self.task.take_if(|(_, task)| task.is_finished()) {
+            let read = task.await;
+            // A read begun before the latest rebalance is of partitions
+            // that may no longer be this instance's: read again.
+            if began == rebalances {
+                self.take_lag_read(read, working);
+            }
         }
         if self.task.is_none() && self.last_refresh.elapsed() >= LAG_EVERY {
             self.last_refresh = Instant::now();
             let consumer = self.consumer.clone();
             let topic = self.topic.clone();
-            self.task = Some(tokio::task::spawn_blocking(move || {
-                source::lag(&consumer, &topic, Duration::from_secs(2))
-            }));
+            self.task = Some((
+                rebalances,
+                tokio::task::spawn_blocking(move || {
+                    source::lag(&consumer, &topic, Duration::from_secs(2))
+                }),
+            ));
         }
+    }
+
+    /// Sets the lag gauge and readiness from a finished lag read.
+    fn take_lag_read(
+        &mut self,
+        read: Result<KafkaResult<Vec<(i32, i64)>>, tokio::task::JoinError>,
+        working: bool,
+    ) {
+        let ready = match read {
+            Ok(Ok(lags)) => {
+                self.context.set_connected(true);
+                self.metrics.consumer_lag.reset();
+                for (partition, lag) in &lags {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[&partition.to_string()])
+                        .set(*lag);
+                }
+                let total: i64 = lags.iter().map(|(_, lag)| lag).sum();
+                !lags.is_empty() && total <= self.ready_max_lag
+            }
+            Ok(Err(error)) => {
+                debug!(error = %error, "Cannot read the consumer lag.");
+                false
+            }
+            Err(error) => {
+                warn!(error = %error, "The lag task failed.");
+                false
+            }
+        };
+        let ready = ready && self.context.connected() && working;
+        self.set_ready(ready);
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -100,7 +129,7 @@ impl Readiness {
     /// the group.
     pub async fn stop(&mut self) {
         self.set_ready(false);
-        if let Some(task) = self.task.take() {
+        if let Some((_, task)) = self.task.take() {
             let _ = task.await;
         }
     }
