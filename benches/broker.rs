@@ -233,7 +233,7 @@ async fn latency(brokers: &str, admin: &AdminClient<DefaultClientContext>) {
     let rate = env("FEIDAN_BENCH_RATE", 10_000);
     let seconds = env("FEIDAN_BENCH_SECONDS", 20);
     let topic = format!("bench-latency-{}", std::process::id());
-    create_topic(&admin, &topic).await;
+    create_topic(admin, &topic).await;
     let mut config = service_config(brokers, &topic);
     // Fetch as soon as anything is there: the consumer's latency setting.
     config

@@ -331,7 +331,7 @@ impl Rules<'_> {
         history: Duration,
         evaluate_every: Duration,
     ) -> Result<(), ConfigError> {
-        if !(prior_strength > 0.0) {
+        if prior_strength.is_nan() || prior_strength <= 0.0 {
             return self.fail(&format!("{section}.prior_strength"), "must be above 0");
         }
         if window < evaluate_every {
@@ -415,7 +415,7 @@ impl DetectConfig {
         if c.min_gaps < 2 {
             return r.fail("churn.min_gaps", "must be at least 2");
         }
-        if !(c.max_shape >= 1.0) {
+        if c.max_shape.is_nan() || c.max_shape < 1.0 {
             return r.fail("churn.max_shape", "must be at least 1");
         }
         r.fraction("churn.value_fall_ratio", c.value_fall_ratio)?;
@@ -785,7 +785,7 @@ pub mod duration {
             return format!("{}ms", value.as_millis());
         }
         for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-            if secs % size == 0 {
+            if secs.is_multiple_of(size) {
                 return format!("{}{unit}", secs / size);
             }
         }

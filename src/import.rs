@@ -155,8 +155,11 @@ fn date(text: &str) -> Option<Timestamp> {
     Some(day.plus(DAY / 2))
 }
 
-/// The rows of a CSV file as header → value maps, with their line numbers.
-fn rows(path: &Path) -> Result<Vec<(u64, HashMap<String, String>)>, ImportError> {
+/// A CSV row: its line number, and its values by header.
+type Row = (u64, HashMap<String, String>);
+
+/// The rows of a CSV file.
+fn rows(path: &Path) -> Result<Vec<Row>, ImportError> {
     let read_error = |source| ImportError::Read {
         path: path.display().to_string(),
         source,

@@ -194,7 +194,7 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             ..
         } => {
-            if !(speed > 0.0) {
+            if speed.is_nan() || speed <= 0.0 {
                 bail!("--speed must be above 0");
             }
             let options = DemoOptions {

@@ -24,7 +24,7 @@ const DAYS: f64 = 540.0;
 const LEFT_ON: f64 = 360.0;
 
 fn leaves(account: usize) -> bool {
-    account % 10 == 0
+    account.is_multiple_of(10)
 }
 
 /// 400 accounts of five teams, each ordering with lognormal gaps (σ 0.9,

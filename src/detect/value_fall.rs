@@ -55,7 +55,7 @@ pub fn assess(
         }
         let t = difference / (spread * (1.0 / k + 1.0 / n).sqrt());
         let p_value = (student_t_lower(t, n - 1.0) * windows).min(1.0);
-        if best.map_or(true, |b| p_value < b.p_value) {
+        if best.is_none_or(|b| p_value < b.p_value) {
             best = Some(ValueFall {
                 p_value,
                 ratio: difference.exp(),

@@ -47,7 +47,8 @@ enum Phase {
         held: u32,
     },
     Firing {
-        alert: Alert,
+        /// Boxed: most subjects are pending, a phase a few words long.
+        alert: Box<Alert>,
         clear_for: u32,
         /// Evaluations in a row the detector could not judge (too small a
         /// sample): not evidence of innocence, so they neither clear nor
@@ -178,7 +179,7 @@ impl Lifecycle {
                 _,
             ) if finding.is_none() => {
                 if unjudged + 1 >= resolve_after * STALE_AFTER {
-                    out.push(resolved(alert, at, take_draft()));
+                    out.push(resolved(*alert, at, take_draft()));
                     None
                 } else {
                     Some(Phase::Firing {
@@ -195,7 +196,7 @@ impl Lifecycle {
                 _,
             ) => {
                 if clear_for + 1 >= resolve_after {
-                    out.push(resolved(alert, at, take_draft()));
+                    out.push(resolved(*alert, at, take_draft()));
                     None
                 } else {
                     Some(Phase::Firing {
@@ -212,7 +213,7 @@ impl Lifecycle {
                     let alert = firing(kind, subject, since, at, draft);
                     out.push(alert.clone());
                     Some(Phase::Firing {
-                        alert,
+                        alert: Box::new(alert),
                         clear_for: 0,
                         unjudged: 0,
                     })

@@ -179,7 +179,7 @@ impl Shard {
         let complete: Vec<Timestamp> = self
             .incoming
             .iter()
-            .filter(|(at, _)| self.announced.map_or(true, |done| done < **at))
+            .filter(|(at, _)| self.announced.is_none_or(|done| done < **at))
             .take_while(|(_, by_source)| self.all_in(by_source))
             .map(|(at, _)| *at)
             .collect();
