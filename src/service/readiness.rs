@@ -3,8 +3,9 @@
 //! async threads; the instance is ready while the cluster is reachable,
 //! the lag is at most `metrics.ready_max_lag`, and the loop says it can
 //! work (it owns the input, or its assignment is acted on). A rebalance
-//! clears the gauge at once and the lag is read again: the gauge shows the
-//! partitions held now, never those of an earlier assignment.
+//! clears the gauge at once, and a read begun before it is dropped: the
+//! gauge shows the partitions held now (from the next read on), never
+//! those of an earlier assignment.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,12 +65,11 @@ impl Readiness {
         if rebalances != self.rebalances {
             self.rebalances = rebalances;
             self.metrics.consumer_lag.reset();
-            self.last_refresh = Instant::now() - LAG_EVERY;
         }
         if let Some((began, task)) = self.task.take_if(|(_, task)| task.is_finished()) {
             let read = task.await;
             // A read begun before the latest rebalance is of partitions
-            // that may no longer be this instance's: read again.
+            // that may no longer be this instance's.
             if began == rebalances {
                 self.take_lag_read(read, working);
             }
