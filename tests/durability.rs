@@ -666,6 +666,14 @@ async fn scaled_out_two_instances_share_the_work_and_one_takes_over_the_others_s
             .then_some(())
             .ok_or(format!("the two hold {a} and {b} input partitions"))
     });
+    // Each took part in the rebalances that got it there, and says so.
+    for port in [first_port, second_port] {
+        let body = metrics_of(port).unwrap_or_default();
+        assert!(
+            metric_sum(&body, "feidan_consumer_rebalances_total") >= 1,
+            "port {port}: no rebalance counted"
+        );
+    }
     let before = (counted(first_port), counted(second_port));
     let second_half = &input[half..];
     for part in second_half.chunks(second_half.len().div_ceil(10)) {

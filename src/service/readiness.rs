@@ -63,6 +63,9 @@ impl Readiness {
     pub async fn refresh(&mut self, working: bool) {
         let rebalances = self.context.rebalances();
         if rebalances != self.rebalances {
+            self.metrics
+                .consumer_rebalances
+                .inc_by(rebalances.saturating_sub(self.rebalances));
             self.rebalances = rebalances;
             self.metrics.consumer_lag.reset();
         }
