@@ -692,7 +692,24 @@ async fn scaled_out_two_instances_share_the_work_and_one_takes_over_the_others_s
             "both must consume part of the second half: {before:?} before, {now:?} now"
         ))
     });
-    std::thread::sleep(Duration::from_secs(1));
+    // The first stops once the group has settled (no rebalance for 10 s,
+    // or a minute has passed): tansu 0.6, left by a member in the middle of
+    // a round of rebalances, once never gave the survivor an assignment
+    // again (the broker's coordinator; a Kafka broker completes the round).
+    let rebalances = |port: u16| {
+        metrics_of(port).map_or(0, |b| metric_sum(&b, "feidan_consumer_rebalances_total"))
+    };
+    let waited = Instant::now();
+    let (mut seen, mut settled_since) = ((0, 0), Instant::now());
+    while settled_since.elapsed() < Duration::from_secs(10)
+        && waited.elapsed() < Duration::from_secs(60)
+    {
+        let now = (rebalances(first_port), rebalances(second_port));
+        if now != seen {
+            (seen, settled_since) = (now, Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
     assert!(terminate(&mut first).success());
     ends_with_the_transitions(&config, &mut second, &expected);
     drop(broker);
