@@ -80,7 +80,7 @@ def world_bounds(events_path, labels_path, alpha):
         rhythms = []
         for a in diverted:
             before = sorted(t for t in orders[a] if t < onset)
-            gaps = [b - a_ for a_, b in zip(before, before[1:])]
+            gaps = [later - earlier for earlier, later in zip(before, before[1:])]
             rhythms.append((before[-1], statistics.mean(gaps)))
         choose = math.comb(len(book), len(diverted))
         found = {"known": None, "scan": None}

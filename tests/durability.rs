@@ -161,6 +161,11 @@ fn metrics_of(port: u16) -> Option<String> {
         .map(|(_, body)| body)
 }
 
+/// The sum of a metric's series on `port`, or 0 while it cannot be read.
+fn metric_at(port: u16, name: &str) -> u64 {
+    metrics_of(port).map_or(0, |body| metric_sum(&body, name))
+}
+
 /// Waits until the process on `port` has consumed everything: the lag of
 /// each of `partitions` partitions is reported and zero (the fetch position
 /// is at the end), and the messages counted stay the same for two seconds
@@ -515,9 +520,7 @@ async fn a_broker_outage_is_waited_out_with_nothing_lost() {
     let port = free_port();
     let mut child = spawn_feidan(&config, port, &[]);
     let started = Instant::now();
-    while metrics_of(port).map_or(0, |b| metric_sum(&b, "feidan_events_total"))
-        < input.len() as u64 / 3
-    {
+    while metric_at(port, "feidan_events_total") < input.len() as u64 / 3 {
         assert!(started.elapsed() < Duration::from_secs(120), "no progress");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -603,7 +606,7 @@ async fn a_second_instance_in_the_group_stands_by_then_takes_over_with_the_state
     for port in [first_port, second_port] {
         assert_eq!(http_get(port, "/readyz").map(|(s, _)| s), Some(503));
     }
-    let counted = |port: u16| metrics_of(port).map_or(0, |b| metric_sum(&b, "feidan_events_total"));
+    let counted = |port: u16| metric_at(port, "feidan_events_total");
     assert_eq!(
         counted(first_port),
         half as u64,
@@ -653,7 +656,7 @@ async fn scaled_out_two_instances_share_the_work_and_one_takes_over_the_others_s
     // load members time out and rejoin), so the second half is produced
     // over ten seconds: what matters is that the work is shared, not how
     // one round split it.
-    let counted = |port: u16| metrics_of(port).map_or(0, |b| metric_sum(&b, "feidan_events_total"));
+    let counted = |port: u16| metric_at(port, "feidan_events_total");
     let assigned = |port: u16| {
         metrics_of(port).map_or(0, |b| {
             metric_values(&b, "feidan_consumer_lag_messages").len()
@@ -667,12 +670,9 @@ async fn scaled_out_two_instances_share_the_work_and_one_takes_over_the_others_s
             .ok_or(format!("the two hold {a} and {b} input partitions"))
     });
     // Each took part in the rebalances that got it there, and says so.
+    let rebalances = |port: u16| metric_at(port, "feidan_consumer_rebalances_total");
     for port in [first_port, second_port] {
-        let body = metrics_of(port).unwrap_or_default();
-        assert!(
-            metric_sum(&body, "feidan_consumer_rebalances_total") >= 1,
-            "port {port}: no rebalance counted"
-        );
+        assert!(rebalances(port) >= 1, "port {port}: no rebalance counted");
     }
     let before = (counted(first_port), counted(second_port));
     let second_half = &input[half..];
@@ -696,9 +696,6 @@ async fn scaled_out_two_instances_share_the_work_and_one_takes_over_the_others_s
     // or a minute has passed): tansu 0.6, left by a member in the middle of
     // a round of rebalances, once never gave the survivor an assignment
     // again (the broker's coordinator; a Kafka broker completes the round).
-    let rebalances = |port: u16| {
-        metrics_of(port).map_or(0, |b| metric_sum(&b, "feidan_consumer_rebalances_total"))
-    };
     let waited = Instant::now();
     let (mut seen, mut settled_since) = ((0, 0), Instant::now());
     while settled_since.elapsed() < Duration::from_secs(10)
