@@ -99,7 +99,7 @@ pub enum StatTest {
     BetabinomLower { k: u64, n: u64, a: f64, b: f64 },
     /// P[X ≥ k], X ~ BetaBinomial(n, a, b): `betabinom.sf(k - 1, n, a, b)`.
     BetabinomUpper { k: u64, n: u64, a: f64, b: f64 },
-    /// P[T > t], T ~ Gamma(shape, scale): `gamma.sf(t, shape, scale=scale)`.
+    /// P(T > t), T ~ Gamma(shape, scale): `gamma.sf(t, shape, scale=scale)`.
     GammaSurvival { t: f64, shape: f64, scale: f64 },
     /// Fisher's method: `chi2.sf(-2 * sum(log(p_values)), 2 * len(p_values))`.
     FisherCombined { p_values: Vec<f64> },

@@ -150,7 +150,7 @@ pub fn betabinom_upper(k: u64, n: u64, a: f64, b: f64) -> f64 {
         .clamp(0.0, 1.0)
 }
 
-/// P[T > t] for T ~ Gamma(shape, scale): scipy `gamma.sf(t, shape, scale=scale)`.
+/// P(T > t) for T ~ Gamma(shape, scale): scipy `gamma.sf(t, shape, scale=scale)`.
 pub fn gamma_survival(t: f64, shape: f64, scale: f64) -> f64 {
     if t <= 0.0 {
         return 1.0;
@@ -175,7 +175,7 @@ pub fn student_t_lower(t: f64, df: f64) -> f64 {
     }
 }
 
-/// P[X > x] for X ~ χ²(df): scipy `chi2.sf(x, df)`.
+/// P(X > x) for X ~ χ²(df): scipy `chi2.sf(x, df)`.
 pub fn chi2_upper(x: f64, df: u64) -> f64 {
     gamma_survival(x, df as f64 / 2.0, 2.0)
 }

@@ -137,7 +137,7 @@ pub fn silence_test(silence: &OrderSilence) -> StatTest {
     }
 }
 
-/// The p-value below which a silence alerts (see [`bar`]).
+/// The p-value below which a silence alerts (see `bar`).
 pub fn alerting_bar(silence: &OrderSilence, config: &ChurnConfig) -> f64 {
     bar(silence, config).0
 }

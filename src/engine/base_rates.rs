@@ -127,7 +127,7 @@ impl BookCounts {
         }
     }
 
-    /// Whether any count [`BookCounts::stands_out`] tests is large enough to
+    /// Whether any count `BookCounts::stands_out` tests is large enough to
     /// be tested at all: a book with none never stands out, whatever the
     /// company's shares.
     pub fn could_stand_out(&self, config: &BookChurnConfig) -> bool {

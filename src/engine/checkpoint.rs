@@ -278,7 +278,7 @@ fn known_name<E: serde::de::Error>(name: &str) -> Result<&'static str, E> {
 }
 
 /// A `&'static str` that state keeps: one of the fixed names of
-/// [`known_name`]. Named by
+/// `known_name`. Named by
 /// an alias so serde does not take the field for a borrowed string.
 pub type StaticName = &'static str;
 

@@ -26,7 +26,7 @@ pub const AWAY_CHANCE: f64 = 1e-3;
 /// day further back is not known, and counts as at work).
 const DAYS_KEPT: i64 = 128;
 
-/// The days of the last [`DAYS_KEPT`] a manager was seen at work, among
+/// The days of the last `DAYS_KEPT` a manager was seen at work, among
 /// the days reported.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Presence {
@@ -108,7 +108,7 @@ impl Presence {
     }
 
     /// Whether the manager was away during some of the days `days` (a run of
-    /// days known to be without activity, at least [`Self::away_after`]
+    /// days known to be without activity, at least `away_after`
     /// long, overlapping them). Days not known count as at work.
     pub fn away_during(&self, days: std::ops::Range<i64>) -> bool {
         let Some(away_after) = self.away_after() else {

@@ -1,6 +1,6 @@
 //! The account stage of one input partition, scaled out (DESIGN §7): the
 //! same intake and account stage as the single-process
-//! [`Engine`](super::Engine), holding the accounts keyed to this partition.
+//! [`Engine`], holding the accounts keyed to this partition.
 //! What the engine hands its manager stage in memory, a source sends as
 //! [`Exchange`] messages: to the other sources (the company's order pace,
 //! the first boundary) and to the shards of the facts partitions (facts,

@@ -2,7 +2,7 @@
 //! → sinks, with checkpoints, idle-time watermark advance, metrics and
 //! readiness.
 //!
-//! One writer (with `kafka.scale_out` off; scaled out, see [`scaled`]): an
+//! One writer (with `kafka.scale_out` off; scaled out, see `scaled`): an
 //! instance applies input, moves event time and writes state only while the
 //! group gives it every input partition (the *owner*). Each assignment arrives paused. Holding
 //! fewer partitions, because another instance shares the group, it stands
