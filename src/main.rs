@@ -509,48 +509,12 @@ fn run_backtest(
     if let Some(mut writer) = writer {
         writer.flush().context("while writing the alerts")?;
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed();
 
     let mut stdout = io::stdout().lock();
-    writeln!(
-        stdout,
-        "Replayed {} messages in {elapsed:.2} s ({:.0}/s); watermark {}.",
-        report.messages,
-        report.messages as f64 / elapsed.max(1e-9),
-        report
-            .watermark
-            .map_or("none".to_owned(), |w| w.to_string())
-    )?;
-    for (outcome, count) in &report.outcomes {
-        writeln!(stdout, "  {outcome:<12} {count}")?;
-    }
-    let state = &report.state;
-    let forgotten: Vec<String> = state
-        .evictions
-        .iter()
-        .map(|(kind, count)| format!("{kind} {count}"))
-        .collect();
-    writeln!(
-        stdout,
-        "State at the end: {} accounts, {} open opportunities, {} managers, {} event ids, {} events not yet behind the watermark; forgotten (TTL or cap): {}.",
-        state.accounts,
-        state.open_opportunities,
-        state.managers,
-        state.remembered_event_ids,
-        state.buffered_events,
-        forgotten.join(", ")
-    )?;
-    for (reason, count) in &report.dead_letters {
-        writeln!(stdout, "  dead letter: {reason:<14} {count}")?;
-    }
-    if report.transitions.is_empty() {
-        writeln!(stdout, "No alerts.")?;
-    }
-    for ((kind, status), count) in &report.transitions {
-        writeln!(stdout, "  alerts {kind:<26} {status:<9} {count}")?;
-    }
+    backtest::write_replay(&mut stdout, &report, elapsed)?;
     if let Some(truth) = truth {
-        print_scores(&mut stdout, &report, &truth)?;
+        backtest::write_scores(&mut stdout, &report, &truth)?;
     }
     Ok(())
 }
@@ -571,125 +535,6 @@ fn progress_bar(file: &File) -> indicatif::ProgressBar {
     bar
 }
 
-fn print_scores(
-    stdout: &mut impl Write,
-    report: &backtest::BacktestReport,
-    truth: &GroundTruth,
-) -> Result<()> {
-    {
-        let score = backtest::score_managers(&report.alerts, truth);
-        writeln!(
-            stdout,
-            "Managers: {} of {} diverters detected (recall {:.2}); {} accused, {} falsely (precision {:.2}, {:.2} per 100 manager-years); median delay {}.",
-            score.detected,
-            score.diverters,
-            score.recall,
-            score.accused,
-            score.falsely_accused,
-            score.precision,
-            score.false_per_100_manager_years,
-            score.median_delay_days.map_or("n/a".to_owned(), |d| format!("{d:.0} days"))
-        )?;
-        let accounts = backtest::score_accounts(&report.alerts, truth);
-        writeln!(
-            stdout,
-            "Accounts: {} of {} churned accounts detected (recall {:.2}); {} alerts, {} false (precision {:.2}).",
-            accounts.detected, accounts.churned, accounts.recall, accounts.alerts, accounts.false_alerts, accounts.precision
-        )?;
-        print_diverters(stdout, &score)?;
-    }
-    Ok(())
-}
-
-/// At most this many missed diverters, and as many false accusations, are
-/// listed by name.
-const LISTED: usize = 20;
-
-/// What a data engineer tuning thresholds reads after the scores: each
-/// diversion style's recall and delay, which detector found the diverters
-/// first, and by name the diverters missed and the managers falsely
-/// accused, each with the alert that accused them.
-fn print_diverters(stdout: &mut impl Write, score: &backtest::ManagerScore) -> Result<()> {
-    let days = |d: Option<f64>| d.map_or("n/a".to_owned(), |d| format!("{d:.0} days"));
-    let styles = score.by_style();
-    if !styles.is_empty() {
-        writeln!(
-            stdout,
-            "Diverters by style (found; median delay from the onset to the first alert):"
-        )?;
-        for style in &styles {
-            writeln!(
-                stdout,
-                "  {:<18} {} of {}; {}",
-                style.style,
-                style.detected,
-                style.diverters,
-                days(style.median_delay_days)
-            )?;
-        }
-    }
-    let first = score.found_first_by();
-    if !first.is_empty() {
-        let kinds: Vec<String> = first
-            .iter()
-            .map(|(kind, found)| format!("{} {found}", kind.as_str()))
-            .collect();
-        writeln!(
-            stdout,
-            "First alert on each diverter found, by kind: {}.",
-            kinds.join(", ")
-        )?;
-    }
-    let missed: Vec<&backtest::DiverterOutcome> = score
-        .outcomes
-        .iter()
-        .filter(|o| o.found.is_none())
-        .collect();
-    if !missed.is_empty() {
-        writeln!(stdout, "Diverters missed ({}):", missed.len())?;
-        for outcome in missed.iter().take(LISTED) {
-            let style = outcome
-                .style
-                .as_deref()
-                .map_or(String::new(), |style| format!("{style}, "));
-            writeln!(
-                stdout,
-                "  {} ({style}onset {}, {} days of data after it)",
-                outcome.manager_id, outcome.onset, outcome.days_observed
-            )?;
-        }
-        print_more(stdout, missed.len())?;
-    }
-    if !score.false_accusations.is_empty() {
-        writeln!(
-            stdout,
-            "Managers falsely accused ({}), each with the first alert that did it:",
-            score.false_accusations.len()
-        )?;
-        for accused in score.false_accusations.iter().take(LISTED) {
-            let first = &accused.first;
-            writeln!(
-                stdout,
-                "  {} at {}, {}: {}",
-                accused.manager_id,
-                first.at,
-                first.kind.as_str(),
-                first.summary
-            )?;
-        }
-        print_more(stdout, score.false_accusations.len())?;
-    }
-    Ok(())
-}
-
-/// The line that says how many of a list were not printed.
-fn print_more(stdout: &mut impl Write, listed: usize) -> Result<()> {
-    if listed > LISTED {
-        writeln!(stdout, "  … and {} more", listed - LISTED)?;
-    }
-    Ok(())
-}
-
 /// Replays the input once per combination of the sweep values and prints
 /// one table row each.
 fn run_sweep(
@@ -698,73 +543,23 @@ fn run_sweep(
     input: &Path,
     labels: Option<&Path>,
 ) -> Result<()> {
-    let mut axes: Vec<(String, Vec<String>)> = Vec::new();
-    for item in sweep {
-        let (key, values) = item
-            .split_once('=')
-            .with_context(|| format!("--sweep {item} is not KEY=V1,V2,…"))?;
-        axes.push((
-            key.trim().to_owned(),
-            values.split(',').map(|v| v.trim().to_owned()).collect(),
-        ));
-    }
+    let grid = backtest::SweepGrid::parse(sweep)?;
     let truth = labels.map(read_labels).transpose()?;
     let events =
         std::fs::read(input).with_context(|| format!("while reading {}", input.display()))?;
-    let combinations = axes
-        .iter()
-        .map(|(_, values)| values.len())
-        .product::<usize>();
-    let progress = indicatif::ProgressBar::new(combinations as u64);
+    let progress = indicatif::ProgressBar::new(grid.len() as u64);
 
     let mut stdout = io::stdout().lock();
-    let header: Vec<&str> = axes.iter().map(|(key, _)| key.as_str()).collect();
-    writeln!(
-        stdout,
-        "{}\tmanager_recall\tmanager_precision\tfalse_per_100_manager_years\tmedian_delay_days\taccount_recall\taccount_precision\talerts",
-        header.join("\t")
-    )?;
-    for index in 0..combinations {
-        let mut rest = index;
-        let mut chosen = Vec::new();
-        for (key, values) in &axes {
-            chosen.push(format!("{key}={}", values[rest % values.len()]));
-            rest /= values.len();
-        }
+    grid.write_header(&mut stdout)?;
+    for index in 0..grid.len() {
+        let chosen = grid.combination(index);
         let mut overrides = base.overrides.clone();
         overrides.extend(chosen.iter().cloned());
         let config = Config::load(base.config.as_deref(), &overrides, std::env::vars())
             .with_context(|| format!("while applying {}", chosen.join(" ")))?;
         let report = backtest::replay(&config, events.as_slice(), |_| Ok(()))?;
         progress.inc(1);
-        let values: Vec<&str> = chosen
-            .iter()
-            .map(|c| c.split_once('=').map_or("", |(_, v)| v))
-            .collect();
-        let firing = report
-            .alerts
-            .iter()
-            .filter(|a| a.status == feidan::alert::Status::Firing)
-            .count();
-        match &truth {
-            Some(truth) => {
-                let m = backtest::score_managers(&report.alerts, truth);
-                let a = backtest::score_accounts(&report.alerts, truth);
-                writeln!(
-                    stdout,
-                    "{}\t{:.2}\t{:.2}\t{:.2}\t{}\t{:.2}\t{:.2}\t{firing}",
-                    values.join("\t"),
-                    m.recall,
-                    m.precision,
-                    m.false_per_100_manager_years,
-                    m.median_delay_days
-                        .map_or("n/a".to_owned(), |d| format!("{d:.0}")),
-                    a.recall,
-                    a.precision
-                )?;
-            }
-            None => writeln!(stdout, "{}\t-\t-\t-\t-\t-\t-\t{firing}", values.join("\t"))?,
-        }
+        backtest::write_row(&mut stdout, &chosen, &report.alerts, truth.as_ref())?;
     }
     progress.finish_and_clear();
     Ok(())
