@@ -33,8 +33,12 @@ pub enum ConfigError {
     },
     #[error("invalid configuration: {0}")]
     Parse(String),
-    #[error("unknown configuration key `{0}`")]
-    UnknownKey(String),
+    #[error("unknown configuration key `{key}`{}", did_you_mean(suggestion))]
+    UnknownKey {
+        key: String,
+        /// A known key the unknown one is likely a slip for.
+        suggestion: Option<String>,
+    },
     #[error("`--set {0}` is not KEY=VALUE")]
     BadOverride(String),
     #[error("configuration key `{key}`: {problem}")]
@@ -512,7 +516,11 @@ impl Config {
             .map_err(|e| ConfigError::Parse(e.to_string()))?;
         let defaults: Value =
             toml::from_str(DEFAULT_TOML).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        check_known_keys(&tree, &defaults, "")?;
+        let scope = Scope {
+            known: &defaults,
+            path: "",
+        };
+        check_known_keys(&tree, &defaults, "", scope)?;
 
         let mut config: Config = merged
             .try_deserialize()
@@ -691,9 +699,30 @@ fn merge(base: &mut Value, patch: &Value) {
     }
 }
 
-/// Fails on the first key of `tree` that `defaults` does not have. Under
-/// `teams.<name>` the keys of `detect` are allowed.
-fn check_known_keys(tree: &Value, defaults: &Value, path: &str) -> Result<(), ConfigError> {
+fn did_you_mean(suggestion: &Option<String>) -> String {
+    suggestion
+        .as_ref()
+        .map_or(String::new(), |known| format!(" (did you mean `{known}`?)"))
+}
+
+/// The known keys an unknown one is looked up among for a suggestion: the
+/// whole default tree, or under `teams.<name>` the keys of `detect`; and
+/// the path they sit at.
+#[derive(Clone, Copy)]
+struct Scope<'a> {
+    known: &'a Value,
+    path: &'a str,
+}
+
+/// Fails on the first key of `tree` that `defaults` does not have, naming
+/// it and a known key it is likely a slip for. Under `teams.<name>` the
+/// keys of `detect` are allowed.
+fn check_known_keys(
+    tree: &Value,
+    defaults: &Value,
+    path: &str,
+    scope: Scope,
+) -> Result<(), ConfigError> {
     let (Value::Object(tree), Value::Object(defaults_map)) = (tree, defaults) else {
         return Ok(());
     };
@@ -715,16 +744,90 @@ fn check_known_keys(tree: &Value, defaults: &Value, path: &str) -> Result<(), Co
             };
             let detect = defaults_map.get("detect").unwrap_or(&Value::Null);
             for (team, overrides) in teams {
-                check_known_keys(overrides, detect, &format!("teams.\"{team}\""))?;
+                let path = format!("teams.\"{team}\"");
+                let scope = Scope {
+                    known: detect,
+                    path: &path,
+                };
+                check_known_keys(overrides, detect, &path, scope)?;
             }
             continue;
         }
         match defaults_map.get(key) {
-            Some(default) => check_known_keys(value, default, &full)?,
-            None => return Err(ConfigError::UnknownKey(full)),
+            Some(default) => check_known_keys(value, default, &full, scope)?,
+            None => {
+                // A table where none is known: name its first key.
+                let mut below = Vec::new();
+                let mut inner = value;
+                while let Some((next, deeper)) = inner.as_object().and_then(|m| m.iter().next()) {
+                    below.push(next.as_str());
+                    inner = deeper;
+                }
+                let mut written = vec![key.as_str()];
+                written.extend(&below);
+                return Err(ConfigError::UnknownKey {
+                    key: std::iter::once(full.as_str())
+                        .chain(below.iter().copied())
+                        .collect::<Vec<_>>()
+                        .join("."),
+                    suggestion: suggest(defaults_map, path, &written, scope),
+                });
+            }
         }
     }
     Ok(())
+}
+
+/// A known key for the unknown one `written` (its first part not in
+/// `siblings`, the known keys at `path`): one beside it spelt nearly the
+/// same (`alhpa` for `alpha`, `broker` for `brokers`), or else a known key
+/// the whole of `written` ends (`churn.min_visits` for
+/// `detect.churn.min_visits`).
+fn suggest(
+    siblings: &serde_json::Map<String, Value>,
+    path: &str,
+    written: &[&str],
+    scope: Scope,
+) -> Option<String> {
+    let join = |prefix: &str, parts: &[&str]| {
+        let mut all: Vec<&str> = Vec::new();
+        if !prefix.is_empty() {
+            all.push(prefix);
+        }
+        all.extend(parts);
+        all.join(".")
+    };
+    let (first, rest) = written.split_first()?;
+    let near = siblings
+        .keys()
+        .map(|known| (strsim::damerau_levenshtein(known, first), known))
+        .filter(|(distance, _)| *distance <= 2 && *distance < first.len())
+        .min();
+    if let Some((_, known)) = near {
+        let mut parts = vec![known.as_str()];
+        parts.extend(rest);
+        return Some(join(path, &parts));
+    }
+    let mut leaves = Vec::new();
+    leaf_paths(scope.known, &mut Vec::new(), &mut leaves);
+    leaves
+        .into_iter()
+        .find(|leaf| leaf.len() > written.len() && leaf.ends_with(written))
+        .map(|leaf| join(scope.path, &leaf))
+}
+
+/// Every path from `value` to a key holding a value, depth first.
+fn leaf_paths<'a>(value: &'a Value, above: &mut Vec<&'a str>, out: &mut Vec<Vec<&'a str>>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                above.push(key);
+                leaf_paths(inner, above, out);
+                above.pop();
+            }
+        }
+        _ => out.push(above.clone()),
+    }
 }
 
 /// Flattens the `kafka.client` table: TOML dotted keys (`security.protocol`)
@@ -864,10 +967,24 @@ mod tests {
         let err = load(&["detect.win_rate.alhpa=0.01"], &[]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown configuration key `detect.win_rate.alhpa`"
+            "unknown configuration key `detect.win_rate.alhpa` (did you mean `detect.win_rate.alpha`?)"
         );
         let err = load(&[], &[("FEIDAN__KAFKA__BROKER", "x:1")]).unwrap_err();
-        assert_eq!(err.to_string(), "unknown configuration key `kafka.broker`");
+        assert_eq!(
+            err.to_string(),
+            "unknown configuration key `kafka.broker` (did you mean `kafka.brokers`?)"
+        );
+        // A detector key without its `detect.`, and one nothing resembles.
+        let err = load(&["churn.min_visits=2"], &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown configuration key `churn.min_visits` (did you mean `detect.churn.min_visits`?)"
+        );
+        let err = load(&["detect.win_rate.threshold=0.01"], &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown configuration key `detect.win_rate.threshold`"
+        );
     }
 
     #[test]
@@ -916,7 +1033,7 @@ mod tests {
         let err = Config::load(Some(&file), &[], std::iter::empty()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown configuration key `teams.\"east\".win_rate.alhpa`"
+            "unknown configuration key `teams.\"east\".win_rate.alhpa` (did you mean `teams.\"east\".win_rate.alpha`?)"
         );
         std::fs::write(&file, "[teams.\"east\".book_churn]\nalpha = 2.0\n").unwrap();
         let err = Config::load(Some(&file), &[], std::iter::empty()).unwrap_err();
