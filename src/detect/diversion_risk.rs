@@ -35,8 +35,11 @@ pub fn assess(components: &[Component], config: &DiversionRiskConfig) -> Option<
             .iter()
             .map(|c| {
                 format!(
-                    "{} {:.2} vs {:.2} expected (p={:.2e})",
-                    c.name, c.observed, c.expected, c.p_value
+                    "{} {} vs {} expected (p={:.2e})",
+                    c.name,
+                    readable(c.observed),
+                    readable(c.expected),
+                    c.p_value
                 )
             })
             .collect();
@@ -59,6 +62,18 @@ pub fn assess(components: &[Component], config: &DiversionRiskConfig) -> Option<
         severity: Severity::for_p_value(p_value, config.critical_p_value),
         summary,
     })
+}
+
+/// A rate or share for the summary: two decimals, or as many as show its
+/// first two digits when it is smaller (a company share of 0.00053 is not
+/// "0.00": a manager reading the alert must see what they are held to).
+fn readable(x: f64) -> String {
+    let decimals = if x == 0.0 || !x.is_finite() || x.abs() >= 0.005 {
+        2
+    } else {
+        ((-x.abs().log10()).ceil() as usize + 1).clamp(2, 8)
+    };
+    format!("{x:.decimals$}")
 }
 
 #[cfg(test)]
@@ -97,6 +112,33 @@ mod tests {
         assert!(
             !one_strong.alerting,
             "one strong sign is its own alert, not a combination"
+        );
+    }
+
+    #[test]
+    fn small_shares_keep_their_first_digits_in_the_summary() {
+        assert_eq!(readable(0.6), "0.60");
+        assert_eq!(readable(0.0), "0.00");
+        assert_eq!(readable(0.03), "0.03");
+        assert_eq!(readable(0.00053), "0.00053");
+        assert_eq!(readable(0.0041), "0.0041");
+        let config = Config::defaults().detect.diversion_risk;
+        let components = [
+            Component {
+                observed: 0.14,
+                expected: 0.00053,
+                ..c("book churn", 2.6e-4)
+            },
+            Component {
+                observed: 0.10,
+                expected: 0.46,
+                ..c("win rate", 0.023)
+            },
+        ];
+        let text = assess(&components, &config).unwrap().summary.text();
+        assert!(
+            text.ends_with("book churn 0.14 vs 0.00053 expected (p=2.60e-4); win rate 0.10 vs 0.46 expected (p=2.30e-2)"),
+            "{text}"
         );
     }
 }
