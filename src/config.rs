@@ -766,10 +766,7 @@ fn check_known_keys(
                 let mut written = vec![key.as_str()];
                 written.extend(&below);
                 return Err(ConfigError::UnknownKey {
-                    key: std::iter::once(full.as_str())
-                        .chain(below.iter().copied())
-                        .collect::<Vec<_>>()
-                        .join("."),
+                    key: dotted(path, &written),
                     suggestion: suggest(defaults_map, path, &written, scope),
                 });
             }
@@ -789,14 +786,6 @@ fn suggest(
     written: &[&str],
     scope: Scope,
 ) -> Option<String> {
-    let join = |prefix: &str, parts: &[&str]| {
-        let mut all: Vec<&str> = Vec::new();
-        if !prefix.is_empty() {
-            all.push(prefix);
-        }
-        all.extend(parts);
-        all.join(".")
-    };
     let (first, rest) = written.split_first()?;
     let near = siblings
         .keys()
@@ -806,14 +795,24 @@ fn suggest(
     if let Some((_, known)) = near {
         let mut parts = vec![known.as_str()];
         parts.extend(rest);
-        return Some(join(path, &parts));
+        return Some(dotted(path, &parts));
     }
     let mut leaves = Vec::new();
     leaf_paths(scope.known, &mut Vec::new(), &mut leaves);
     leaves
         .into_iter()
         .find(|leaf| leaf.len() > written.len() && leaf.ends_with(written))
-        .map(|leaf| join(scope.path, &leaf))
+        .map(|leaf| dotted(scope.path, &leaf))
+}
+
+/// `parts` joined by dots under `prefix` (none at the root).
+fn dotted(prefix: &str, parts: &[&str]) -> String {
+    let mut all: Vec<&str> = Vec::with_capacity(parts.len() + 1);
+    if !prefix.is_empty() {
+        all.push(prefix);
+    }
+    all.extend(parts);
+    all.join(".")
 }
 
 /// Every path from `value` to a key holding a value, depth first.
