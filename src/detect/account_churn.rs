@@ -34,7 +34,7 @@ use crate::config::ChurnConfig;
 use crate::stats;
 use crate::time::Timestamp;
 
-use super::{Finding, Summary};
+use super::{round4, Finding, Summary};
 
 /// The state of one account's ordering, as the account stage sees it.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -291,10 +291,6 @@ impl SilenceJudgement {
             summary,
         }
     }
-}
-
-fn round4(x: f64) -> f64 {
-    (x * 1e4).round() / 1e4
 }
 
 #[cfg(test)]

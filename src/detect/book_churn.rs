@@ -34,7 +34,7 @@
 use crate::alert::{Severity, StatTest};
 use crate::config::{BookChurnConfig, ChurnConfig};
 
-use super::{Finding, Summary};
+use super::{round6, Finding, Summary};
 
 /// Most bars the visited and the shrinking accounts are counted past: the
 /// loosest and `book_churn.tighter_bars` (at most two) tighter ones.
@@ -328,10 +328,6 @@ impl Candidate {
             effect,
         }
     }
-}
-
-fn round6(x: f64) -> f64 {
-    (x * 1e6).round() / 1e6
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 use crate::alert::{Severity, StatTest};
 use crate::config::CompetitorConfig;
 
-use super::{Finding, Summary};
+use super::{round6, Finding, Summary};
 
 /// The most losses the team's share is weighted with: shares drift.
 const MAX_WEIGHT: f64 = 200.0;
@@ -84,10 +84,6 @@ pub fn assess(
         summary,
     };
     Some((finding, c.competitor.to_owned()))
-}
-
-fn round6(x: f64) -> f64 {
-    (x * 1e6).round() / 1e6
 }
 
 #[cfg(test)]

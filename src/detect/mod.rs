@@ -16,6 +16,18 @@ use std::sync::Arc;
 
 use crate::alert::{Severity, StatTest};
 
+/// A test parameter as an alert publishes it, to six decimals. The p-value
+/// is computed from the rounded parameters, so that anyone recomputing it
+/// from the alert gets the same number.
+pub(crate) fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+/// As [`round6`], to four decimals (a silence's days, shape and scale).
+pub(crate) fn round4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
+}
+
 /// A finding's sentence, worded only when it is read. Every manager is
 /// assessed at every evaluation, and almost no assessment becomes an alert:
 /// formatting numbers for all of them was a tenth of the engine's time.

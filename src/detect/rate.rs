@@ -25,7 +25,7 @@
 use crate::alert::{Severity, StatTest};
 use crate::engine::window::Tally;
 
-use super::{Finding, Summary};
+use super::{round6, Finding, Summary};
 
 /// However long a manager's history, a rate drifts over years, so the
 /// baseline is never treated as exact.
@@ -208,12 +208,6 @@ pub fn percent(share: f64) -> String {
     } else {
         format!("{percent:.0}%")
     }
-}
-
-/// Parameters are published rounded; the p-value is computed from the
-/// rounded values so that it recomputes exactly.
-fn round6(x: f64) -> f64 {
-    (x * 1e6).round() / 1e6
 }
 
 /// What a detector's summary sentence needs: the chosen window's counts and
