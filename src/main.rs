@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use feidan::backtest::{self, GroundTruth};
 use feidan::config::{Config, LogFormat};
 use feidan::demo::{self, DemoOptions};
+use feidan::event::Id;
 use feidan::metrics::{self, Health, Metrics};
 use feidan::service;
 use feidan::simulate::{SimConfig, Simulation};
@@ -124,6 +125,15 @@ enum Command {
         /// `--sweep detect.win_rate.alpha=0.001,0.0001` (repeatable: a grid).
         #[arg(long, value_name = "KEY=V1,V2,…")]
         sweep: Vec<String>,
+        /// Show every verdict on this manager, alerting or not: each
+        /// detector's p-value against its bar at each evaluation, and the
+        /// closest it came (repeatable).
+        #[arg(long, value_name = "MANAGER_ID", conflicts_with = "sweep")]
+        trace: Vec<String>,
+        /// Write the traced verdicts here as JSON lines instead of printing
+        /// them after the report.
+        #[arg(long, value_name = "FILE", requires = "trace")]
+        trace_output: Option<PathBuf>,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -255,16 +265,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::ImportMavenCrm { dir, out, .. } => {
             let imported = feidan::import::maven_crm(&dir)
                 .with_context(|| format!("while importing {}", dir.display()))?;
-            let mut writer = BufWriter::new(
-                File::create(&out).with_context(|| format!("while creating {}", out.display()))?,
-            );
-            for event in &imported.events {
-                serde_json::to_writer(&mut writer, &event.to_json())?;
-                writer.write_all(b"\n")?;
-            }
-            writer
-                .flush()
-                .with_context(|| format!("while writing {}", out.display()))?;
+            let events = imported.events.iter().map(|event| event.to_json());
+            write_json_lines(create(&out)?, &out, events)?;
             eprintln!(
                 "Wrote {} events from {} rows to {}; skipped {} rows without an account and {} without an engage date.",
                 imported.events.len(),
@@ -280,11 +282,20 @@ fn run(cli: Cli) -> Result<()> {
             labels,
             output,
             sweep,
+            trace,
+            trace_output,
             config: config_args,
         } => {
             size_judging_for_backtest();
             if sweep.is_empty() {
-                run_backtest(&config, &input, labels.as_deref(), output.as_deref())
+                let files = BacktestFiles {
+                    input: &input,
+                    labels: labels.as_deref(),
+                    output: output.as_deref(),
+                    trace_output: trace_output.as_deref(),
+                };
+                let traced: Vec<Id> = trace.iter().map(Id::from).collect();
+                run_backtest(&config, &files, &traced)
             } else {
                 run_sweep(&config_args, &sweep, &input, labels.as_deref())
             }
@@ -475,27 +486,49 @@ fn size_judging_for_backtest() {
         .build_global();
 }
 
-fn run_backtest(
-    config: &Config,
-    input: &Path,
-    labels: Option<&Path>,
-    output: Option<&Path>,
+/// The files of one backtest: the events, and the optional labels, alerts
+/// and trace.
+struct BacktestFiles<'a> {
+    input: &'a Path,
+    labels: Option<&'a Path>,
+    output: Option<&'a Path>,
+    trace_output: Option<&'a Path>,
+}
+
+fn create(path: &Path) -> Result<BufWriter<File>> {
+    let file = File::create(path).with_context(|| format!("while creating {}", path.display()))?;
+    Ok(BufWriter::new(file))
+}
+
+/// Writes `values` one JSON object a line to `writer`, the file at `path`.
+fn write_json_lines(
+    mut writer: BufWriter<File>,
+    path: &Path,
+    values: impl IntoIterator<Item = serde_json::Value>,
 ) -> Result<()> {
-    let truth = labels.map(read_labels).transpose()?;
+    let writing = || format!("while writing {}", path.display());
+    for value in values {
+        serde_json::to_writer(&mut writer, &value).with_context(writing)?;
+        writer.write_all(b"\n").with_context(writing)?;
+    }
+    writer.flush().with_context(writing)
+}
+
+fn run_backtest(config: &Config, files: &BacktestFiles, traced: &[Id]) -> Result<()> {
+    let input = files.input;
+    let truth = files.labels.map(read_labels).transpose()?;
     let file = File::open(input).with_context(|| format!("while opening {}", input.display()))?;
     let progress = progress_bar(&file);
-    let mut writer: Option<BufWriter<File>> = match output {
-        Some(path) => {
-            Some(BufWriter::new(File::create(path).with_context(|| {
-                format!("while creating {}", path.display())
-            })?))
-        }
-        None => None,
-    };
+    let mut writer = files.output.map(create).transpose()?;
+    let trace_writer = files
+        .trace_output
+        .map(|path| create(path).map(|writer| (path, writer)))
+        .transpose()?;
     let started = Instant::now();
-    let report = backtest::replay(
+    let report = backtest::replay_tracing(
         config,
         BufReader::with_capacity(1 << 20, progress.wrap_read(file)),
+        traced,
         |alert| {
             if let Some(writer) = writer.as_mut() {
                 serde_json::to_writer(&mut *writer, &alert.to_json())?;
@@ -515,6 +548,11 @@ fn run_backtest(
     backtest::write_replay(&mut stdout, &report, elapsed)?;
     if let Some(truth) = truth {
         backtest::write_scores(&mut stdout, &report, &truth)?;
+    }
+    if let Some((path, writer)) = trace_writer {
+        write_json_lines(writer, path, report.traces.iter().map(|t| t.to_json()))?;
+    } else if !traced.is_empty() {
+        backtest::write_traces(&mut stdout, &report.traces, traced)?;
     }
     Ok(())
 }

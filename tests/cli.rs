@@ -189,6 +189,120 @@ fn simulate_then_backtest_writes_alerts_and_a_summary() {
     );
 }
 
+/// `--trace` shows every verdict on a manager, alerting or not, and agrees
+/// with the alerts: each alert's test is the traced finding's that day.
+#[test]
+fn a_traced_manager_shows_every_verdict_and_agrees_with_the_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let alerts = dir.path().join("alerts.jsonl");
+    let traced = dir.path().join("trace.jsonl");
+    let out = simulate(
+        &events,
+        &["--seed", "3", "--managers", "16", "--days", "400"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let labels: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("events.labels.json")).unwrap(),
+    )
+    .unwrap();
+    // The blatant diverter, whom this world's backtest finds.
+    let diverter = labels["diverters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["style"] == "blatant")
+        .and_then(|d| d["manager_id"].as_str())
+        .unwrap();
+    let out = feidan(
+        &[
+            "backtest",
+            "--input",
+            events.to_str().unwrap(),
+            "--output",
+            alerts.to_str().unwrap(),
+            "--trace",
+            diverter,
+            "--trace-output",
+            traced.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let traces: Vec<serde_json::Value> = std::fs::read_to_string(&traced)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    // One verdict a day once the manager is seen, most of them alerting
+    // nothing.
+    assert!(traces.len() > 300, "{}", traces.len());
+    assert!(traces.iter().all(|t| t["manager_id"] == diverter));
+    assert!(traces
+        .windows(2)
+        .all(|w| w[0]["at"].as_str() < w[1]["at"].as_str()));
+    let firing: Vec<serde_json::Value> = std::fs::read_to_string(&alerts)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|a| a["manager_id"] == diverter && a["status"] == "firing")
+        .filter(|a| a["kind"] != "account_churn")
+        .collect();
+    assert!(!firing.is_empty(), "the diverter {diverter} is found");
+    for alert in &firing {
+        let day = traces
+            .iter()
+            .find(|t| t["at"] == alert["detected_at"])
+            .expect("a verdict on the day of each alert");
+        let finding = day["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["kind"] == alert["kind"])
+            .expect("the alert's detector among the day's findings");
+        assert_eq!(finding["alerting"], true, "{finding}");
+        assert_eq!(finding["test"], alert["test"], "{finding}");
+        assert!(finding["p_value"].as_f64() < finding["alpha"].as_f64());
+    }
+
+    // Printed after the report instead, with the closest each detector
+    // came to its bar; a manager never judged is named.
+    let out = feidan(
+        &[
+            "backtest",
+            "--input",
+            events.to_str().unwrap(),
+            "--trace",
+            diverter,
+            "--trace",
+            "kam-nobody",
+        ],
+        &[],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!("Trace of {diverter} (")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Closest to each bar:\n  "), "{stdout}");
+    assert!(
+        stdout.contains("Trace of kam-nobody: never judged"),
+        "{stdout}"
+    );
+    let out = feidan(
+        &[
+            "backtest",
+            "--input",
+            events.to_str().unwrap(),
+            "--trace-output",
+            traced.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_fails_naming(&out, "--trace");
+}
+
 #[test]
 fn a_missing_input_file_is_named() {
     let out = feidan(&["backtest", "--input", "/nonexistent/events.jsonl"], &[]);

@@ -13,7 +13,7 @@ mod report;
 mod score;
 mod sweep;
 
-pub use report::{write_replay, write_scores};
+pub use report::{write_replay, write_scores, write_traces};
 pub use score::{
     score_accounts, score_managers, AccountScore, DiverterOutcome, FalseAccusation, FirstAlert,
     GroundTruth, LabelledChurn, LabelledDiverter, LabelledManager, ManagerScore, StyleScore,
@@ -28,10 +28,11 @@ use std::thread;
 use crate::alert::Alert;
 use crate::config::Config;
 use crate::engine::exchange::{Exchange, Route};
+use crate::engine::manager::ManagerTrace;
 use crate::engine::shard::Shard;
 use crate::engine::source::Source;
 use crate::engine::{Engine, EngineStats, Outcome};
-use crate::event::{decode, DecodeError, DecodeLimits, Event};
+use crate::event::{decode, DecodeError, DecodeLimits, Event, Id};
 use crate::time::Timestamp;
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +61,9 @@ pub struct BacktestReport {
     pub watermark: Option<Timestamp>,
     /// The engine's state at the end: entities held and forgotten.
     pub state: crate::engine::EngineStats,
+    /// The traced managers' verdicts at every evaluation, in order
+    /// ([`replay_tracing`]).
+    pub traces: Vec<ManagerTrace>,
 }
 
 /// Replays `input` (one event per line) through a fresh engine, calling
@@ -79,6 +83,21 @@ pub struct BacktestReport {
 pub fn replay(
     config: &Config,
     input: impl BufRead + Send,
+    on_alert: impl FnMut(&Alert) -> io::Result<()>,
+) -> Result<BacktestReport, BacktestError> {
+    replay_tracing(config, input, &[], on_alert)
+}
+
+/// [`replay`], keeping every verdict about the managers in `traced` in the
+/// report's `traces`, alerting or not (see [`ManagerTrace`]).
+///
+/// # Errors
+///
+/// As [`replay`].
+pub fn replay_tracing(
+    config: &Config,
+    input: impl BufRead + Send,
+    traced: &[Id],
     mut on_alert: impl FnMut(&Alert) -> io::Result<()>,
 ) -> Result<BacktestReport, BacktestError> {
     let limits = Engine::decode_limits(config);
@@ -87,7 +106,8 @@ pub fn replay(
     let (manager_results, from_managers) = mpsc::channel();
     thread::scope(|scope| {
         scope.spawn(move || read_and_decode(input, limits, sender));
-        let managers = scope.spawn(move || judge_managers(config, manager_inbox, manager_results));
+        let managers =
+            scope.spawn(move || judge_managers(config, traced, manager_inbox, manager_results));
         let mut source = Source::new(config, 0, 1, 1);
         let mut report = BacktestReport::default();
         let mut pending = Evaluations::default();
@@ -122,8 +142,9 @@ pub fn replay(
                 if !for_managers.is_empty() && to_managers.send(for_managers).is_err() {
                     break 'read;
                 }
-                for (evaluated, alerts) in from_managers.try_iter() {
+                for (evaluated, alerts, traces) in from_managers.try_iter() {
                     pending.add(alerts);
+                    report.traces.extend(traces);
                     emit(pending.take_through(evaluated), &mut report)?;
                 }
             }
@@ -132,8 +153,9 @@ pub fn replay(
         let manager_state = managers
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        for (_, alerts) in from_managers.try_iter() {
+        for (_, alerts, traces) in from_managers.try_iter() {
             pending.add(alerts);
+            report.traces.extend(traces);
         }
         emit(pending.take_all(), &mut report)?;
         report.watermark = source.watermark();
@@ -147,27 +169,31 @@ pub fn replay(
 const EVALUATIONS_AHEAD: usize = 4;
 
 /// What the manager stage reports after each evaluation: the last boundary
-/// evaluated, and its transitions.
-type ManagerResult = (Option<Timestamp>, Vec<Alert>);
+/// evaluated, its transitions, and the traced managers' verdicts.
+type ManagerResult = (Option<Timestamp>, Vec<Alert>, Vec<ManagerTrace>);
 
 /// The manager stage's thread: evaluates each boundary once the account
 /// stage's messages for it are in, until the account stage hangs up;
 /// returns what the stage holds at the end.
 fn judge_managers(
     config: &Config,
+    traced: &[Id],
     inbox: Receiver<Vec<Exchange>>,
     results: Sender<ManagerResult>,
 ) -> EngineStats {
     let mut shard = Shard::new(config, 0, 1, 1);
+    shard.trace(traced.iter().cloned());
     let mut out = Vec::new();
     for messages in inbox {
         for message in messages {
             shard.receive(message, &mut out);
         }
-        if results
-            .send((shard.evaluated(), std::mem::take(&mut out)))
-            .is_err()
-        {
+        let evaluated = (
+            shard.evaluated(),
+            std::mem::take(&mut out),
+            shard.take_traces(),
+        );
+        if results.send(evaluated).is_err() {
             break;
         }
     }

@@ -2,7 +2,8 @@
 //! how fast, the engine's state at the end, the transitions by kind; and,
 //! against ground-truth labels, the scores, each diversion style's recall
 //! and delay, which detector found the diverters first, and by name the
-//! diverters missed and the managers falsely accused.
+//! diverters missed and the managers falsely accused; and the verdicts on
+//! the managers traced, evaluation by evaluation.
 //!
 //! Plain text on any writer; the binary passes standard output.
 
@@ -12,6 +13,9 @@ use std::time::Duration;
 use super::{
     score_accounts, score_managers, BacktestReport, DiverterOutcome, GroundTruth, ManagerScore,
 };
+use crate::alert::AlertKind;
+use crate::engine::manager::ManagerTrace;
+use crate::event::Id;
 
 /// At most this many missed diverters, and as many false accusations, are
 /// listed by name.
@@ -189,6 +193,64 @@ fn write_more(out: &mut impl Write, listed: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// The traced managers' verdicts (`--trace`), manager by manager: one line
+/// per evaluation with each detector's p-value as its bar is applied to it
+/// (`*` where every condition to alert held), then, for each detector, the
+/// evaluation that came closest to its bar, with its sentence. Managers
+/// asked for and never judged are named.
+///
+/// # Errors
+///
+/// Only the writer's.
+pub fn write_traces(out: &mut impl Write, traces: &[ManagerTrace], asked: &[Id]) -> io::Result<()> {
+    for manager in asked {
+        let own: Vec<&ManagerTrace> = traces.iter().filter(|t| t.manager_id == *manager).collect();
+        let Some(first) = own.first() else {
+            writeln!(
+                out,
+                "Trace of {manager}: never judged (not in the input, or no book, deal or loss of theirs by an evaluation)."
+            )?;
+            continue;
+        };
+        writeln!(
+            out,
+            "Trace of {manager} ({}): each detector's p-value (corrected for the windows or alternatives tried) at each evaluation; * where every condition to alert held.",
+            first.team
+        )?;
+        for trace in &own {
+            let mut line = trace.at.date_string();
+            if trace.findings.is_empty() {
+                line.push_str("  nothing judged");
+            }
+            for f in &trace.findings {
+                let mark = if f.alerting { "*" } else { "" };
+                line.push_str(&format!("  {} {:.2e}{mark}", f.kind.as_str(), f.p_value));
+            }
+            writeln!(out, "{line}")?;
+        }
+        writeln!(out, "Closest to each bar:")?;
+        for kind in AlertKind::ALL {
+            let closest = own
+                .iter()
+                .flat_map(|t| t.findings.iter().map(move |f| (t.at, f)))
+                .filter(|(_, f)| f.kind == kind)
+                .min_by(|(_, a), (_, b)| (a.p_value / a.alpha).total_cmp(&(b.p_value / b.alpha)));
+            if let Some((at, f)) = closest {
+                writeln!(
+                    out,
+                    "  {} on {}: p={:.2e} against alpha {:.0e}: {}",
+                    kind.as_str(),
+                    at.date_string(),
+                    f.p_value,
+                    f.alpha,
+                    f.summary
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::score::tests::{their_alerts, three_diverters};
@@ -221,6 +283,58 @@ mod tests {
                 "Managers falsely accused (2), each with the first alert that did it:",
                 "  d2 at 2025-01-31T00:00:00Z, win_rate_drop: win_rate_drop on d2",
                 "  h1 at 2025-07-20T00:00:00Z, competitor_concentration: competitor_concentration on h1",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_trace_lists_each_verdict_and_the_closest_to_each_bar() {
+        use crate::alert::StatTest;
+        use crate::engine::manager::TracedFinding;
+        use crate::time::Timestamp;
+
+        let finding = |p_value: f64, alerting: bool, summary: &str| TracedFinding {
+            kind: AlertKind::BookChurn,
+            p_value,
+            alpha: 2e-5,
+            alerting,
+            observed: 0.3,
+            expected: 0.01,
+            test: StatTest::BinomialUpper {
+                k: 3,
+                n: 10,
+                p: 0.01,
+            },
+            test_p_value: p_value / 10.0,
+            summary: summary.into(),
+        };
+        let day = |d: i64, findings: Vec<TracedFinding>| ManagerTrace {
+            manager_id: "m1".into(),
+            team: "t1".into(),
+            at: Timestamp::from_day(20_000 + d),
+            findings,
+        };
+        let traces = [
+            day(0, vec![]),
+            day(1, vec![finding(1e-3, false, "far")]),
+            day(2, vec![finding(1e-5, true, "closest")]),
+            day(3, vec![finding(4e-4, false, "again")]),
+        ];
+        let mut text = Vec::new();
+        write_traces(&mut text, &traces, &["m1".into(), "m2".into()]).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("Trace of m1 (t1): "), "{text}");
+        assert_eq!(
+            lines[1..],
+            [
+                "2024-10-04  nothing judged",
+                "2024-10-05  book_churn 1.00e-3",
+                "2024-10-06  book_churn 1.00e-5*",
+                "2024-10-07  book_churn 4.00e-4",
+                "Closest to each bar:",
+                "  book_churn on 2024-10-06: p=1.00e-5 against alpha 2e-5: closest",
+                "Trace of m2: never judged (not in the input, or no book, deal or loss of theirs by an evaluation).",
             ]
         );
     }

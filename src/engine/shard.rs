@@ -24,7 +24,7 @@ use super::checkpoint::{decode_globals, decode_payload, encode, RestoreError, ST
 use super::exchange::{BookTallies, Envelope, Exchange, PartBody, Route, COUNTS_PER_PART};
 use super::fact::Fact;
 use super::lifecycle::Lifecycle;
-use super::manager::{ManagerGlobals, ManagerStage};
+use super::manager::{ManagerGlobals, ManagerStage, ManagerTrace};
 use super::{evaluate_managers, EngineStats, Map};
 
 pub struct Shard {
@@ -116,6 +116,17 @@ impl Shard {
         };
         self.managers.fill_stats(&mut stats);
         stats
+    }
+
+    /// Keeps every verdict about these managers (see
+    /// [`ManagerStage::trace`]).
+    pub fn trace(&mut self, managers: impl IntoIterator<Item = Id>) {
+        self.managers.trace(managers);
+    }
+
+    /// The traced managers' verdicts since the last call.
+    pub fn take_traces(&mut self) -> Vec<ManagerTrace> {
+        self.managers.take_traces()
     }
 
     /// The last boundary evaluated: every alert of it and before is out.

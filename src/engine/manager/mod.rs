@@ -12,9 +12,11 @@ mod judge;
 mod rivals;
 #[cfg(test)]
 mod tests;
+mod trace;
 
 use judge::{judge, observe_verdict, Verdict, Yardsticks};
 use rivals::{tally_rivals, RivalTally, UsualShares};
+pub use trace::{ManagerTrace, TracedFinding};
 
 use std::collections::VecDeque;
 
@@ -64,6 +66,10 @@ pub struct ManagerStage {
     pub expired: u64,
     /// ... or because `engine.max_managers` was reached.
     pub evicted: u64,
+    /// Managers whose every verdict is kept (`trace`), and the verdicts
+    /// kept since they were last taken.
+    traced: ahash::HashSet<Id>,
+    traces: Vec<ManagerTrace>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -367,6 +373,17 @@ impl ManagerStage {
         }
     }
 
+    /// Keeps every verdict about these managers from now on (see
+    /// [`ManagerTrace`]), to be taken with [`ManagerStage::take_traces`].
+    pub fn trace(&mut self, managers: impl IntoIterator<Item = Id>) {
+        self.traced.extend(managers);
+    }
+
+    /// The traced managers' verdicts since the last call, in evaluation order.
+    pub fn take_traces(&mut self) -> Vec<ManagerTrace> {
+        std::mem::take(&mut self.traces)
+    }
+
     pub fn apply(&mut self, fact: Fact) {
         if !self.managers.contains_key(fact.manager_id.as_str())
             && self.managers.len() >= self.max_managers.max(1)
@@ -568,21 +585,32 @@ impl ManagerStage {
         // then sees the verdicts that can move it, in the managers' order, as
         // if one by one.
         let seen: &Lifecycle = lifecycle;
-        let verdicts: Vec<(usize, Verdict)> = self
+        let traced = &self.traced;
+        let verdicts: Vec<(usize, Verdict, bool)> = self
             .managers
             .par_iter_mut()
             .enumerate()
             .with_min_len(share)
             .filter_map(|(index, (manager_id, manager))| {
                 let verdict = judge(manager_id, manager, &rival_tallies[index], &yardsticks);
-                verdict.moves(manager_id, seen).then_some((index, verdict))
+                let moves = verdict.moves(manager_id, seen);
+                let kept = moves || (!traced.is_empty() && traced.contains(manager_id));
+                kept.then_some((index, verdict, moves))
             })
             .collect();
-        for (index, verdict) in verdicts {
+        for (index, verdict, moves) in verdicts {
             let (manager_id, manager) = self
                 .managers
                 .get_index(index)
                 .expect("a manager judged in this evaluation");
+            if self.traced.contains(manager_id) {
+                let detect = config.detect_for(&manager.team);
+                let trace = ManagerTrace::of(manager_id, &manager.team, at, &verdict, detect);
+                self.traces.push(trace);
+            }
+            if !moves {
+                continue;
+            }
             observe_verdict(
                 manager_id,
                 manager,
