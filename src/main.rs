@@ -520,10 +520,10 @@ fn run_backtest(config: &Config, files: &BacktestFiles, traced: &[Id]) -> Result
     let file = File::open(input).with_context(|| format!("while opening {}", input.display()))?;
     let progress = progress_bar(&file);
     let mut writer = files.output.map(create).transpose()?;
-    let trace_writer = files
-        .trace_output
-        .map(|path| create(path).map(|writer| (path, writer)))
-        .transpose()?;
+    // Traces go to their file as they come, or are kept to be printed
+    // after the report.
+    let mut trace_writer = files.trace_output.map(create).transpose()?;
+    let mut traces = Vec::new();
     let started = Instant::now();
     let report = backtest::replay_tracing(
         config,
@@ -536,11 +536,26 @@ fn run_backtest(config: &Config, files: &BacktestFiles, traced: &[Id]) -> Result
             }
             Ok(())
         },
+        |trace| match trace_writer.as_mut() {
+            Some(writer) => {
+                serde_json::to_writer(&mut *writer, &trace.to_json())?;
+                writer.write_all(b"\n")
+            }
+            None => {
+                traces.push(trace);
+                Ok(())
+            }
+        },
     )
     .with_context(|| format!("while replaying {}", input.display()))?;
     progress.finish_and_clear();
     if let Some(mut writer) = writer {
         writer.flush().context("while writing the alerts")?;
+    }
+    if let (Some(mut writer), Some(path)) = (trace_writer, files.trace_output) {
+        writer
+            .flush()
+            .with_context(|| format!("while writing {}", path.display()))?;
     }
     let elapsed = started.elapsed();
 
@@ -549,10 +564,8 @@ fn run_backtest(config: &Config, files: &BacktestFiles, traced: &[Id]) -> Result
     if let Some(truth) = truth {
         backtest::write_scores(&mut stdout, &report, &truth)?;
     }
-    if let Some((path, writer)) = trace_writer {
-        write_json_lines(writer, path, report.traces.iter().map(|t| t.to_json()))?;
-    } else if !traced.is_empty() {
-        backtest::write_traces(&mut stdout, &report.traces, traced)?;
+    if files.trace_output.is_none() && !traced.is_empty() {
+        backtest::write_traces(&mut stdout, &traces, traced)?;
     }
     Ok(())
 }

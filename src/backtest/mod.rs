@@ -41,6 +41,8 @@ pub enum BacktestError {
     Read { line: u64, source: io::Error },
     #[error("cannot write an alert: {0}")]
     Write(io::Error),
+    #[error("cannot write a trace: {0}")]
+    WriteTrace(io::Error),
     #[error("labels file is not valid: {0}")]
     Labels(String),
 }
@@ -61,9 +63,6 @@ pub struct BacktestReport {
     pub watermark: Option<Timestamp>,
     /// The engine's state at the end: entities held and forgotten.
     pub state: crate::engine::EngineStats,
-    /// The traced managers' verdicts at every evaluation, in order
-    /// ([`replay_tracing`]).
-    pub traces: Vec<ManagerTrace>,
 }
 
 /// Replays `input` (one event per line) through a fresh engine, calling
@@ -85,20 +84,22 @@ pub fn replay(
     input: impl BufRead + Send,
     on_alert: impl FnMut(&Alert) -> io::Result<()>,
 ) -> Result<BacktestReport, BacktestError> {
-    replay_tracing(config, input, &[], on_alert)
+    replay_tracing(config, input, &[], on_alert, |_| Ok(()))
 }
 
-/// [`replay`], keeping every verdict about the managers in `traced` in the
-/// report's `traces`, alerting or not (see [`ManagerTrace`]).
+/// [`replay`], calling `on_trace` with every verdict on the managers in
+/// `traced`, alerting or not (see [`ManagerTrace`]), in evaluation order,
+/// as the manager stage hands them over.
 ///
 /// # Errors
 ///
-/// As [`replay`].
+/// As [`replay`], and `on_trace`'s.
 pub fn replay_tracing(
     config: &Config,
     input: impl BufRead + Send,
     traced: &[Id],
     mut on_alert: impl FnMut(&Alert) -> io::Result<()>,
+    mut on_trace: impl FnMut(ManagerTrace) -> io::Result<()>,
 ) -> Result<BacktestReport, BacktestError> {
     let limits = Engine::decode_limits(config);
     let (sender, batches) = mpsc::sync_channel(BATCHES_AHEAD);
@@ -144,7 +145,10 @@ pub fn replay_tracing(
                 }
                 for (evaluated, alerts, traces) in from_managers.try_iter() {
                     pending.add(alerts);
-                    report.traces.extend(traces);
+                    traces
+                        .into_iter()
+                        .try_for_each(&mut on_trace)
+                        .map_err(BacktestError::WriteTrace)?;
                     emit(pending.take_through(evaluated), &mut report)?;
                 }
             }
@@ -155,7 +159,10 @@ pub fn replay_tracing(
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         for (_, alerts, traces) in from_managers.try_iter() {
             pending.add(alerts);
-            report.traces.extend(traces);
+            traces
+                .into_iter()
+                .try_for_each(&mut on_trace)
+                .map_err(BacktestError::WriteTrace)?;
         }
         emit(pending.take_all(), &mut report)?;
         report.watermark = source.watermark();
