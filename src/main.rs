@@ -130,9 +130,14 @@ enum Command {
         /// closest it came (repeatable).
         #[arg(long, value_name = "MANAGER_ID", conflicts_with = "sweep")]
         trace: Vec<String>,
+        /// Show how this account was judged at each evaluation: its silence
+        /// against its rhythm and the bar, and how it counted in its
+        /// owner's book (repeatable).
+        #[arg(long, value_name = "ACCOUNT_ID", conflicts_with = "sweep")]
+        trace_account: Vec<String>,
         /// Write the traced verdicts here as JSON lines instead of printing
         /// them after the report.
-        #[arg(long, value_name = "FILE", requires = "trace")]
+        #[arg(long, value_name = "FILE")]
         trace_output: Option<PathBuf>,
         #[command(flatten)]
         config: ConfigArgs,
@@ -283,10 +288,14 @@ fn run(cli: Cli) -> Result<()> {
             output,
             sweep,
             trace,
+            trace_account,
             trace_output,
             config: config_args,
         } => {
             size_judging_for_backtest();
+            if trace_output.is_some() && trace.is_empty() && trace_account.is_empty() {
+                bail!("--trace-output needs --trace MANAGER_ID or --trace-account ACCOUNT_ID");
+            }
             if sweep.is_empty() {
                 let files = BacktestFiles {
                     input: &input,
@@ -294,8 +303,13 @@ fn run(cli: Cli) -> Result<()> {
                     output: output.as_deref(),
                     trace_output: trace_output.as_deref(),
                 };
-                let traced: Vec<Id> = trace.iter().map(Id::from).collect();
-                run_backtest(&config, &files, &traced)
+                let managers: Vec<Id> = trace.iter().map(Id::from).collect();
+                let accounts: Vec<Id> = trace_account.iter().map(Id::from).collect();
+                let traced = backtest::Traced {
+                    managers: &managers,
+                    accounts: &accounts,
+                };
+                run_backtest(&config, &files, traced)
             } else {
                 run_sweep(&config_args, &sweep, &input, labels.as_deref())
             }
@@ -514,7 +528,7 @@ fn write_json_lines(
     writer.flush().with_context(writing)
 }
 
-fn run_backtest(config: &Config, files: &BacktestFiles, traced: &[Id]) -> Result<()> {
+fn run_backtest(config: &Config, files: &BacktestFiles, traced: backtest::Traced) -> Result<()> {
     let input = files.input;
     let truth = files.labels.map(read_labels).transpose()?;
     let file = File::open(input).with_context(|| format!("while opening {}", input.display()))?;
@@ -564,7 +578,7 @@ fn run_backtest(config: &Config, files: &BacktestFiles, traced: &[Id]) -> Result
     if let Some(truth) = truth {
         backtest::write_scores(&mut stdout, &report, &truth)?;
     }
-    if files.trace_output.is_none() && !traced.is_empty() {
+    if files.trace_output.is_none() {
         backtest::write_traces(&mut stdout, &traces, traced)?;
     }
     Ok(())

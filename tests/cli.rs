@@ -23,6 +23,15 @@ fn simulate(events: &std::path::Path, options: &[&str]) -> Output {
     feidan(&args, &[])
 }
 
+/// The JSON objects of a file of JSON lines.
+fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
 /// The command failed, and its error names `needle`.
 fn assert_fails_naming(out: &Output, needle: &str) {
     assert!(!out.status.success(), "expected a failure naming {needle}");
@@ -189,10 +198,10 @@ fn simulate_then_backtest_writes_alerts_and_a_summary() {
     );
 }
 
-/// `--trace` shows every verdict on a manager, alerting or not, and agrees
-/// with the alerts: each alert's test is the traced finding's that day.
+/// `--trace` and `--trace-account` show every verdict, alerting or not, and agree
+/// with the alerts: each alert's test is the traced one's that day.
 #[test]
-fn a_traced_manager_shows_every_verdict_and_agrees_with_the_alerts() {
+fn traced_managers_and_accounts_show_every_verdict_and_agree_with_the_alerts() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
     let alerts = dir.path().join("alerts.jsonl");
@@ -229,11 +238,7 @@ fn a_traced_manager_shows_every_verdict_and_agrees_with_the_alerts() {
         &[],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let traces: Vec<serde_json::Value> = std::fs::read_to_string(&traced)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let traces = json_lines(&traced);
     // One verdict a day once the manager is seen, most of them alerting
     // nothing.
     assert!(traces.len() > 300, "{}", traces.len());
@@ -241,10 +246,8 @@ fn a_traced_manager_shows_every_verdict_and_agrees_with_the_alerts() {
     assert!(traces
         .windows(2)
         .all(|w| w[0]["at"].as_str() < w[1]["at"].as_str()));
-    let firing: Vec<serde_json::Value> = std::fs::read_to_string(&alerts)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+    let firing: Vec<serde_json::Value> = json_lines(&alerts)
+        .into_iter()
         .filter(|a| a["manager_id"] == diverter && a["status"] == "firing")
         .filter(|a| a["kind"] != "account_churn")
         .collect();
@@ -264,6 +267,38 @@ fn a_traced_manager_shows_every_verdict_and_agrees_with_the_alerts() {
         assert_eq!(finding["test"], alert["test"], "{finding}");
         assert!(finding["p_value"].as_f64() < finding["alpha"].as_f64());
     }
+
+    // An account's trace agrees with its account-churn alert the same way.
+    let alert = json_lines(&alerts)
+        .into_iter()
+        .find(|a| a["kind"] == "account_churn" && a["status"] == "firing")
+        .expect("an account-churn alert in this world");
+    let account = alert["account_id"].as_str().unwrap();
+    let out = feidan(
+        &[
+            "backtest",
+            "--input",
+            events.to_str().unwrap(),
+            "--trace-account",
+            account,
+            "--trace-output",
+            traced.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let traces = json_lines(&traced);
+    assert!(traces.iter().all(|t| t["account_id"] == account));
+    let day = traces
+        .iter()
+        .find(|t| t["at"] == alert["detected_at"])
+        .expect("the account judged on the day of its alert");
+    assert_eq!(day["silence"]["alerting"], true, "{day}");
+    assert_eq!(day["silence"]["p_value"], alert["test"]["p_value"], "{day}");
+    assert!(
+        traces.iter().any(|t| t["silence"].is_null()),
+        "quiet days too"
+    );
 
     // Printed after the report instead, with the closest each detector
     // came to its bar; a manager never judged is named.

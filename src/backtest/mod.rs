@@ -27,6 +27,7 @@ use std::thread;
 
 use crate::alert::Alert;
 use crate::config::Config;
+use crate::engine::account::AccountTrace;
 use crate::engine::exchange::{Exchange, Route};
 use crate::engine::manager::ManagerTrace;
 use crate::engine::shard::Shard;
@@ -84,12 +85,37 @@ pub fn replay(
     input: impl BufRead + Send,
     on_alert: impl FnMut(&Alert) -> io::Result<()>,
 ) -> Result<BacktestReport, BacktestError> {
-    replay_tracing(config, input, &[], on_alert, |_| Ok(()))
+    replay_tracing(config, input, Traced::default(), on_alert, |_| Ok(()))
 }
 
-/// [`replay`], calling `on_trace` with every verdict on the managers in
-/// `traced`, alerting or not (see [`ManagerTrace`]), in evaluation order,
-/// as the manager stage hands them over.
+/// The managers and accounts [`replay_tracing`] traces.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Traced<'a> {
+    pub managers: &'a [Id],
+    pub accounts: &'a [Id],
+}
+
+/// One traced verdict: on a manager, or on an account.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Trace {
+    Manager(ManagerTrace),
+    Account(AccountTrace),
+}
+
+impl Trace {
+    /// One JSON object (an account's carries `account_id`).
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Trace::Manager(trace) => trace.to_json(),
+            Trace::Account(trace) => trace.to_json(),
+        }
+    }
+}
+
+/// [`replay`], calling `on_trace` with every verdict on the managers and
+/// accounts `traced`, alerting or not (see [`ManagerTrace`] and
+/// [`AccountTrace`]), each kind in evaluation order, as the stages hand
+/// them over.
 ///
 /// # Errors
 ///
@@ -97,9 +123,9 @@ pub fn replay(
 pub fn replay_tracing(
     config: &Config,
     input: impl BufRead + Send,
-    traced: &[Id],
+    traced: Traced<'_>,
     mut on_alert: impl FnMut(&Alert) -> io::Result<()>,
-    mut on_trace: impl FnMut(ManagerTrace) -> io::Result<()>,
+    mut on_trace: impl FnMut(Trace) -> io::Result<()>,
 ) -> Result<BacktestReport, BacktestError> {
     let limits = Engine::decode_limits(config);
     let (sender, batches) = mpsc::sync_channel(BATCHES_AHEAD);
@@ -107,9 +133,10 @@ pub fn replay_tracing(
     let (manager_results, from_managers) = mpsc::channel();
     thread::scope(|scope| {
         scope.spawn(move || read_and_decode(input, limits, sender));
-        let managers =
-            scope.spawn(move || judge_managers(config, traced, manager_inbox, manager_results));
+        let managers = scope
+            .spawn(move || judge_managers(config, traced.managers, manager_inbox, manager_results));
         let mut source = Source::new(config, 0, 1, 1);
+        source.trace(traced.accounts.iter().cloned());
         let mut report = BacktestReport::default();
         let mut pending = Evaluations::default();
         let mut emit = |alerts: Vec<Alert>, report: &mut BacktestReport| {
@@ -133,6 +160,12 @@ pub fn replay_tracing(
                     *report.dead_letters.entry(reason.code()).or_default() += 1;
                 }
                 pending.add(out.drain(..));
+                source
+                    .take_traces()
+                    .into_iter()
+                    .map(Trace::Account)
+                    .try_for_each(&mut on_trace)
+                    .map_err(BacktestError::WriteTrace)?;
                 let for_managers: Vec<Exchange> = source
                     .take_outbox()
                     .into_iter()
@@ -147,6 +180,7 @@ pub fn replay_tracing(
                     pending.add(alerts);
                     traces
                         .into_iter()
+                        .map(Trace::Manager)
                         .try_for_each(&mut on_trace)
                         .map_err(BacktestError::WriteTrace)?;
                     emit(pending.take_through(evaluated), &mut report)?;
@@ -161,6 +195,7 @@ pub fn replay_tracing(
             pending.add(alerts);
             traces
                 .into_iter()
+                .map(Trace::Manager)
                 .try_for_each(&mut on_trace)
                 .map_err(BacktestError::WriteTrace)?;
         }

@@ -3,7 +3,7 @@
 //! against ground-truth labels, the scores, each diversion style's recall
 //! and delay, which detector found the diverters first, and by name the
 //! diverters missed and the managers falsely accused; and the verdicts on
-//! the managers traced, evaluation by evaluation.
+//! the managers and accounts traced, evaluation by evaluation.
 //!
 //! Plain text on any writer; the binary passes standard output.
 
@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use super::{
     score_accounts, score_managers, BacktestReport, DiverterOutcome, GroundTruth, ManagerScore,
+    Trace, Traced,
 };
 use crate::alert::AlertKind;
+use crate::engine::account::AccountTrace;
 use crate::engine::manager::ManagerTrace;
 use crate::event::Id;
 
@@ -193,59 +195,99 @@ fn write_more(out: &mut impl Write, listed: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// The traced managers' verdicts (`--trace`), manager by manager: one line
-/// per evaluation with each detector's p-value as its bar is applied to it
-/// (`*` where every condition to alert held), then, for each detector, the
-/// evaluation that came closest to its bar, with its sentence. Managers
-/// asked for and never judged are named.
+/// The traced verdicts (`--trace`, `--trace-account`). Manager by manager:
+/// one line per evaluation with each detector's p-value as its bar is
+/// applied to it (`*` where every condition to alert held), then, for each
+/// detector, the evaluation that came closest to its bar, with its
+/// sentence. Account by account: one line per evaluation, its silence
+/// against its rhythm and bar, and how it counted in its owner's book.
+/// Those asked for and never judged are named.
 ///
 /// # Errors
 ///
 /// Only the writer's.
-pub fn write_traces(out: &mut impl Write, traces: &[ManagerTrace], asked: &[Id]) -> io::Result<()> {
-    for manager in asked {
-        let own: Vec<&ManagerTrace> = traces.iter().filter(|t| t.manager_id == *manager).collect();
+pub fn write_traces(out: &mut impl Write, traces: &[Trace], asked: Traced) -> io::Result<()> {
+    for manager in asked.managers {
+        let own: Vec<&ManagerTrace> = traces
+            .iter()
+            .filter_map(|t| match t {
+                Trace::Manager(t) if t.manager_id == *manager => Some(t),
+                _ => None,
+            })
+            .collect();
+        write_manager_trace(out, manager, &own)?;
+    }
+    for account in asked.accounts {
+        let own: Vec<&AccountTrace> = traces
+            .iter()
+            .filter_map(|t| match t {
+                Trace::Account(t) if t.account_id == *account => Some(t),
+                _ => None,
+            })
+            .collect();
         let Some(first) = own.first() else {
             writeln!(
                 out,
-                "Trace of {manager}: never judged (not in the input, or no book, deal or loss of theirs by an evaluation)."
+                "Trace of account {account}: never judged (not in the input, or forgotten before an evaluation)."
             )?;
             continue;
         };
         writeln!(
             out,
-            "Trace of {manager} ({}): each detector's p-value (corrected for the windows or alternatives tried) at each evaluation; * where every condition to alert held.",
-            first.team
+            "Trace of account {account} ({} of {} at the first evaluation): its silence against its rhythm and the bar, at each evaluation.",
+            first.manager_id, first.team
         )?;
-        for trace in &own {
-            let mut line = trace.at.date_string();
-            if trace.findings.is_empty() {
-                line.push_str("  nothing judged");
-            }
-            for f in &trace.findings {
-                let mark = if f.alerting { "*" } else { "" };
-                line.push_str(&format!("  {} {:.2e}{mark}", f.kind.as_str(), f.p_value));
-            }
-            writeln!(out, "{line}")?;
+        for trace in own {
+            writeln!(out, "{}", trace.to_line())?;
         }
-        writeln!(out, "Closest to each bar:")?;
-        for kind in AlertKind::ALL {
-            let closest = own
-                .iter()
-                .flat_map(|t| t.findings.iter().map(move |f| (t.at, f)))
-                .filter(|(_, f)| f.kind == kind)
-                .min_by(|(_, a), (_, b)| (a.p_value / a.alpha).total_cmp(&(b.p_value / b.alpha)));
-            if let Some((at, f)) = closest {
-                writeln!(
-                    out,
-                    "  {} on {}: p={:.2e} against alpha {:.0e}: {}",
-                    kind.as_str(),
-                    at.date_string(),
-                    f.p_value,
-                    f.alpha,
-                    f.summary
-                )?;
-            }
+    }
+    Ok(())
+}
+
+fn write_manager_trace(
+    out: &mut impl Write,
+    manager: &Id,
+    own: &[&ManagerTrace],
+) -> io::Result<()> {
+    let Some(first) = own.first() else {
+        return writeln!(
+            out,
+            "Trace of {manager}: never judged (not in the input, or no book, deal or loss of theirs by an evaluation)."
+        );
+    };
+    writeln!(
+        out,
+        "Trace of {manager} ({}): each detector's p-value (corrected for the windows or alternatives tried) at each evaluation; * where every condition to alert held.",
+        first.team
+    )?;
+    for trace in own {
+        let mut line = trace.at.date_string();
+        if trace.findings.is_empty() {
+            line.push_str("  nothing judged");
+        }
+        for f in &trace.findings {
+            let mark = if f.alerting { "*" } else { "" };
+            line.push_str(&format!("  {} {:.2e}{mark}", f.kind.as_str(), f.p_value));
+        }
+        writeln!(out, "{line}")?;
+    }
+    writeln!(out, "Closest to each bar:")?;
+    for kind in AlertKind::ALL {
+        let closest = own
+            .iter()
+            .flat_map(|t| t.findings.iter().map(move |f| (t.at, f)))
+            .filter(|(_, f)| f.kind == kind)
+            .min_by(|(_, a), (_, b)| (a.p_value / a.alpha).total_cmp(&(b.p_value / b.alpha)));
+        if let Some((at, f)) = closest {
+            writeln!(
+                out,
+                "  {} on {}: p={:.2e} against alpha {:.0e}: {}",
+                kind.as_str(),
+                at.date_string(),
+                f.p_value,
+                f.alpha,
+                f.summary
+            )?;
         }
     }
     Ok(())
@@ -319,9 +361,14 @@ mod tests {
             day(1, vec![finding(1e-3, false, "far")]),
             day(2, vec![finding(1e-5, true, "closest")]),
             day(3, vec![finding(4e-4, false, "again")]),
-        ];
+        ]
+        .map(Trace::Manager);
+        let asked = Traced {
+            managers: &["m1".into(), "m2".into()],
+            accounts: &["a1".into()],
+        };
         let mut text = Vec::new();
-        write_traces(&mut text, &traces, &["m1".into(), "m2".into()]).unwrap();
+        write_traces(&mut text, &traces, asked).unwrap();
         let text = String::from_utf8(text).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("Trace of m1 (t1): "), "{text}");
@@ -335,6 +382,7 @@ mod tests {
                 "Closest to each bar:",
                 "  book_churn on 2024-10-06: p=1.00e-5 against alpha 2e-5: closest",
                 "Trace of m2: never judged (not in the input, or no book, deal or loss of theirs by an evaluation).",
+                "Trace of account a1: never judged (not in the input, or forgotten before an evaluation).",
             ]
         );
     }

@@ -14,12 +14,14 @@ use std::collections::BTreeMap;
 
 use crate::alert::Alert;
 use crate::config::Config;
-use crate::event::{decode, DecodeError, DecodeLimits, Event, EventBody};
+use crate::event::{decode, DecodeError, DecodeLimits, Event, EventBody, Id};
 use crate::time::Timestamp;
 
 use serde::{Deserialize, Serialize};
 
-use super::account::{AccountGlobals, AccountStage, Book, ExpectedOrders, ACCOUNT_PREFIX};
+use super::account::{
+    AccountGlobals, AccountStage, AccountTrace, Book, ExpectedOrders, ACCOUNT_PREFIX,
+};
 use super::base_rates::BookCounts;
 use super::calibration::TailCounts;
 use super::checkpoint::{decode_globals, decode_payload, encode, RestoreError, STATE_FORMAT};
@@ -206,6 +208,17 @@ impl Source {
     pub fn advance_idle(&mut self, seconds: i64, out: &mut Vec<Alert>) {
         self.intake.watermark.advance_idle(seconds);
         self.progress(out);
+    }
+
+    /// Keeps the judging of these accounts at every evaluation (see
+    /// [`AccountStage::trace`]).
+    pub fn trace(&mut self, accounts: impl IntoIterator<Item = Id>) {
+        self.stage.accounts.trace(accounts);
+    }
+
+    /// The traced accounts' judging since the last call.
+    pub fn take_traces(&mut self) -> Vec<AccountTrace> {
+        self.stage.accounts.take_traces()
     }
 
     /// The messages to send since the last call.

@@ -12,6 +12,7 @@ use crate::time::{Timestamp, DAY};
 use crate::engine::calibration::{Calibration, TailCounts};
 use crate::engine::pace::CompanyPace;
 
+use super::trace::{AccountTrace, TracedSilence};
 use super::{
     cite_leaving, judged_shapes, lapsed_contract, AccountState, BooksByManager, ChurningAccount,
     ExpectedOrders, MaybeTime, RECENT_ORDERS,
@@ -72,18 +73,28 @@ pub(super) fn completed_gaps(
     counts
 }
 
+/// What the company tells the judging of each of its accounts at an
+/// evaluation: its pace (business time) and how late its returning
+/// customers' gaps ran (the calibrated tail).
+pub(super) struct CompanyView<'a> {
+    pub(super) pace: &'a CompanyPace,
+    pub(super) calibration: &'a Calibration,
+}
+
 /// Judges one account's silence and value and adds the account to its
 /// owner's book; returns the silence's finding when the account-churn
-/// lifecycle must see it (it alerts, or the account is watched).
+/// lifecycle must see it (it alerts, or the account is watched). A traced
+/// account's judging is also kept in `trace`.
 pub(super) fn judge_rhythm(
     account_id: &str,
     account: &mut AccountState,
     at: Timestamp,
     detect: &DetectConfig,
-    pace: &CompanyPace,
-    calibration: &Calibration,
+    company: &CompanyView,
     books: &mut BooksByManager,
+    mut trace: Option<&mut AccountTrace>,
 ) -> Option<Finding> {
+    let CompanyView { pace, calibration } = *company;
     let churn = &detect.churn;
     let lapsed = lapsed_contract(account.lapsed.as_deref(), at, churn);
     let judged = account.rhythm.learnt(churn.min_gaps, churn.min_history);
@@ -149,6 +160,15 @@ pub(super) fn judge_rhythm(
                     judgement.alerting = false;
                 }
             }
+            if let Some(trace) = trace.as_deref_mut() {
+                trace.silence = Some(TracedSilence {
+                    silence,
+                    p_value: judgement.p_value,
+                    bar: account_churn::alerting_bar(&silence, churn),
+                    alerting: judgement.alerting,
+                    book_p_value: p_value,
+                });
+            }
             // Worded only for the lifecycle: most overdue accounts are
             // neither past the bar nor watched.
             if judgement.alerting || account.watched {
@@ -157,20 +177,31 @@ pub(super) fn judge_rhythm(
         }
     }
 
+    if let Some(trace) = trace.as_deref_mut() {
+        trace.learnt = judged;
+        trace.left_out = recently_assigned.then_some("assigned within churn.reassign_grace");
+    }
     if recently_assigned {
         return observed;
     }
-    let value_p = account
+    let fall = account
         .rhythm
-        .value_fall(churn.value_min_orders, churn.value_fall_ratio)
-        .map_or(1.0, |fall| fall.p_value);
+        .value_fall(churn.value_min_orders, churn.value_fall_ratio);
+    let value_p = fall.map_or(1.0, |fall| fall.p_value);
     let bars = Bars::of(churn);
     let shrinking_bars = Bars::passed(&bars.shrinking, value_p);
     let shrinking = shrinking_bars > 0;
     let churning = p_value < churn.book_alpha || shrinking || lapsed.is_some();
     account.churning_since =
         MaybeTime::from(churning.then(|| account.churning_since.get().unwrap_or(at)));
+    if let Some(trace) = trace.as_deref_mut() {
+        trace.value_fall_p = fall.map(|fall| fall.p_value);
+        trace.churning = churning;
+    }
     if !judged && !churning {
+        if let Some(trace) = trace {
+            trace.left_out = Some("rhythm not learnt, and not churning");
+        }
         return observed;
     }
     let kept_visiting =
@@ -183,6 +214,9 @@ pub(super) fn judge_rhythm(
             .get()
             .is_some_and(|since| at.0 - since.0 > churn.book_window.as_secs() as i64);
     if gone {
+        if let Some(trace) = trace {
+            trace.left_out = Some("churning for longer than churn.book_window, not visited");
+        }
         return observed;
     }
     let book = books.of(&account.manager_id, &account.team);
@@ -234,6 +268,9 @@ pub(super) fn judge_rhythm(
         }
     };
     let visited = visited_bars > 0;
+    if let Some(trace) = trace {
+        trace.visited_bars = visited_bars;
+    }
     for count in &mut book.counts.visited[..visited_bars] {
         *count += 1;
     }

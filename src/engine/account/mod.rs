@@ -22,13 +22,15 @@ mod names;
 mod rhythm;
 #[cfg(test)]
 mod tests;
+mod trace;
 
 pub use book::{Book, ChurningAccount, ExpectedOrders};
 pub use kept::{evidence_of, NOTE_ACTIVITY_SINCE_ORDER, NOTE_NOT_RENEWED, NOTE_VALUE_FELL};
+pub use trace::{AccountTrace, TracedSilence};
 
 use book::BooksByManager;
 use deals::{close, deal_exited, is_cut, sweep_deals, OpenDeal, OpenDeals};
-use judge::{completed_gaps, judge_rhythm};
+use judge::{completed_gaps, judge_rhythm, CompanyView};
 use kept::{cite_kept, cite_leaving, Kept, LatestVisit};
 use names::{Name, Names};
 use rhythm::{gap_before, judged_shapes, Rhythm, RECENT_ORDERS};
@@ -84,6 +86,10 @@ pub struct AccountStage {
     company_tails: DailyBuckets<TailCounts>,
     /// The calibration of the last evaluation, for the metrics.
     calibration: Option<Calibration>,
+    /// Accounts whose judging is kept at every evaluation (`trace`), and
+    /// what was kept since it was last taken.
+    traced: ahash::HashSet<Id>,
+    traces: Vec<AccountTrace>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -212,16 +218,20 @@ struct JudgedPart {
     expected_orders: ExpectedOrders,
     /// Gaps its accounts' orders since the last evaluation ended.
     tails: TailCounts,
+    /// The traced accounts' judging.
+    traces: Vec<AccountTrace>,
 }
 
 impl JudgedPart {
     /// Adds a later part: its facts, books and accounts to observe after
     /// this part's.
-    fn absorb(&mut self, part: JudgedPart) {
+    fn absorb(&mut self, mut part: JudgedPart) {
         let mut expected_orders = self.expected_orders;
         expected_orders += part.expected_orders;
         let mut tails = self.tails;
         tails += part.tails;
+        let mut traces = std::mem::take(&mut self.traces);
+        traces.append(&mut part.traces);
         if self.books.0.is_empty() && self.facts.is_empty() && self.observed.is_empty() {
             *self = part;
         } else {
@@ -231,6 +241,7 @@ impl JudgedPart {
         }
         self.expected_orders = expected_orders;
         self.tails = tails;
+        self.traces = traces;
     }
 }
 
@@ -469,6 +480,11 @@ impl AccountStage {
         // facts; the lifecycle then sees the accounts it must, in the
         // accounts' order, as if one by one.
         let share = part_size(self.accounts.len(), 1, PARALLEL_MIN_ACCOUNTS);
+        let traced = &self.traced;
+        let company_view = CompanyView {
+            pace: &pace,
+            calibration: &calibration,
+        };
         // Each part is boxed: the fold hands it on from account to account,
         // and a pointer moves where the whole part was copied each time.
         let parts: Vec<Box<JudgedPart>> = self
@@ -493,15 +509,20 @@ impl AccountStage {
                         ));
                     }
                     part.tails += completed_gaps(account, since..at, &detect.churn, &pace);
+                    let mut trace =
+                        (!traced.is_empty() && traced.contains(account_id)).then(|| {
+                            AccountTrace::new(account_id, &account.manager_id, &account.team, at)
+                        });
                     let silence = judge_rhythm(
                         account_id,
                         account,
                         at,
                         detect,
-                        &pace,
-                        &calibration,
+                        &company_view,
                         &mut part.books,
+                        trace.as_mut(),
                     );
+                    part.traces.extend(trace);
                     if let Some(finding) = silence {
                         part.observed.push((index, finding));
                     }
@@ -522,6 +543,7 @@ impl AccountStage {
         for part in parts {
             judged.absorb(*part);
         }
+        self.traces.append(&mut judged.traces);
         for (index, finding) in judged.observed {
             let (account_id, account) = self
                 .accounts
@@ -555,6 +577,18 @@ impl AccountStage {
 
     pub fn accounts(&self) -> usize {
         self.accounts.len()
+    }
+
+    /// Keeps the judging of these accounts at every evaluation from now on
+    /// (see [`AccountTrace`]), to be taken with
+    /// [`AccountStage::take_traces`].
+    pub fn trace(&mut self, accounts: impl IntoIterator<Item = Id>) {
+        self.traced.extend(accounts);
+    }
+
+    /// The traced accounts' judging since the last call, in evaluation order.
+    pub fn take_traces(&mut self) -> Vec<AccountTrace> {
+        std::mem::take(&mut self.traces)
     }
 
     /// The tail calibration of the last evaluation (see `calibration`).

@@ -29,7 +29,7 @@ pub struct TracedFinding {
     /// The detector's `alpha` for the manager's team.
     pub alpha: f64,
     /// Whether every condition to alert held (the p-value, the effect size,
-    /// the samples); an alert also waits out `alerts.pending_for`.
+    /// the samples); an alert also waits out `alerts.for` evaluations.
     pub alerting: bool,
     pub observed: f64,
     pub expected: f64,
