@@ -145,6 +145,7 @@ pub(super) fn judge_rhythm(
             // then publishes (sought only where the lifecycle must see the
             // silence). Book churn, which holds a book to the company's own
             // shares of churning accounts, keeps the rhythm's p-value.
+            let rhythm_p = judgement.p_value;
             let calibrated = calibration.p_value(judgement.p_value);
             if calibrated > judgement.p_value {
                 if calibrated < account_churn::alerting_bar(&silence, churn) || account.watched {
@@ -163,7 +164,10 @@ pub(super) fn judge_rhythm(
             if let Some(trace) = trace.as_deref_mut() {
                 trace.silence = Some(TracedSilence {
                     silence,
-                    p_value: judgement.p_value,
+                    // Where the calibrated tail kept the silence above the
+                    // bar, the judgement still holds the rhythm's own.
+                    p_value: judgement.p_value.max(calibrated),
+                    rhythm_p_value: rhythm_p,
                     bar: account_churn::alerting_bar(&silence, churn),
                     alerting: judgement.alerting,
                     book_p_value: p_value,

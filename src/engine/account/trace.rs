@@ -20,9 +20,12 @@ use crate::time::Timestamp;
 pub struct TracedSilence {
     /// The silence as the alert judges it (the calibrated shape).
     pub silence: OrderSilence,
-    /// The p-value an alert would carry, and the bar it must be below.
+    /// The p-value an alert would carry (at the company's calibrated
+    /// tail), and the bar it must be below.
     pub p_value: f64,
     pub bar: f64,
+    /// The rhythm's own p-value, before the calibration.
+    pub rhythm_p_value: f64,
     pub alerting: bool,
     /// The p-value book churn counts the account by (the rhythm's own).
     pub book_p_value: f64,
@@ -84,6 +87,7 @@ impl AccountTrace {
                 "visits_since_order": s.silence.visits_since,
                 "p_value": s.p_value,
                 "bar": s.bar,
+                "rhythm_p_value": s.rhythm_p_value,
                 "alerting": s.alerting,
                 "book_p_value": s.book_p_value,
             })
@@ -120,6 +124,11 @@ impl AccountTrace {
                     line.push_str(&format!(
                         " (not longer than its longest recent gap, {:.0} d)",
                         o.longest_recent_gap
+                    ));
+                } else if s.rhythm_p_value < s.bar {
+                    line.push_str(&format!(
+                        " (the rhythm alone: p={:.2e}; the company's returning customers were this late more often)",
+                        s.rhythm_p_value
                     ));
                 }
                 if o.visits_since > 0 {
