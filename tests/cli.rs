@@ -338,6 +338,30 @@ fn traced_managers_and_accounts_show_every_verdict_and_agree_with_the_alerts() {
     assert_fails_naming(&out, "--trace");
 }
 
+/// A reader that stops early (`feidan backtest … | head`) ends the command
+/// quietly, as with any Unix filter, not with an error about the pipe.
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let out = simulate(
+        &events,
+        &["--seed", "3", "--managers", "8", "--days", "200"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_feidan"))
+        .args(["backtest", "--input", events.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before a line is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "");
+}
+
 #[test]
 fn a_missing_input_file_is_named() {
     let out = feidan(&["backtest", "--input", "/nonexistent/events.jsonl"], &[]);
