@@ -330,6 +330,24 @@ fn traced_managers_and_accounts_show_every_verdict_and_agree_with_the_alerts() {
             "backtest",
             "--input",
             events.to_str().unwrap(),
+            "--trace-account",
+            account,
+        ],
+        &[],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!("Trace of account {account} (")),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" ALERTING"), "{stdout}");
+    assert!(stdout.contains("\nFirst alerting: "), "{stdout}");
+    let out = feidan(
+        &[
+            "backtest",
+            "--input",
+            events.to_str().unwrap(),
             "--trace-output",
             traced.to_str().unwrap(),
         ],

@@ -237,8 +237,33 @@ pub fn write_traces(out: &mut impl Write, traces: &[Trace], asked: Traced) -> io
             "Trace of account {account} ({} of {} at the first evaluation): its silence against its rhythm and the bar, at each evaluation.",
             first.manager_id, first.team
         )?;
-        for trace in own {
+        for trace in &own {
             writeln!(out, "{}", trace.to_line())?;
+        }
+        // The first day it alerted, or else the day it came closest.
+        let silences = || {
+            own.iter()
+                .filter_map(|t| t.silence.as_ref().map(|s| (t.at, s)))
+        };
+        let first_alerting = silences().find(|(_, s)| s.alerting);
+        let closest =
+            silences().min_by(|(_, a), (_, b)| (a.p_value / a.bar).total_cmp(&(b.p_value / b.bar)));
+        match (first_alerting, closest) {
+            (Some((at, s)), _) => writeln!(
+                out,
+                "First alerting: {}, p={:.2e} against {:.0e}.",
+                at.date_string(),
+                s.p_value,
+                s.bar
+            )?,
+            (None, Some((at, s))) => writeln!(
+                out,
+                "Never alerting; closest to its bar: {}, p={:.2e} against {:.0e}.",
+                at.date_string(),
+                s.p_value,
+                s.bar
+            )?,
+            (None, None) => writeln!(out, "Never silent past its usual gap while judged.")?,
         }
     }
     Ok(())

@@ -139,7 +139,7 @@ impl AccountTrace {
         if let Some(p) = self.value_fall_p {
             line.push_str(&format!("; value fall p={p:.2e}"));
         }
-        if self.churning {
+        if self.churning && self.left_out.is_none() {
             line.push_str("; churning in the book");
         }
         if self.visited_bars > 0 {
