@@ -211,6 +211,11 @@ fn traced_managers_and_accounts_show_every_verdict_and_agree_with_the_alerts() {
         &["--seed", "3", "--managers", "16", "--days", "400"],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let backtest = |options: &[&str]| {
+        let mut args = vec!["backtest", "--input", events.to_str().unwrap()];
+        args.extend(options);
+        feidan(&args, &[])
+    };
     let labels: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("events.labels.json")).unwrap(),
     )
@@ -223,20 +228,14 @@ fn traced_managers_and_accounts_show_every_verdict_and_agree_with_the_alerts() {
         .find(|d| d["style"] == "blatant")
         .and_then(|d| d["manager_id"].as_str())
         .unwrap();
-    let out = feidan(
-        &[
-            "backtest",
-            "--input",
-            events.to_str().unwrap(),
-            "--output",
-            alerts.to_str().unwrap(),
-            "--trace",
-            diverter,
-            "--trace-output",
-            traced.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let out = backtest(&[
+        "--output",
+        alerts.to_str().unwrap(),
+        "--trace",
+        diverter,
+        "--trace-output",
+        traced.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let traces = json_lines(&traced);
     // One verdict a day once the manager is seen, most of them alerting
@@ -274,18 +273,12 @@ fn traced_managers_and_accounts_show_every_verdict_and_agree_with_the_alerts() {
         .find(|a| a["kind"] == "account_churn" && a["status"] == "firing")
         .expect("an account-churn alert in this world");
     let account = alert["account_id"].as_str().unwrap();
-    let out = feidan(
-        &[
-            "backtest",
-            "--input",
-            events.to_str().unwrap(),
-            "--trace-account",
-            account,
-            "--trace-output",
-            traced.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let out = backtest(&[
+        "--trace-account",
+        account,
+        "--trace-output",
+        traced.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let traces = json_lines(&traced);
     assert!(traces.iter().all(|t| t["account_id"] == account));
@@ -302,18 +295,7 @@ fn traced_managers_and_accounts_show_every_verdict_and_agree_with_the_alerts() {
 
     // Printed after the report instead, with the closest each detector
     // came to its bar; a manager never judged is named.
-    let out = feidan(
-        &[
-            "backtest",
-            "--input",
-            events.to_str().unwrap(),
-            "--trace",
-            diverter,
-            "--trace",
-            "kam-nobody",
-        ],
-        &[],
-    );
+    let out = backtest(&["--trace", diverter, "--trace", "kam-nobody"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
@@ -325,16 +307,7 @@ fn traced_managers_and_accounts_show_every_verdict_and_agree_with_the_alerts() {
         stdout.contains("Trace of kam-nobody: never judged"),
         "{stdout}"
     );
-    let out = feidan(
-        &[
-            "backtest",
-            "--input",
-            events.to_str().unwrap(),
-            "--trace-account",
-            account,
-        ],
-        &[],
-    );
+    let out = backtest(&["--trace-account", account]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
@@ -343,16 +316,7 @@ fn traced_managers_and_accounts_show_every_verdict_and_agree_with_the_alerts() {
     );
     assert!(stdout.contains(" ALERTING"), "{stdout}");
     assert!(stdout.contains("\nFirst alerting: "), "{stdout}");
-    let out = feidan(
-        &[
-            "backtest",
-            "--input",
-            events.to_str().unwrap(),
-            "--trace-output",
-            traced.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let out = backtest(&["--trace-output", traced.to_str().unwrap()]);
     assert_fails_naming(&out, "--trace");
 }
 
