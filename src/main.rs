@@ -436,21 +436,15 @@ fn share(text: &str) -> Result<f64, String> {
 
 fn simulate_to_file(sim: SimConfig, out: &Path, labels: Option<PathBuf>) -> Result<()> {
     let labels_path = labels.unwrap_or_else(|| out.with_extension("labels.json"));
-    let file = File::create(out).with_context(|| format!("while creating {}", out.display()))?;
-    let mut writer = BufWriter::new(file);
+    let writer = create(out)?;
     let mut simulation = Simulation::new(sim);
     let mut count = 0u64;
-    for events in simulation.by_ref() {
-        for event in events {
-            serde_json::to_writer(&mut writer, &event.to_json())
-                .context("while writing an event")?;
-            writer.write_all(b"\n").context("while writing an event")?;
-            count += 1;
-        }
-    }
-    writer
-        .flush()
-        .with_context(|| format!("while writing {}", out.display()))?;
+    let events = simulation
+        .by_ref()
+        .flatten()
+        .inspect(|_| count += 1)
+        .map(|event| event.to_json());
+    write_json_lines(writer, out, events)?;
     let labels_json =
         serde_json::to_string_pretty(simulation.labels()).context("while encoding the labels")?;
     std::fs::write(&labels_path, labels_json)
@@ -527,6 +521,12 @@ fn create(path: &Path) -> Result<BufWriter<File>> {
     Ok(BufWriter::new(file))
 }
 
+/// Writes `value` as one JSON line.
+fn write_json_line(writer: &mut impl Write, value: &serde_json::Value) -> io::Result<()> {
+    serde_json::to_writer(&mut *writer, value)?;
+    writer.write_all(b"\n")
+}
+
 /// Writes `values` one JSON object a line to `writer`, the file at `path`.
 fn write_json_lines(
     mut writer: BufWriter<File>,
@@ -535,8 +535,7 @@ fn write_json_lines(
 ) -> Result<()> {
     let writing = || format!("while writing {}", path.display());
     for value in values {
-        serde_json::to_writer(&mut writer, &value).with_context(writing)?;
-        writer.write_all(b"\n").with_context(writing)?;
+        write_json_line(&mut writer, &value).with_context(writing)?;
     }
     writer.flush().with_context(writing)
 }
@@ -556,18 +555,12 @@ fn run_backtest(config: &Config, files: &BacktestFiles, traced: backtest::Traced
         config,
         BufReader::with_capacity(1 << 20, progress.wrap_read(file)),
         traced,
-        |alert| {
-            if let Some(writer) = writer.as_mut() {
-                serde_json::to_writer(&mut *writer, &alert.to_json())?;
-                writer.write_all(b"\n")?;
-            }
-            Ok(())
+        |alert| match writer.as_mut() {
+            Some(writer) => write_json_line(writer, &alert.to_json()),
+            None => Ok(()),
         },
         |trace| match trace_writer.as_mut() {
-            Some(writer) => {
-                serde_json::to_writer(&mut *writer, &trace.to_json())?;
-                writer.write_all(b"\n")
-            }
+            Some(writer) => write_json_line(writer, &trace.to_json()),
             None => {
                 traces.push(trace);
                 Ok(())

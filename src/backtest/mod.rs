@@ -110,6 +110,22 @@ impl Trace {
             Trace::Account(trace) => trace.to_json(),
         }
     }
+
+    /// The verdict on a manager, if this is one.
+    pub fn manager(&self) -> Option<&ManagerTrace> {
+        match self {
+            Trace::Manager(trace) => Some(trace),
+            Trace::Account(_) => None,
+        }
+    }
+
+    /// The judging of an account, if this is one.
+    pub fn account(&self) -> Option<&AccountTrace> {
+        match self {
+            Trace::Account(trace) => Some(trace),
+            Trace::Manager(_) => None,
+        }
+    }
 }
 
 /// [`replay`], calling `on_trace` with every verdict on the managers and

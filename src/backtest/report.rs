@@ -210,20 +210,16 @@ pub fn write_traces(out: &mut impl Write, traces: &[Trace], asked: Traced) -> io
     for manager in asked.managers {
         let own: Vec<&ManagerTrace> = traces
             .iter()
-            .filter_map(|t| match t {
-                Trace::Manager(t) if t.manager_id == *manager => Some(t),
-                _ => None,
-            })
+            .filter_map(Trace::manager)
+            .filter(|t| t.manager_id == *manager)
             .collect();
         write_manager_trace(out, manager, &own)?;
     }
     for account in asked.accounts {
         let own: Vec<&AccountTrace> = traces
             .iter()
-            .filter_map(|t| match t {
-                Trace::Account(t) if t.account_id == *account => Some(t),
-                _ => None,
-            })
+            .filter_map(Trace::account)
+            .filter(|t| t.account_id == *account)
             .collect();
         let Some(first) = own.first() else {
             writeln!(

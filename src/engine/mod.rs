@@ -22,6 +22,7 @@ pub mod pace;
 pub mod presence;
 pub mod shard;
 pub mod source;
+pub mod tracer;
 pub mod watermark;
 pub mod window;
 

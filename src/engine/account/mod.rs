@@ -53,6 +53,7 @@ use super::eviction::EvictionSampler;
 use super::fact::{DealOutcome, EvidenceRef, Fact, LeakRoute};
 use super::lifecycle::{AlertDraft, Lifecycle};
 use super::pace::{CompanyOrders, CompanyPace, StillOrdering};
+use super::tracer::Tracer;
 use super::window::DailyBuckets;
 
 /// Activities kept per account as evidence of visits without orders.
@@ -88,8 +89,7 @@ pub struct AccountStage {
     calibration: Option<Calibration>,
     /// Accounts whose judging is kept at every evaluation (`trace`), and
     /// what was kept since it was last taken.
-    traced: ahash::HashSet<Id>,
-    traces: Vec<AccountTrace>,
+    tracer: Tracer<AccountTrace>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -480,7 +480,7 @@ impl AccountStage {
         // facts; the lifecycle then sees the accounts it must, in the
         // accounts' order, as if one by one.
         let share = part_size(self.accounts.len(), 1, PARALLEL_MIN_ACCOUNTS);
-        let traced = &self.traced;
+        let tracer = &self.tracer;
         let company_view = CompanyView {
             pace: &pace,
             calibration: &calibration,
@@ -509,10 +509,9 @@ impl AccountStage {
                         ));
                     }
                     part.tails += completed_gaps(account, since..at, &detect.churn, &pace);
-                    let mut trace =
-                        (!traced.is_empty() && traced.contains(account_id)).then(|| {
-                            AccountTrace::new(account_id, &account.manager_id, &account.team, at)
-                        });
+                    let mut trace = tracer.wants(account_id).then(|| {
+                        AccountTrace::new(account_id, &account.manager_id, &account.team, at)
+                    });
                     let silence = judge_rhythm(
                         account_id,
                         account,
@@ -543,7 +542,7 @@ impl AccountStage {
         for part in parts {
             judged.absorb(*part);
         }
-        self.traces.append(&mut judged.traces);
+        self.tracer.keep(std::mem::take(&mut judged.traces));
         for (index, finding) in judged.observed {
             let (account_id, account) = self
                 .accounts
@@ -583,12 +582,12 @@ impl AccountStage {
     /// (see [`AccountTrace`]), to be taken with
     /// [`AccountStage::take_traces`].
     pub fn trace(&mut self, accounts: impl IntoIterator<Item = Id>) {
-        self.traced.extend(accounts);
+        self.tracer.add(accounts);
     }
 
     /// The traced accounts' judging since the last call, in evaluation order.
     pub fn take_traces(&mut self) -> Vec<AccountTrace> {
-        std::mem::take(&mut self.traces)
+        self.tracer.take()
     }
 
     /// The tail calibration of the last evaluation (see `calibration`).

@@ -39,6 +39,7 @@ use super::eviction::EvictionSampler;
 use super::fact::{keep_largest, DealOutcome, EvidenceRef, Fact, FactKind, LeakRoute};
 use super::lifecycle::Lifecycle;
 use super::presence::Presence;
+use super::tracer::Tracer;
 use super::window::{DailyBuckets, Tally};
 
 /// Losses and leaks kept per manager as candidate evidence; the largest are cited.
@@ -68,8 +69,7 @@ pub struct ManagerStage {
     pub evicted: u64,
     /// Managers whose every verdict is kept (`trace`), and the verdicts
     /// kept since they were last taken.
-    traced: ahash::HashSet<Id>,
-    traces: Vec<ManagerTrace>,
+    tracer: Tracer<ManagerTrace>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -376,12 +376,12 @@ impl ManagerStage {
     /// Keeps every verdict about these managers from now on (see
     /// [`ManagerTrace`]), to be taken with [`ManagerStage::take_traces`].
     pub fn trace(&mut self, managers: impl IntoIterator<Item = Id>) {
-        self.traced.extend(managers);
+        self.tracer.add(managers);
     }
 
     /// The traced managers' verdicts since the last call, in evaluation order.
     pub fn take_traces(&mut self) -> Vec<ManagerTrace> {
-        std::mem::take(&mut self.traces)
+        self.tracer.take()
     }
 
     pub fn apply(&mut self, fact: Fact) {
@@ -585,7 +585,7 @@ impl ManagerStage {
         // then sees the verdicts that can move it, in the managers' order, as
         // if one by one.
         let seen: &Lifecycle = lifecycle;
-        let traced = &self.traced;
+        let tracer = &self.tracer;
         let verdicts: Vec<(usize, Verdict, bool)> = self
             .managers
             .par_iter_mut()
@@ -594,7 +594,7 @@ impl ManagerStage {
             .filter_map(|(index, (manager_id, manager))| {
                 let verdict = judge(manager_id, manager, &rival_tallies[index], &yardsticks);
                 let moves = verdict.moves(manager_id, seen);
-                let kept = moves || (!traced.is_empty() && traced.contains(manager_id));
+                let kept = moves || tracer.wants(manager_id);
                 kept.then_some((index, verdict, moves))
             })
             .collect();
@@ -603,10 +603,10 @@ impl ManagerStage {
                 .managers
                 .get_index(index)
                 .expect("a manager judged in this evaluation");
-            if self.traced.contains(manager_id) {
+            if self.tracer.wants(manager_id) {
                 let detect = config.detect_for(&manager.team);
                 let trace = ManagerTrace::of(manager_id, &manager.team, at, &verdict, detect);
-                self.traces.push(trace);
+                self.tracer.keep([trace]);
             }
             if !moves {
                 continue;
