@@ -109,6 +109,13 @@ impl EventBuffer {
         self.run.is_empty() && self.out_of_order.is_empty()
     }
 
+    /// The event `n` places behind the earliest in the in-order run: nearly
+    /// always the event released `n` pops from now (one that arrived out of
+    /// order may come first), for a look ahead that need not be exact.
+    pub(crate) fn upcoming(&self, n: usize) -> Option<&Event> {
+        self.run.get(n)
+    }
+
     /// Every buffered event, in no particular order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Event> {
         let out_of_order = self.out_of_order.iter().map(|Reverse(e)| &*e.1);

@@ -16,6 +16,19 @@ use super::dedup::Dedup;
 use super::watermark::WatermarkTracker;
 use super::{DeadLetter, Outcome};
 
+/// The events waiting in the intake's buffer, as a stage looking ahead
+/// sees them.
+#[derive(Clone, Copy)]
+pub(crate) struct Upcoming<'a>(&'a EventBuffer);
+
+impl<'a> Upcoming<'a> {
+    /// The event `n` releases from now (1: the next), as near as the buffer
+    /// tells without sorting: a hint, not a promise.
+    pub(crate) fn nth(self, n: usize) -> Option<&'a Event> {
+        self.0.upcoming(n - 1)
+    }
+}
+
 pub(crate) struct Intake {
     pub(crate) late_horizon: i64,
     pub(crate) evaluate_every: i64,
@@ -99,14 +112,21 @@ impl Intake {
     /// then calls [`Intake::passed`] and asks again: so every evaluation
     /// sees exactly the events before its boundary, however the input was
     /// partitioned or interleaved.
-    pub(crate) fn next_due(&mut self, mut apply: impl FnMut(&Event)) -> Option<Timestamp> {
+    ///
+    /// `apply` is shown, beside each event, the events buffered after it
+    /// (see [`Upcoming`]), so that the stage can ask for their state's
+    /// memory before it applies this one.
+    pub(crate) fn next_due(
+        &mut self,
+        mut apply: impl FnMut(&Event, Upcoming<'_>),
+    ) -> Option<Timestamp> {
         let watermark = self.watermark.current()?;
         let first = self.first_boundary(watermark);
         let boundary = *self.next_evaluation.get_or_insert(first);
         let until = boundary.min(watermark);
         while self.pending.earliest().is_some_and(|at| at < until) {
             if let Some(event) = self.pending.pop() {
-                apply(&event);
+                apply(&event, Upcoming(&self.pending));
             }
         }
         if boundary <= watermark {

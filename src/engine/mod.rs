@@ -19,6 +19,7 @@ mod intake;
 pub mod lifecycle;
 pub mod manager;
 pub mod pace;
+mod prefetch;
 pub mod presence;
 pub mod shard;
 pub mod source;
@@ -292,7 +293,8 @@ impl Engine {
     /// once the events before its boundary are in.
     fn evaluate_due(&mut self, out: &mut Vec<Alert>) {
         loop {
-            let due = self.intake.next_due(|e| {
+            let due = self.intake.next_due(|e, upcoming| {
+                self.accounts.prefetch(upcoming);
                 apply_now(
                     e,
                     &mut self.accounts,

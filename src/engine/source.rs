@@ -278,7 +278,10 @@ impl Source {
                 self.follow();
             }
             self.share_ahead();
-            let due = self.intake.next_due(|e| self.stage.apply(e, &self.config));
+            let due = self.intake.next_due(|e, upcoming| {
+                self.stage.accounts.prefetch(upcoming);
+                self.stage.apply(e, &self.config)
+            });
             let Some(boundary) = due else { return };
             if self.shares.get(&boundary).map_or(0, BTreeMap::len) < self.sources {
                 return;

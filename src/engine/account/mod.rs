@@ -35,6 +35,8 @@ use kept::{cite_kept, cite_leaving, Kept, LatestVisit};
 use names::{Name, Names};
 use rhythm::{gap_before, judged_shapes, Rhythm, RECENT_ORDERS};
 
+use super::intake::Upcoming;
+use super::prefetch::{prefetch, prefetch_line};
 use super::{part_size, Map};
 use rayon::prelude::*;
 
@@ -90,6 +92,13 @@ pub struct AccountStage {
     /// Accounts whose judging is kept at every evaluation (`trace`), and
     /// what was kept since it was last taken.
     tracer: Tracer<AccountTrace>,
+    /// Where each account was last seen in `accounts`, by a slot its id
+    /// hashes to, one slot an account (a power of two): a guess, checked
+    /// against the id before it is used, that costs one read where the
+    /// index costs two or three, and that can be read ahead of time to
+    /// prefetch an account (see `prefetch`). Stale after an account is
+    /// forgotten or restored, which the check catches.
+    hints: Vec<u32>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -155,23 +164,27 @@ impl AccountState {
     }
 }
 
-/// An optional time in 8 bytes (`i64::MIN`: none), checkpointed as an
-/// option: an account holds two.
+/// An optional time in 4 bytes: Unix seconds, `u32::MAX` for none, so
+/// 1970 to 2106 (a time outside is held as the nearest end of that range,
+/// as an account's order times are). Checkpointed as an option: an account
+/// holds two.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(from = "Option<Timestamp>", into = "Option<Timestamp>")]
-struct MaybeTime(i64);
+struct MaybeTime(u32);
 
 impl MaybeTime {
-    const NONE: MaybeTime = MaybeTime(i64::MIN);
+    const NONE: MaybeTime = MaybeTime(u32::MAX);
 
     fn get(self) -> Option<Timestamp> {
-        (self != MaybeTime::NONE).then_some(Timestamp(self.0))
+        (self != MaybeTime::NONE).then_some(Timestamp(i64::from(self.0)))
     }
 }
 
 impl From<Option<Timestamp>> for MaybeTime {
     fn from(time: Option<Timestamp>) -> MaybeTime {
-        time.map_or(MaybeTime::NONE, |t| MaybeTime(t.0))
+        time.map_or(MaybeTime::NONE, |t| {
+            MaybeTime(t.0.clamp(0, i64::from(u32::MAX) - 1) as u32)
+        })
     }
 }
 
@@ -267,7 +280,7 @@ impl AccountStage {
     /// Applies one event to its account and appends the facts it yields.
     pub fn apply(&mut self, event: &Event, config: &Config, facts: &mut Vec<Fact>) {
         // Looked up once, without cloning the id: a new account is the rare case.
-        let index = match self.accounts.get_index_of(event.account_id.as_str()) {
+        let index = match self.index_of(&event.account_id) {
             Some(index) => index,
             None => {
                 if self.accounts.len() >= config.engine.max_accounts {
@@ -291,9 +304,12 @@ impl AccountStage {
                     deals_due: u32::MAX,
                     changed: true,
                 };
-                self.accounts
+                let index = self
+                    .accounts
                     .insert_full(event.account_id.as_str().into(), account)
-                    .0
+                    .0;
+                self.hint(&event.account_id, index);
+                index
             }
         };
         let account = &mut self.accounts[index];
@@ -572,6 +588,87 @@ impl AccountStage {
             expected_orders: judged.expected_orders,
             tails: judged.tails,
         }
+    }
+
+    /// Where account `id` is in `accounts`: where its hint says, if the
+    /// account there is `id`, else looked up (and the hint set).
+    fn index_of(&mut self, id: &str) -> Option<usize> {
+        let slot = self.hint_slot(id);
+        if let Some(&guess) = slot.and_then(|slot| self.hints.get(slot)) {
+            let guess = guess as usize;
+            if self
+                .accounts
+                .get_index(guess)
+                .is_some_and(|(key, _)| key == id)
+            {
+                return Some(guess);
+            }
+        }
+        let index = self.accounts.get_index_of(id)?;
+        if let Some(slot) = slot {
+            self.hints[slot] = index as u32;
+        }
+        Some(index)
+    }
+
+    /// The hint slot of account `id` (none before the first account).
+    fn hint_slot(&self, id: &str) -> Option<usize> {
+        let mask = self.hints.len().checked_sub(1)?;
+        Some(self.accounts.hasher().hash_one(id) as usize & mask)
+    }
+
+    /// Notes that account `id` is at `index`, growing the hints to a slot
+    /// for every account (a power of two) when there are more accounts.
+    fn hint(&mut self, id: &str, index: usize) {
+        if self.accounts.len() > self.hints.len() {
+            let slots = self.accounts.len().next_power_of_two().max(1024);
+            self.hints = vec![u32::MAX; slots];
+            let mask = slots - 1;
+            for (index, (id, _)) in self.accounts.iter().enumerate() {
+                let slot = self.accounts.hasher().hash_one(id.as_str()) as usize & mask;
+                self.hints[slot] = index as u32;
+            }
+        }
+        if let Some(slot) = self.hint_slot(id) {
+            self.hints[slot] = index as u32;
+        }
+    }
+
+    /// Asks for the memory the next events will read, a few events ahead
+    /// of applying them (see `prefetch`): the hint slot of the account of
+    /// the event four ahead, the account of the event two ahead (through
+    /// its hint), and the open deals or kept visits of the next one's.
+    pub(crate) fn prefetch(&self, upcoming: Upcoming<'_>) {
+        if let Some(slot) = upcoming.nth(4).and_then(|e| self.hint_slot(&e.account_id)) {
+            prefetch_line(self.hints.as_ptr().wrapping_add(slot));
+        }
+        if let Some((key, account)) = upcoming.nth(2).and_then(|e| self.hinted(&e.account_id)) {
+            prefetch_line(key);
+            prefetch(account);
+        }
+        if let Some(next) = upcoming.nth(1) {
+            if let Some((_, account)) = self.hinted(&next.account_id) {
+                match next.body {
+                    EventBody::ActivityLogged { .. } | EventBody::OrderPlaced { .. } => {
+                        prefetch_line(account.recent_visits.as_ptr());
+                    }
+                    EventBody::OpportunityUpdated { .. }
+                    | EventBody::OpportunityWon { .. }
+                    | EventBody::OpportunityLost { .. }
+                    | EventBody::OpportunityWithdrawn { .. } => {
+                        prefetch_line(account.open.0.as_ptr());
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// The account the hint of `id` names, which may not be `id` (its id is
+    /// not compared, so that nothing waits for memory).
+    fn hinted(&self, id: &str) -> Option<(&Id, &AccountState)> {
+        let slot = self.hint_slot(id)?;
+        self.accounts.get_index(self.hints[slot] as usize)
     }
 
     pub fn accounts(&self) -> usize {
