@@ -25,7 +25,7 @@ impl<'a> Upcoming<'a> {
     /// The event `n` releases from now (1: the next), as near as the buffer
     /// tells without sorting: a hint, not a promise.
     pub(crate) fn nth(self, n: usize) -> Option<&'a Event> {
-        self.0.upcoming(n - 1)
+        self.0.upcoming(n.checked_sub(1)?)
     }
 }
 

@@ -96,8 +96,8 @@ pub struct AccountStage {
     /// hashes to, one slot an account (a power of two): a guess, checked
     /// against the id before it is used, that costs one read where the
     /// index costs two or three, and that can be read ahead of time to
-    /// prefetch an account (see `prefetch`). Stale after an account is
-    /// forgotten or restored, which the check catches.
+    /// prefetch an account (see `prefetch`). Stale for the accounts moved
+    /// when others are forgotten, which the check catches.
     hints: Vec<u32>,
 }
 
@@ -613,20 +613,20 @@ impl AccountStage {
 
     /// The hint slot of account `id` (none before the first account).
     fn hint_slot(&self, id: &str) -> Option<usize> {
-        let mask = self.hints.len().checked_sub(1)?;
-        Some(self.accounts.hasher().hash_one(id) as usize & mask)
+        hint_slot(&self.accounts, self.hints.len(), id)
     }
 
-    /// Notes that account `id` is at `index`, growing the hints to a slot
-    /// for every account (a power of two) when there are more accounts.
+    /// Notes that the account `id`, just added, is at `index`, growing the
+    /// hints to a slot for every account (a power of two) when there are
+    /// more accounts.
     fn hint(&mut self, id: &str, index: usize) {
         if self.accounts.len() > self.hints.len() {
             let slots = self.accounts.len().next_power_of_two().max(1024);
             self.hints = vec![u32::MAX; slots];
-            let mask = slots - 1;
             for (index, (id, _)) in self.accounts.iter().enumerate() {
-                let slot = self.accounts.hasher().hash_one(id.as_str()) as usize & mask;
-                self.hints[slot] = index as u32;
+                if let Some(slot) = hint_slot(&self.accounts, slots, id) {
+                    self.hints[slot] = index as u32;
+                }
             }
         }
         if let Some(slot) = self.hint_slot(id) {
@@ -776,9 +776,17 @@ impl AccountStage {
             checkpoint::decode_payload(&format!("{ACCOUNT_PREFIX}{id}"), payload)?;
         account.manager_id = self.names.intern(&account.manager_id);
         account.team = self.names.intern(&account.team);
-        self.accounts.insert(id.into(), account);
+        let index = self.accounts.insert_full(id.into(), account).0;
+        self.hint(id, index);
         Ok(())
     }
+}
+
+/// The slot among `slots` hints (a power of two; none when there are
+/// none) that account `id` hashes to.
+fn hint_slot(accounts: &Accounts, slots: usize, id: &str) -> Option<usize> {
+    let mask = slots.checked_sub(1)?;
+    Some(accounts.hasher().hash_one(id) as usize & mask)
 }
 
 fn account_record(id: &str, account: &AccountState) -> (String, Vec<u8>) {
