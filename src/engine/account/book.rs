@@ -165,39 +165,53 @@ pub struct ChurningAccount {
     pub evidence: Vec<EvidenceRef>,
 }
 
-/// The books gathered in one evaluation, keyed by the address of the
+/// The books gathered in one evaluation, found by the address of the
 /// interned manager id: every account of a manager holds the same `Arc`
-/// (see [`Names`]), so finding the book hashes a pointer, not the id.
+/// (see [`Names`]), so finding the book hashes a pointer, not the id. The
+/// table holds only where each book is in `books`: a few bytes a manager,
+/// so it stays in the caches while the accounts are judged, where a table
+/// of the books themselves (two hundred bytes each) did not.
 #[derive(Default)]
-pub(super) struct BooksByManager(pub(super) Map<usize, (Name, Book)>);
+pub(super) struct BooksByManager {
+    at: Map<usize, u32>,
+    books: Vec<(Name, Book)>,
+}
 
 impl BooksByManager {
     pub(super) fn of(&mut self, manager_id: &Name, team: &str) -> &mut Book {
-        let (_, book) = self.0.entry(manager_id.address()).or_insert_with(|| {
+        let next = self.books.len() as u32;
+        let index = *self.at.entry(manager_id.address()).or_insert(next);
+        if index == next {
             let book = Book {
                 team: Id::from(team),
                 ..Book::default()
             };
-            (manager_id.clone(), book)
-        });
-        book
+            self.books.push((manager_id.clone(), book));
+        }
+        &mut self.books[index as usize].1
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.books.is_empty()
     }
 
     /// Adds the books another thread gathered.
     pub(super) fn merge(&mut self, other: BooksByManager) {
-        for (address, (manager_id, part)) in other.0 {
-            match self.0.entry(address) {
-                Entry::Occupied(mut held) => held.get_mut().1.merge(part),
+        for (manager_id, part) in other.books {
+            let next = self.books.len() as u32;
+            match self.at.entry(manager_id.address()) {
+                Entry::Occupied(held) => self.books[*held.get() as usize].1.merge(part),
                 Entry::Vacant(free) => {
-                    free.insert((manager_id, part));
+                    free.insert(next);
+                    self.books.push((manager_id, part));
                 }
             }
         }
     }
 
     pub(super) fn by_id(self) -> Map<Id, Book> {
-        self.0
-            .into_values()
+        self.books
+            .into_iter()
             .map(|(manager_id, book)| (Id::from(&*manager_id), book))
             .collect()
     }

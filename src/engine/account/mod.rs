@@ -245,7 +245,7 @@ impl JudgedPart {
         tails += part.tails;
         let mut traces = std::mem::take(&mut self.traces);
         traces.append(&mut part.traces);
-        if self.books.0.is_empty() && self.facts.is_empty() && self.observed.is_empty() {
+        if self.books.is_empty() && self.facts.is_empty() && self.observed.is_empty() {
             *self = part;
         } else {
             self.facts.extend(part.facts);
