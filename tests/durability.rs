@@ -204,6 +204,61 @@ async fn a_clean_restart_goes_on_from_the_checkpoint() {
     drop(broker);
 }
 
+/// A backlog is checkpointed while it is consumed, every
+/// `engine.checkpoint_interval`, not only when the service stops: a crash
+/// during a long catch-up must not replay all of it. (The service's
+/// one-second tick, which takes the checkpoints, was polled after the
+/// input, and a backlog always has a message ready: it never ran.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_is_checkpointed_while_it_is_consumed() {
+    let mut config = test_config();
+    // Sixteen partitions: the mock cluster keeps only the last few
+    // megabytes of a partition.
+    let broker = broker_with_topics(&mut config, 16);
+    let input = simulated_world(22, 200);
+    produce(
+        &config.kafka.brokers,
+        &config.kafka.input_topic,
+        &input,
+        account_key,
+    );
+    let metrics = Arc::new(Metrics::new(false, 0));
+    let running = start_service(&config, metrics.clone());
+    // From the first message applied to nine in ten of them: how long,
+    // and how many checkpoints were completed by then.
+    let started = Instant::now();
+    let mut first = None;
+    let (consuming, checkpoints) = loop {
+        let exposition = metrics.render();
+        let events = metric_sum(&exposition, "feidan_events_total");
+        let since = *first.get_or_insert_with(Instant::now);
+        if events == 0 {
+            first = None;
+        } else if events >= input.len() as u64 * 9 / 10 {
+            let checkpoints = metric_sum(&exposition, "feidan_checkpoints_total");
+            break (since.elapsed(), checkpoints);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the service consumed {events} of {} events in 300 s",
+            input.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    running.stop().await;
+    eprintln!("{checkpoints} checkpoints in {consuming:?} of backlog");
+    // Longer than the tick's period: a tick came while it was consumed.
+    assert!(
+        consuming > Duration::from_millis(1_500),
+        "the backlog took only {consuming:?}: too short to tell"
+    );
+    assert!(
+        checkpoints >= 1,
+        "no checkpoint in {consuming:?} of consuming a backlog"
+    );
+    drop(broker);
+}
+
 /// The same on tansu, which answers a fetch from an offset inside a record
 /// batch with the batches after it (tansu 0.6; Kafka returns the batch
 /// that holds the offset). The input is produced in batches of hundreds of
@@ -370,18 +425,23 @@ fn tansu_config(bootstrap: &str) -> Config {
 
 /// A world of over 100k events (80 managers, 18 months).
 fn large_world() -> Vec<Vec<u8>> {
+    let events = simulated_world(21, 80);
+    assert!(events.len() >= 100_000, "{} events", events.len());
+    events
+}
+
+/// A simulated world of `managers` over 540 days, as JSON payloads.
+fn simulated_world(seed: u64, managers: usize) -> Vec<Vec<u8>> {
     let sim = feidan::simulate::SimConfig {
-        seed: 21,
-        managers: 80,
+        seed,
+        managers,
         days: 540,
         ..Default::default()
     };
-    let events: Vec<Vec<u8>> = feidan::simulate::Simulation::new(sim)
+    feidan::simulate::Simulation::new(sim)
         .flatten()
         .map(|event| event.to_json().to_string().into_bytes())
-        .collect();
-    assert!(events.len() >= 100_000, "{} events", events.len());
-    events
+        .collect()
 }
 
 /// Starts `feidan run` on `port` and kills it (SIGKILL) `kills` times, each

@@ -106,6 +106,19 @@ pub struct SourceRecord<'a> {
     pub payload: &'a [u8],
 }
 
+impl<'a> SourceRecord<'a> {
+    /// The record a consumed message is (an empty payload where it has none).
+    pub fn of(message: &'a impl rdkafka::message::Message) -> SourceRecord<'a> {
+        SourceRecord {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key(),
+            payload: message.payload().unwrap_or_default(),
+        }
+    }
+}
+
 /// The alert and dead-letter producers (one idempotent producer for both).
 pub struct Sinks {
     producer: FutureProducer,

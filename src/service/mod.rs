@@ -37,6 +37,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use tokio::time::MissedTickBehavior;
 use tracing::{debug, error, info, warn};
 
 use crate::alert::Alert;
@@ -148,6 +149,7 @@ pub async fn run(
     let mut last_by_partition: HashMap<i32, Instant> = HashMap::new();
     let mut idle_clock: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut readiness = Readiness::new(
         config,
         consumer.clone(),
@@ -157,45 +159,13 @@ pub async fn run(
     );
 
     loop {
+        // The tick before the input: while a backlog is consumed a message
+        // is always ready, and a tick polled after it never ran, so a
+        // catch-up of hours took no checkpoint (a crash then replayed it
+        // all) and left the metrics as they were when it began.
         tokio::select! {
             biased;
             () = &mut shutdown => break,
-            received = consumer.recv() => match received {
-                Ok(message) => {
-                    context.set_connected(true);
-                    let now = Instant::now();
-                    if !state.follow_assignment(&mut engine, &mut last_by_partition, &mut shutdown).await? {
-                        break;
-                    }
-                    if !state.owner {
-                        // Fetched before the pause; consumed again once this
-                        // instance owns the input, from where the state ends.
-                        continue;
-                    }
-                    last_message = now;
-                    idle_clock = None;
-                    last_by_partition.insert(message.partition(), now);
-                    let record = SourceRecord {
-                        topic: message.topic(),
-                        partition: message.partition(),
-                        offset: message.offset(),
-                        key: message.key(),
-                        payload: message.payload().unwrap_or_default(),
-                    };
-                    state.handle(&mut engine, &record).await?;
-                    if let Some(next) = state.consumed.get(&record.partition) {
-                        context.set_position(&kafka.input_topic, record.partition, *next);
-                    }
-                    if let Some(appended_ms) = message.timestamp().to_millis() {
-                        let delay = unix_now() - appended_ms as f64 / 1000.0;
-                        metrics.input_delay.observe(delay.max(0.0));
-                    }
-                }
-                Err(error) => {
-                    warn!(error = %error, "Consumer error; retrying.");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            },
             () = context.rebalanced() => {
                 if !state.follow_assignment(&mut engine, &mut last_by_partition, &mut shutdown).await? {
                     break;
@@ -239,6 +209,36 @@ pub async fn run(
 
                 readiness.refresh(state.owner).await;
             }
+            received = consumer.recv() => match received {
+                Ok(message) => {
+                    context.set_connected(true);
+                    let now = Instant::now();
+                    if !state.follow_assignment(&mut engine, &mut last_by_partition, &mut shutdown).await? {
+                        break;
+                    }
+                    if !state.owner {
+                        // Fetched before the pause; consumed again once this
+                        // instance owns the input, from where the state ends.
+                        continue;
+                    }
+                    last_message = now;
+                    idle_clock = None;
+                    last_by_partition.insert(message.partition(), now);
+                    let record = SourceRecord::of(&message);
+                    state.handle(&mut engine, &record).await?;
+                    if let Some(next) = state.consumed.get(&record.partition) {
+                        context.set_position(&kafka.input_topic, record.partition, *next);
+                    }
+                    if let Some(appended_ms) = message.timestamp().to_millis() {
+                        let delay = unix_now() - appended_ms as f64 / 1000.0;
+                        metrics.input_delay.observe(delay.max(0.0));
+                    }
+                }
+                Err(error) => {
+                    warn!(error = %error, "Consumer error; retrying.");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
         }
         state.delivery.settle(false).await?;
         while state.delivery.len() >= kafka.max_in_flight {

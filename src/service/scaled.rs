@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::time::MissedTickBehavior;
 use tracing::{debug, info, warn};
 
 use crate::alert::Alert;
@@ -124,6 +125,7 @@ pub(super) async fn run(
     let idle_timeout = config.engine.idle_timeout;
     let mut idle_clock: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut readiness = Readiness::new(
         config,
         consumer.clone(),
@@ -133,6 +135,9 @@ pub(super) async fn run(
     );
 
     loop {
+        // The tick before the input and the pace: a backlog always has a
+        // message ready, and a tick polled after them never ran (see the
+        // one-instance loop in `service`).
         tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -141,42 +146,6 @@ pub(super) async fn run(
                     break;
                 }
             }
-            received = consumer.recv() => match received {
-                Ok(message) => {
-                    context.set_connected(true);
-                    if !state.follow_assignment(&mut shutdown).await? {
-                        break;
-                    }
-                    let record = SourceRecord {
-                        topic: message.topic(),
-                        partition: message.partition(),
-                        offset: message.offset(),
-                        key: message.key(),
-                        payload: message.payload().unwrap_or_default(),
-                    };
-                    if record.topic == kafka.input_topic {
-                        idle_clock = None;
-                        state.handle_input(&record).await?;
-                    } else {
-                        state.handle_facts(&record).await?;
-                    }
-                }
-                Err(error) => {
-                    warn!(error = %error, "Consumer error; retrying.");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            },
-            received = state.pace.recv() => match received {
-                Ok(message) => {
-                    let (offset, payload) = (message.offset(), message.payload().unwrap_or_default().to_vec());
-                    drop(message);
-                    state.handle_pace(offset, &payload).await?;
-                }
-                Err(error) => {
-                    warn!(error = %error, "Pace consumer error; retrying.");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            },
             _ = tick.tick() => {
                 let now = Instant::now();
                 if !state.follow_assignment(&mut shutdown).await? {
@@ -213,6 +182,36 @@ pub(super) async fn run(
 
                 readiness.refresh(state.undecided.is_none()).await;
             }
+            received = consumer.recv() => match received {
+                Ok(message) => {
+                    context.set_connected(true);
+                    if !state.follow_assignment(&mut shutdown).await? {
+                        break;
+                    }
+                    let record = SourceRecord::of(&message);
+                    if record.topic == kafka.input_topic {
+                        idle_clock = None;
+                        state.handle_input(&record).await?;
+                    } else {
+                        state.handle_facts(&record).await?;
+                    }
+                }
+                Err(error) => {
+                    warn!(error = %error, "Consumer error; retrying.");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
+            received = state.pace.recv() => match received {
+                Ok(message) => {
+                    let (offset, payload) = (message.offset(), message.payload().unwrap_or_default().to_vec());
+                    drop(message);
+                    state.handle_pace(offset, &payload).await?;
+                }
+                Err(error) => {
+                    warn!(error = %error, "Pace consumer error; retrying.");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
         }
         state.delivery.settle(false).await?;
         while state.delivery.len() >= kafka.max_in_flight {

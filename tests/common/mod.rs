@@ -522,6 +522,37 @@ pub fn assert_topic_holds(records: &[Record], expected: &[feidan::alert::Alert],
     assert_eq!(got, want, "{context}");
 }
 
+/// The service running in-process, and what stops it the way SIGTERM would.
+pub struct RunningService {
+    pub stop: tokio_util::sync::CancellationToken,
+    pub task:
+        tokio::task::JoinHandle<Result<feidan::service::RunSummary, feidan::service::ServiceError>>,
+}
+
+impl RunningService {
+    /// Stops the service and waits for its summary.
+    pub async fn stop(self) -> feidan::service::RunSummary {
+        self.stop.cancel();
+        self.task.await.expect("service task").expect("service ran")
+    }
+}
+
+/// Starts the service in-process on `config`, counting into `metrics`.
+pub fn start_service(
+    config: &Config,
+    metrics: std::sync::Arc<feidan::metrics::Metrics>,
+) -> RunningService {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = {
+        let (config, stop) = (config.clone(), stop.clone());
+        tokio::spawn(async move {
+            let health = feidan::metrics::Health::default();
+            feidan::service::run(&config, metrics, health, stop.cancelled_owned()).await
+        })
+    };
+    RunningService { stop, task }
+}
+
 /// Runs the service in-process until `feidan_events_total` reaches
 /// `expected` (within `timeout`), then stops it the way SIGTERM would.
 pub async fn run_service_until(
@@ -530,14 +561,7 @@ pub async fn run_service_until(
     expected: u64,
     timeout: Duration,
 ) -> feidan::service::RunSummary {
-    let stop = tokio_util::sync::CancellationToken::new();
-    let task = {
-        let (config, metrics, stop) = (config.clone(), metrics.clone(), stop.clone());
-        tokio::spawn(async move {
-            let health = feidan::metrics::Health::default();
-            feidan::service::run(&config, metrics, health, stop.cancelled_owned()).await
-        })
-    };
+    let running = start_service(config, metrics.clone());
     let started = Instant::now();
     while metric_sum(&metrics.render(), "feidan_events_total") < expected {
         assert!(
@@ -546,8 +570,7 @@ pub async fn run_service_until(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    stop.cancel();
-    task.await.expect("service task").expect("service ran")
+    running.stop().await
 }
 
 /// Whether `command` is installed; in CI its absence fails the test.
