@@ -215,7 +215,7 @@ async fn a_backlog_is_checkpointed_while_it_is_consumed() {
     // Sixteen partitions: the mock cluster keeps only the last few
     // megabytes of a partition.
     let broker = broker_with_topics(&mut config, 16);
-    let input = simulated_world(22, 200);
+    let input = simulated_world(22, 200, 540);
     produce(
         &config.kafka.brokers,
         &config.kafka.input_topic,
@@ -227,14 +227,14 @@ async fn a_backlog_is_checkpointed_while_it_is_consumed() {
     // From the first message applied to nine in ten of them: how long,
     // and how many checkpoints were completed by then.
     let started = Instant::now();
-    let mut first = None;
+    let mut first: Option<Instant> = None;
     let (consuming, checkpoints) = loop {
         let exposition = metrics.render();
         let events = metric_sum(&exposition, "feidan_events_total");
-        let since = *first.get_or_insert_with(Instant::now);
-        if events == 0 {
-            first = None;
-        } else if events >= input.len() as u64 * 9 / 10 {
+        if events > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if let Some(since) = first.filter(|_| events >= input.len() as u64 * 9 / 10) {
             let checkpoints = metric_sum(&exposition, "feidan_checkpoints_total");
             break (since.elapsed(), checkpoints);
         }
@@ -425,23 +425,9 @@ fn tansu_config(bootstrap: &str) -> Config {
 
 /// A world of over 100k events (80 managers, 18 months).
 fn large_world() -> Vec<Vec<u8>> {
-    let events = simulated_world(21, 80);
+    let events = simulated_world(21, 80, 540);
     assert!(events.len() >= 100_000, "{} events", events.len());
     events
-}
-
-/// A simulated world of `managers` over 540 days, as JSON payloads.
-fn simulated_world(seed: u64, managers: usize) -> Vec<Vec<u8>> {
-    let sim = feidan::simulate::SimConfig {
-        seed,
-        managers,
-        days: 540,
-        ..Default::default()
-    };
-    feidan::simulate::Simulation::new(sim)
-        .flatten()
-        .map(|event| event.to_json().to_string().into_bytes())
-        .collect()
 }
 
 /// Starts `feidan run` on `port` and kills it (SIGKILL) `kills` times, each

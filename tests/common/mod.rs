@@ -211,10 +211,15 @@ pub fn assert_valid(validator: &jsonschema::Validator, instance: &Value) {
 /// A small simulated world as JSONL lines, with the default configuration's
 /// engine settings made safe for a test that ends its input abruptly.
 pub fn small_world(seed: u64) -> Vec<Vec<u8>> {
+    simulated_world(seed, 16, 400)
+}
+
+/// A simulated world of `managers` over `days`, as JSONL lines.
+pub fn simulated_world(seed: u64, managers: usize, days: i64) -> Vec<Vec<u8>> {
     let sim = feidan::simulate::SimConfig {
         seed,
-        managers: 16,
-        days: 400,
+        managers,
+        days,
         ..Default::default()
     };
     feidan::simulate::Simulation::new(sim)
@@ -524,15 +529,15 @@ pub fn assert_topic_holds(records: &[Record], expected: &[feidan::alert::Alert],
 
 /// The service running in-process, and what stops it the way SIGTERM would.
 pub struct RunningService {
-    pub stop: tokio_util::sync::CancellationToken,
-    pub task:
+    shutdown: tokio_util::sync::CancellationToken,
+    task:
         tokio::task::JoinHandle<Result<feidan::service::RunSummary, feidan::service::ServiceError>>,
 }
 
 impl RunningService {
     /// Stops the service and waits for its summary.
     pub async fn stop(self) -> feidan::service::RunSummary {
-        self.stop.cancel();
+        self.shutdown.cancel();
         self.task.await.expect("service task").expect("service ran")
     }
 }
@@ -542,15 +547,15 @@ pub fn start_service(
     config: &Config,
     metrics: std::sync::Arc<feidan::metrics::Metrics>,
 ) -> RunningService {
-    let stop = tokio_util::sync::CancellationToken::new();
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let task = {
-        let (config, stop) = (config.clone(), stop.clone());
+        let (config, shutdown) = (config.clone(), shutdown.clone());
         tokio::spawn(async move {
             let health = feidan::metrics::Health::default();
-            feidan::service::run(&config, metrics, health, stop.cancelled_owned()).await
+            feidan::service::run(&config, metrics, health, shutdown.cancelled_owned()).await
         })
     };
-    RunningService { stop, task }
+    RunningService { shutdown, task }
 }
 
 /// Runs the service in-process until `feidan_events_total` reaches
